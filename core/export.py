@@ -1,0 +1,182 @@
+"""Export for deployment: a SavedModel for TensorFlow Serving, TFLite files
+for devices, and a parity check between the two.
+
+Layout written by `export_model` (TF Serving reads `saved_models/<app>/`
+and serves the integer version folders in it; it ignores the rest):
+
+  saved_models/<app>/<version>/                 SavedModel, `serving_default` signature
+  saved_models/<app>/<version>/assets.extra/    labels.txt (class names) when given
+  saved_models/<app>/tflite/<version>/float.tflite
+  saved_models/<app>/tflite/<version>/dynamic.tflite   dynamic-range quantized weights
+  saved_models/<app>/tflite/<version>/int8.tflite      full integer, when the model allows
+
+Keras 3 models go to TFLite through the SavedModel (`from_saved_model`):
+`TFLiteConverter.from_keras_model` fails for many Keras 3 models.
+"""
+
+import os
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from core.errors import UserError
+
+SIGNATURE = "serving_default"
+
+# How far a TFLite file may drift from the SavedModel on the same batch, in
+# the largest absolute difference of any output (classifier probabilities
+# live in [0, 1], so these are absolute probability errors).
+TOLERANCES = {"float": 1e-4, "dynamic": 0.1, "int8": 0.15}
+
+
+class ParityError(Exception):
+    """A converted model disagrees with the SavedModel beyond its tolerance."""
+
+
+def export_saved_model(model, export_dir, input_names=None, output_names=None):
+    """Write `model` as a SavedModel whose `serving_default` signature has
+    meaningful tensor names (`input_names`, `output_names`), for TF Serving."""
+    input_names = list(input_names or [t.name for t in model.inputs])
+    output_names = list(output_names or [t.name for t in model.outputs])
+    if len(input_names) != len(model.inputs) or len(output_names) != len(model.outputs):
+        raise ValueError(f"model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                         f"got names {input_names} and {output_names}")
+    specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=name)
+             for t, name in zip(model.inputs, input_names)]
+
+    def serve(*inputs):
+        outputs = model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return dict(zip(output_names, outputs))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=specs)
+    archive.write_out(export_dir, verbose=False)
+    return export_dir
+
+
+def convert_to_tflite(saved_model_dir, tflite_path, quantization="float", representative_data=None):
+    """Convert the SavedModel's `serving_default` signature to a .tflite file.
+
+    quantization: "float" (no quantization), "dynamic" (int8 weights, float
+    activations) or "int8" (weights and activations, calibrated on
+    `representative_data`, an iterable of input batches; inputs and outputs
+    stay float so callers need not know the quantization parameters).
+    """
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+    if quantization not in TOLERANCES:
+        raise ValueError(f"unknown quantization '{quantization}'; choose one of {sorted(TOLERANCES)}")
+    if quantization in ("dynamic", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "int8":
+        if representative_data is None:
+            raise ValueError("int8 quantization needs representative_data")
+        converter.representative_dataset = lambda: ([np.asarray(batch, np.float32)] for batch in representative_data)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    flatbuffer = converter.convert()
+    os.makedirs(os.path.dirname(os.path.abspath(tflite_path)), exist_ok=True)
+    _atomic_write(tflite_path, flatbuffer)
+    return tflite_path
+
+
+def _atomic_write(path, data):
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def tflite_signature_runner(tflite_path, num_threads=None):
+    """The LiteRT runner for the file's `serving_default` signature."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+    if SIGNATURE not in interpreter.get_signature_list():
+        raise UserError(f"{tflite_path} has no '{SIGNATURE}' signature; convert it from a SavedModel with signatures")
+    return interpreter.get_signature_runner(SIGNATURE)
+
+
+def run_tflite(tflite_path, inputs):
+    """Run `inputs` (a dict name -> array) through a .tflite file; dict of outputs."""
+    runner = tflite_signature_runner(tflite_path)
+    return {name: np.asarray(value) for name, value in runner(**_as_arrays(inputs)).items()}
+
+
+def run_saved_model(saved_model_dir, inputs):
+    """Run `inputs` (a dict name -> array) through the SavedModel's signature."""
+    signature = tf.saved_model.load(saved_model_dir).signatures[SIGNATURE]
+    outputs = signature(**{k: tf.constant(v) for k, v in _as_arrays(inputs).items()})
+    return {name: value.numpy() for name, value in outputs.items()}
+
+
+def _as_arrays(inputs):
+    return {name: np.asarray(value, np.float32) if np.asarray(value).dtype == np.float64 else np.asarray(value)
+            for name, value in inputs.items()}
+
+
+def max_abs_difference(reference, candidate):
+    return max(float(np.max(np.abs(reference[name].astype(np.float64) - candidate[name].astype(np.float64))))
+               for name in reference)
+
+
+def next_version(app_dir):
+    """One more than the highest integer version folder in `app_dir` (1 if none)."""
+    if not os.path.isdir(app_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(app_dir) if re.fullmatch(r"\d+", name)]
+    return max(versions, default=0) + 1
+
+
+def latest_version_dir(app_dir):
+    version = next_version(app_dir) - 1
+    if version < 1:
+        raise UserError(f"no exported versions in {app_dir}; run the app's 'export' command first")
+    return os.path.join(app_dir, str(version))
+
+
+def export_model(model, app_dir, *, input_names, output_names, sample_inputs, representative_data=None,
+                 class_names=None, version=None, log=print):
+    """Export `model` for Serving and TFLite, and check that they agree.
+
+    `sample_inputs` (dict name -> batch) runs through the SavedModel and each
+    TFLite file; a file that differs beyond `TOLERANCES` raises `ParityError`.
+    Full-int8 conversion is attempted when `representative_data` is given and
+    skipped with a note when the model has ops TFLite cannot quantize.
+    Returns a dict with the paths written and the measured differences.
+    """
+    version = int(version or next_version(app_dir))
+    saved_model_dir = os.path.join(app_dir, str(version))
+    if os.path.exists(saved_model_dir):
+        raise UserError(f"{saved_model_dir} already exists; choose another --version")
+    tmp_dir = os.path.join(app_dir, f".tmp-{version}")
+    export_saved_model(model, tmp_dir, input_names, output_names)
+    if class_names:
+        os.makedirs(os.path.join(tmp_dir, "assets.extra"), exist_ok=True)
+        with open(os.path.join(tmp_dir, "assets.extra", "labels.txt"), "w") as f:
+            f.write("\n".join(class_names) + "\n")
+    # TF Serving watches the folder: the version appears whole or not at all.
+    os.replace(tmp_dir, saved_model_dir)
+
+    reference = run_saved_model(saved_model_dir, sample_inputs)
+    tflite_dir = os.path.join(app_dir, "tflite", str(version))
+    report = {"version": version, "saved_model": saved_model_dir, "tflite": {}, "max_abs_diff": {}}
+    kinds = ["float", "dynamic"] + (["int8"] if representative_data is not None else [])
+    for kind in kinds:
+        path = os.path.join(tflite_dir, f"{kind}.tflite")
+        try:
+            convert_to_tflite(saved_model_dir, path, kind, representative_data)
+        except Exception as error:  # the converter raises ConverterError and friends
+            if kind != "int8":
+                raise
+            log(f"note: full-int8 conversion skipped: {str(error).splitlines()[0][:200]}")
+            continue
+        difference = max_abs_difference(reference, run_tflite(path, sample_inputs))
+        report["tflite"][kind] = path
+        report["max_abs_diff"][kind] = difference
+        if difference > TOLERANCES[kind]:
+            raise ParityError(f"{path} differs from the SavedModel by {difference:.3g} "
+                              f"(tolerance {TOLERANCES[kind]})")
+    return report
