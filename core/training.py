@@ -1,0 +1,108 @@
+"""Training with the callbacks every app wants, and run folders that resume.
+
+A run folder holds everything one training run writes:
+
+  config.json      the arguments the run was started with
+  model.keras      the best model so far on the validation loss
+  backup/          BackupAndRestore state: a killed run resumes from here
+  history.csv      one row per epoch (appended across resumes)
+  logs/            TensorBoard event files
+  learning_curves.png
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+import keras
+
+from core.errors import UserError
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+
+
+def set_seed(seed):
+    """Seed Python, NumPy and TensorFlow so runs repeat."""
+    keras.utils.set_random_seed(seed)
+
+
+def save_config(run_dir, config, identity_keys=()):
+    """Write the run's config; refuse to mix two different runs in one folder.
+
+    `identity_keys` name the settings that must match an existing run in the
+    folder for the new command to be its continuation (e.g. model, dataset).
+    """
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if os.path.exists(path):
+        old = load_config(run_dir)
+        clashes = [k for k in identity_keys if old.get(k) != config.get(k)]
+        if clashes:
+            details = ", ".join(f"{k}={old.get(k)!r}" for k in clashes)
+            raise UserError(f"{run_dir} holds another run ({details}); pass a different --out or delete it")
+    os.makedirs(run_dir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_config(run_dir):
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise UserError(f"no training run in {run_dir} (missing {CONFIG_FILE}); run 'train' first or pass --out")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise UserError(f"corrupt {path}: {error}") from None
+
+
+def load_trained_model(run_dir):
+    path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.exists(path):
+        raise UserError(f"no trained model in {run_dir} (missing {MODEL_FILE}); run 'train' first")
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # a truncated zip, a foreign file, ...
+        raise UserError(f"cannot load {path}: {str(error).splitlines()[0][:200]}") from None
+
+
+def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True):
+    """Checkpoint, resume, early stopping, TensorBoard and CSV history.
+
+    On a non-chief multi-worker task (`writes_files=False`) the checkpoints go
+    to a throwaway folder: every worker must run the same callbacks, but
+    only the chief's files are kept.
+    """
+    folder = run_dir if writes_files else tempfile.mkdtemp(prefix="worker-")
+    result = [
+        keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
+        keras.callbacks.ModelCheckpoint(os.path.join(folder, MODEL_FILE), monitor=monitor, save_best_only=True),
+        keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(folder, "logs")),
+    ]
+    if patience:
+        result.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True))
+    return result
+
+
+def fit(model, train_data, val_data, *, epochs, run_dir, monitor="val_loss", patience=None,
+        writes_files=True, extra_callbacks=(), class_weight=None):
+    """`model.fit` with the suite's callbacks; writes the learning-curve PNG.
+
+    Rerunning the same command after a kill resumes from the last finished
+    epoch (BackupAndRestore) and stops at the same total number of epochs.
+    """
+    from core import plots
+
+    verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs
+    history = model.fit(
+        train_data, validation_data=val_data, epochs=epochs, verbose=verbose, class_weight=class_weight,
+        shuffle=False,  # the tf.data pipeline shuffles
+        callbacks=callbacks(run_dir, monitor=monitor, patience=patience, writes_files=writes_files)
+        + list(extra_callbacks))
+    if writes_files:
+        plots.learning_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "learning_curves.png"))
+    return history

@@ -1,0 +1,28 @@
+"""Shared fixtures. Tests use real data, real TensorFlow and real files."""
+
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(args, env=None, timeout=300, **kwargs):
+    """Run `python args...` from the repo root, as a user would; returns CompletedProcess."""
+    full_env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A LeNet-5 trained briefly on 3,000 real Fashion-MNIST images (shared by the classify tests)."""
+    from apps.classify import app
+
+    run_dir = str(tmp_path_factory.mktemp("lenet5_run"))
+    app.train(model="lenet5", dataset="fashion_mnist", epochs=3, batch_size=64, out=run_dir, limit=3000)
+    return run_dir

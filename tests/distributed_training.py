@@ -1,0 +1,49 @@
+"""Train LeNet-5 for a few steps under one tf.distribute strategy and save the weights.
+
+Run as a script by test_distribute.py, one process per worker, because the
+device layout and the cluster must be set before TensorFlow starts.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+GLOBAL_BATCH = 64
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--strategy", required=True)
+    parser.add_argument("--logical-cpus", type=int, default=0)
+    parser.add_argument("--weights", required=True, help="where the chief writes the trained weights (.npz)")
+    args = parser.parse_args()
+
+    from core import distribute
+
+    if args.logical_cpus:
+        distribute.split_cpu(args.logical_cpus)
+
+    import keras
+    import numpy as np
+
+    from apps.classify.models import build_model
+    from core import data
+
+    strategy = distribute.get_strategy(args.strategy)  # first: multi-worker must set up before TF starts
+    keras.utils.set_random_seed(0)
+    images = data.load_dataset("digits", limit=512)
+    with strategy.scope():
+        model = build_model("lenet5", images.image_shape, images.num_classes)
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+    # The same global batches in the same order for every strategy: the
+    # strategy splits each one across its replicas.
+    model.fit(data.batched(images.train, GLOBAL_BATCH), epochs=2, verbose=0, shuffle=False)
+    if distribute.is_chief(strategy):
+        np.savez(args.weights, *model.get_weights())
+    print(f"replicas={strategy.num_replicas_in_sync}")
+
+
+if __name__ == "__main__":
+    main()
