@@ -3,7 +3,8 @@
 A run folder holds everything one training run writes:
 
   config.json      the arguments the run was started with
-  model.keras      the best model so far on the validation loss
+  model.keras      the best model so far on the validation loss (written atomically)
+  model.keras.best.json  its validation loss and epoch
   backup/          BackupAndRestore state: a killed run resumes from here
   history.csv      one row per epoch (appended across resumes)
   logs/            TensorBoard event files
@@ -11,6 +12,7 @@ A run folder holds everything one training run writes:
 """
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -42,10 +44,7 @@ def save_config(run_dir, config, identity_keys=()):
             details = ", ".join(f"{k}={old.get(k)!r}" for k in clashes)
             raise UserError(f"{run_dir} holds another run ({details}); pass a different --out or delete it")
     os.makedirs(run_dir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    _write_json_atomically(path, config)
 
 
 def load_config(run_dir):
@@ -69,6 +68,49 @@ def load_trained_model(run_dir):
         raise UserError(f"cannot load {path}: {str(error).splitlines()[0][:200]}") from None
 
 
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Save the whole model when `monitor` improves, atomically.
+
+    The model is written to a temporary file and renamed over `path`, so a
+    kill mid-save never leaves a half-written checkpoint. The best value is
+    kept beside it (`<path>.best.json`) so a resumed run keeps comparing
+    against the best epoch before the kill, not against infinity.
+    """
+
+    def __init__(self, path, monitor="val_loss", mode=None):
+        super().__init__()
+        self.path, self.monitor = path, monitor
+        self.mode = mode or ("max" if "acc" in monitor else "min")
+        self.state_path = f"{path}.best.json"
+        self.best = None
+
+    def on_train_begin(self, logs=None):
+        self.best = -math.inf if self.mode == "max" else math.inf
+        if os.path.exists(self.state_path):
+            with open(self.state_path) as f:
+                self.best = json.load(f)["best"]
+
+    def _improved(self, value):
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not self._improved(float(value)):
+            return
+        self.best = float(value)
+        tmp = f"{self.path}.tmp.keras"  # Keras wants the .keras suffix
+        self.model.save(tmp)
+        os.replace(tmp, self.path)
+        _write_json_atomically(self.state_path, {"best": self.best, "epoch": epoch, "monitor": self.monitor})
+
+
+def _write_json_atomically(path, value):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
 def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True):
     """Checkpoint, resume, early stopping, TensorBoard and CSV history.
 
@@ -77,9 +119,14 @@ def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True):
     only the chief's files are kept.
     """
     folder = run_dir if writes_files else tempfile.mkdtemp(prefix="worker-")
+    backup = os.path.join(folder, "backup")
+    best = BestModelCheckpoint(os.path.join(folder, MODEL_FILE), monitor=monitor)
+    if not os.path.exists(backup) and os.path.exists(best.state_path):
+        os.remove(best.state_path)  # a fresh run (not a resume) starts its own "best so far"
     result = [
-        keras.callbacks.BackupAndRestore(os.path.join(folder, "backup")),
-        keras.callbacks.ModelCheckpoint(os.path.join(folder, MODEL_FILE), monitor=monitor, save_best_only=True),
+        # double_checkpoint keeps the previous backup, used if the latest is corrupt.
+        keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
+        best,
         keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(folder, "logs")),
     ]
