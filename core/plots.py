@@ -4,6 +4,7 @@ import csv
 import os
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -38,6 +39,7 @@ def learning_curves(csv_path, png_path, title="Learning curves"):
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], "s-", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
