@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify tflite clean
+.PHONY: help setup debian demo test classify tflite serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,8 +34,18 @@ classify: setup ## the classifier app: train, evaluate and export (ARGS="--model
 	$(PY) -m apps.classify evaluate
 	$(PY) -m apps.classify export
 
-tflite: setup ## export the last classifier run to SavedModel + float/dynamic/int8 TFLite, parity-checked
-	$(PY) -m apps.classify export
+tflite: setup ## TFLite table for every exported app: size, max abs diff vs SavedModel, accuracy, LiteRT vs SavedModel latency
+	$(PY) -m core.serving tflite $(ARGS)
+
+serve: setup ## write saved_models/models.config + deploy/docker-compose.yml, print the docker run line, run the local TF-Serving-compatible server (127.0.0.1: REST 8501, gRPC 8500)
+	$(PY) -m core.serving config --export-missing $(ARGS)
+	$(PY) -m core.serving serve
+
+serve-config: setup ## only write models.config + the compose file and print the docker run line (ARGS="--policy classify=latest:2")
+	$(PY) -m core.serving config --export-missing $(ARGS)
+
+serve-bench: setup ## requests/s and p50/p99 latency of the local server, REST and gRPC
+	$(PY) bench/serving_load.py $(ARGS)
 
 clean: ## remove runs and exports (keeps the venv)
 	rm -rf runs saved_models/classify

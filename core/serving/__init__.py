@@ -1,0 +1,1 @@
+"""Deployment: TF Serving config, a local TF-Serving-compatible server, clients (see docs/deployment.md)."""

@@ -1,0 +1,146 @@
+"""Minimal on-device runner: a .tflite file through LiteRT, with NumPy only.
+
+    python -m core.tflite_run model.tflite                 # list its signature
+    python -m core.tflite_run model.tflite x.npy [y.npy]    # run arrays (batched)
+    python -m core.tflite_run model.tflite a.png b.png     # images, when Pillow is there
+    python -m core.tflite_run model.tflite --input images=batch.npy --json
+
+It imports `ai_edge_litert` and NumPy and nothing from TensorFlow, like a
+device. Arrays are cast to the input's dtype; an input whose first dimension
+is dynamic takes a batch. For a classifier exported by `core.export`, the
+labels are read from `<app>/<version>/assets.extra/labels.txt` next to the
+`tflite/<version>/` folder (or --labels).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+SIGNATURE = "serving_default"
+
+
+class RunnerError(Exception):
+    pass
+
+
+class TfliteModel:
+    """A .tflite file's signature, callable with NumPy arrays."""
+
+    def __init__(self, path, num_threads=None, signature=SIGNATURE):
+        from ai_edge_litert.interpreter import Interpreter
+
+        if not os.path.isfile(path):
+            raise RunnerError(f"model file not found: {path}")
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        except ValueError as error:
+            raise RunnerError(f"cannot load {path}: {error}") from None
+        signatures = self.interpreter.get_signature_list()
+        if signature not in signatures:
+            raise RunnerError(f"{path} has no '{signature}' signature (it has {sorted(signatures) or 'none'})")
+        self.runner = self.interpreter.get_signature_runner(signature)
+        self.inputs = {name: (d["dtype"], [int(n) for n in d["shape_signature"]]) for name, d in self.runner.get_input_details().items()}
+        self.outputs = {name: (d["dtype"], [int(n) for n in d["shape_signature"]]) for name, d in self.runner.get_output_details().items()}
+
+    def __call__(self, **inputs):
+        arrays = {}
+        for name, value in inputs.items():
+            if name not in self.inputs:
+                raise RunnerError(f"unknown input '{name}'; the model takes {sorted(self.inputs)}")
+            dtype, shape = self.inputs[name]
+            array = np.asarray(value, dtype=dtype)
+            if len(array.shape) != len(shape) or any(s > 0 and s != a for s, a in zip(shape, array.shape)):
+                raise RunnerError(f"input '{name}' has shape {list(array.shape)}, the model expects {shape} "
+                                  f"(-1: any size)")
+            arrays[name] = array
+        missing = set(self.inputs) - set(arrays)
+        if missing:
+            raise RunnerError(f"missing input(s) {sorted(missing)}")
+        return {name: np.asarray(value) for name, value in self.runner(**arrays).items()}
+
+
+def read_input(path, dtype, shape):
+    """An example or a batch from .npy, or an image (H, W, C raw pixels) when Pillow is installed."""
+    if not os.path.isfile(path):
+        raise RunnerError(f"input file not found: {path}")
+    if path.endswith(".npy"):
+        array = np.load(path, allow_pickle=False)
+        return array[None] if array.ndim == len(shape) - 1 else array
+    try:
+        from PIL import Image
+    except ImportError:
+        raise RunnerError(f"{path}: only .npy inputs without Pillow") from None
+    height, width, channels = shape[1:4]
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (width, height):
+                image = image.resize((width, height))
+            return np.asarray(image, dtype=dtype).reshape(1, height, width, channels)
+    except OSError as error:
+        raise RunnerError(f"cannot read image {path}: {error}") from None
+
+
+def default_labels(model_path):
+    """saved_models/<app>/tflite/<v>/x.tflite -> saved_models/<app>/<v>/assets.extra/labels.txt."""
+    version_dir = os.path.dirname(os.path.abspath(model_path))
+    app_dir = os.path.dirname(os.path.dirname(version_dir))
+    path = os.path.join(app_dir, os.path.basename(version_dir), "assets.extra", "labels.txt")
+    return path if os.path.isfile(path) else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="tflite-run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help=".tflite file")
+    parser.add_argument("files", nargs="*", help=".npy arrays or images for the model's single input")
+    parser.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                        help="an array for a named input (repeatable)")
+    parser.add_argument("--labels", help="class names, one a line")
+    parser.add_argument("--top", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="print the outputs as JSON")
+    args = parser.parse_args(argv)
+
+    model = TfliteModel(args.model, num_threads=args.threads)
+    if not args.files and not args.input:
+        print(json.dumps({"inputs": {k: [str(np.dtype(d)), s] for k, (d, s) in model.inputs.items()},
+                          "outputs": {k: [str(np.dtype(d)), s] for k, (d, s) in model.outputs.items()}}))
+        return 0
+    inputs = {}
+    if args.files:
+        if len(model.inputs) != 1:
+            raise RunnerError(f"the model has inputs {sorted(model.inputs)}; pass them as --input NAME=FILE.npy")
+        (name, (dtype, shape)), = model.inputs.items()
+        inputs[name] = np.concatenate([read_input(f, dtype, shape) for f in args.files])
+    for item in args.input:
+        name, _, path = item.partition("=")
+        if name not in model.inputs:
+            raise RunnerError(f"unknown input '{name}'; the model takes {sorted(model.inputs)}")
+        inputs[name] = read_input(path, *model.inputs[name])
+    outputs = model(**inputs)
+    if args.json:
+        print(json.dumps({k: v.tolist() for k, v in outputs.items()}))
+        return 0
+    labels_path = args.labels or default_labels(args.model)
+    labels = open(labels_path).read().split("\n") if labels_path else None
+    names = args.files or [f"example {i}" for i in range(len(next(iter(outputs.values()))))]
+    for alias, value in outputs.items():
+        if value.ndim == 2:
+            for name, row in zip(names if len(names) == len(value) else range(len(value)), value):
+                best = np.argsort(row)[::-1][:args.top]
+                print(f"{name}: " + ", ".join(f"{labels[i] if labels and i < len(labels) else i} {row[i]:.3f}"
+                                             for i in best))
+        else:
+            print(f"{alias}: {json.dumps(value.tolist())}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except RunnerError as error:
+        print(f"tflite-run: error: {error}", file=sys.stderr)
+        sys.exit(2)
