@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify basics tflite serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify basics visualize style tflite serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ classify: setup ## the classifier app: train, evaluate and export (ARGS="--model
 
 basics: setup ## the fundamentals as experiments: perceptron, backprop, optimizers, initialization, activations, regularization, pre-training (ARGS="--small")
 	$(PY) -m apps.basics all $(ARGS)
+
+visualize: setup ## explain a classifier: every visualization method on a classify run (ARGS="--run runs/classify")
+	$(PY) -m apps.visualize all $(ARGS)
+
+style: setup ## neural style transfer of skimage photos with offline random features (ARGS="--steps 300 ...")
+	$(PY) -m apps.style transfer $(ARGS)
 
 tflite: setup ## TFLite table for every exported app: size, max abs diff vs SavedModel, accuracy, LiteRT vs SavedModel latency
 	$(PY) -m core.serving tflite $(ARGS)

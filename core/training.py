@@ -58,12 +58,18 @@ def load_config(run_dir):
         raise UserError(f"corrupt {path}: {error}") from None
 
 
-def load_trained_model(run_dir):
+def load_trained_model(run_dir, compile=False):
+    """The run's best model, for inference (evaluate, export, predict, visualize).
+
+    Not compiled by default: the optimizer (and any custom learning-rate
+    schedule in it) is not needed for inference; resuming training goes
+    through the BackupAndRestore state instead.
+    """
     path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.exists(path):
         raise UserError(f"no trained model in {run_dir} (missing {MODEL_FILE}); run 'train' first")
     try:
-        return keras.models.load_model(path)
+        return keras.models.load_model(path, compile=compile)
     except Exception as error:  # a truncated zip, a foreign file, ...
         raise UserError(f"cannot load {path}: {str(error).splitlines()[0][:200]}") from None
 

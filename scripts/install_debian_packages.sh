@@ -2,8 +2,9 @@
 # Install the Debian packages the suite reads data from, when they are missing.
 #   dataset-fashion-mnist  the 70,000 Fashion-MNIST images (IDX files)
 #   fortunes               categorized quotes, the text data of the sequence app
+#   graphviz               the dot renderer of keras.utils.plot_model (apps/visualize architecture)
 set -euo pipefail
-packages=(dataset-fashion-mnist fortunes)
+packages=(dataset-fashion-mnist fortunes graphviz)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -1,0 +1,73 @@
+"""apps.style: Gatys style transfer and the fast stylizer, on real skimage photos, offline features."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from apps.style import app
+from apps.style.__main__ import main
+from apps.style.features import build_extractor
+from core import export
+from core.errors import UserError
+from losses import style_loss
+
+
+def test_random_features_tell_textures_apart():
+    """Gram statistics of the random multi-scale CNN: two crops of one texture
+    are closer than crops of two different textures."""
+    extractor = build_extractor("random")
+    brick = app.load_image("brick", 128)
+    gravel = app.load_image("gravel", 128)
+    crops = np.stack([brick[:48, :48], brick[64:112, 64:112], gravel[:48, :48]])
+    features = extractor(tf.constant(crops))
+    for name in extractor.style_layers:
+        f = features[name]
+        same = float(style_loss(f[0:1], f[1:2])[0])
+        different = float(style_loss(f[0:1], f[2:3])[0])
+        assert same < different, name
+
+
+def test_style_transfer_lowers_the_style_plus_content_loss(tmp_path):
+    result = app.transfer(size=48, steps=40, out=str(tmp_path), log_every=40)
+    first, last = result["history"][0], result["history"][-1]
+    assert first["content"] == 0  # it starts from the content image
+    assert sum(last.values()) < 0.2 * sum(first.values())
+    assert last["style"] < 0.1 * first["style"]
+    image = result["image"]
+    assert image.shape == (48, 48, 3) and image.min() >= 0 and image.max() <= 255
+    assert np.abs(image - result["content_image"]).mean() > 5  # it changed ...
+    assert np.corrcoef(image.ravel(), result["content_image"].ravel())[0, 1] > 0.3  # ... and kept the content
+    assert os.path.getsize(result["png"]) > 20_000 and os.path.exists(result["result_png"])
+
+
+def test_fast_stylizer_learns_and_exports_to_savedmodel_and_tflite(tmp_path):
+    result = app.train_fast(steps=30, size=32, batch_size=2, out=str(tmp_path), export_dir=str(tmp_path / "exp"),
+                            log_every=15, tflite_kinds=("float",))
+    losses = [sum(v for k, v in h.items() if k != "step") for h in result["history"]]
+    assert losses[-1] < 0.7 * losses[0]
+    report = result["export"]
+    assert os.path.exists(os.path.join(report["saved_model"], "saved_model.pb"))
+    assert report["max_abs_diff"]["float"] < 0.05  # pixels in [0, 255]
+    sample = np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)
+    out = export.run_saved_model(report["saved_model"], {"images": sample})["stylized"]
+    assert out.shape == (1, 128, 128, 3) and 0 <= out.min() and out.max() <= 255
+    assert os.path.getsize(result["png"]) > 20_000
+
+
+def test_style_errors_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="needs --weights"):
+        build_extractor("vgg19")
+    with pytest.raises(UserError, match="VGG19 weights not found"):
+        build_extractor("vgg19", str(tmp_path / "missing.h5"))
+    with pytest.raises(UserError, match="image not found: nosuch.*astronaut"):
+        app.load_image("nosuch", 64)
+
+
+def test_style_cli_writes_pngs(tmp_path, capsys):
+    main(["transfer", "--content", "astronaut", "--style", "hubble_deep_field", "--size", "32", "--steps", "5",
+          "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    grid = os.path.join(tmp_path, "astronaut_hubble_deep_field_random_grid.png")
+    assert f"wrote {grid}" in printed and os.path.getsize(grid) > 10_000
