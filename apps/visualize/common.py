@@ -99,11 +99,8 @@ def load_classifier(path, dataset=None):
 
 
 def load_keras_model(run_dir):
-    """The run's model.keras for inference and gradients (compile=False: the
-    optimizer state, e.g. a custom learning-rate schedule, is not needed)."""
+    """The run's model.keras for inference and gradients."""
     import importlib
-
-    import keras
 
     from core import training
 
@@ -112,13 +109,7 @@ def load_keras_model(run_dir):
             importlib.import_module(module)
         except ImportError:
             pass
-    path = os.path.join(run_dir, training.MODEL_FILE)
-    if not os.path.exists(path):
-        raise UserError(f"no trained model in {run_dir} (missing {training.MODEL_FILE}); run 'train' first")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as error:  # a truncated zip, a foreign file, ...
-        raise UserError(f"cannot load {path}: {str(error).splitlines()[0][:200]}") from None
+    return training.load_trained_model(run_dir)
 
 
 def logits_model(model):
