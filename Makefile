@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify basics visualize style tflite serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify basics visualize style rl dqn tflite serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,18 @@ visualize: setup ## explain a classifier: every visualization method on a classi
 style: setup ## neural style transfer of skimage photos with offline random features (ARGS="--steps 300 ...")
 	$(PY) -m apps.style transfer $(ARGS)
 
+rl: setup ## RL notes: bandit testbed PNG, tabular policies vs optimal, REINFORCE on CartPole
+	$(PY) -m apps.rl bandits
+	$(PY) -m apps.rl tabular
+	$(PY) -m apps.rl reinforce
+
+FRAMES ?= 500000
+dqn: setup ## DQN on Pong (FRAMES=500000; rerun resumes): train, evaluate (GIF), export + TFLite parity, play
+	$(PY) -m apps.rl dqn train --preset pong --frames $(FRAMES) $(ARGS)
+	$(PY) -m apps.rl dqn evaluate --out runs/rl/dqn/pong --episodes 10 --epsilon 0.05
+	$(PY) -m apps.rl dqn export --out runs/rl/dqn/pong
+	$(PY) -m apps.rl dqn play --episodes 1
+
 tflite: setup ## TFLite table for every exported app: size, max abs diff vs SavedModel, accuracy, LiteRT vs SavedModel latency
 	$(PY) -m core.serving tflite $(ARGS)
 
@@ -57,4 +69,4 @@ serve-bench: setup ## requests/s and p50/p99 latency of the local server, REST a
 	$(PY) bench/serving_load.py $(ARGS)
 
 clean: ## remove runs and exports (keeps the venv)
-	rm -rf runs saved_models/classify
+	rm -rf runs saved_models/*/ saved_models/models.config

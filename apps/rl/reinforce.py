@@ -1,0 +1,144 @@
+"""REINFORCE with a learned baseline (Williams 1992; Sutton & Barto §13.4) on CartPole.
+
+A softmax policy π(a|s; θ) and a state-value baseline v(s; w), two small MLPs.
+After each batch of whole episodes, for every step t with return-to-go
+G_t = Σ_k γ^k r_{t+k}:
+
+    δ_t = G_t − v(s_t)                      (the baseline leaves the gradient unbiased, cuts variance)
+    θ  += α_θ Σ_t δ_t ∇ log π(a_t|s_t)      (ascent on the policy objective)
+    w  += α_w Σ_t δ_t ∇ v(s_t)              (regression of v on G)
+
+The update is one `tf.function`. Episodes come from a gymnasium vector env
+(several games at once; each environment's episode is kept whole).
+"""
+
+import csv
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from core import distribute
+
+
+def build_networks(observation_size, num_actions, hidden=64):
+    policy = keras.Sequential([keras.Input((observation_size,)), keras.layers.Dense(hidden, activation="tanh"),
+                               keras.layers.Dense(hidden, activation="tanh"), keras.layers.Dense(num_actions)],
+                              name="policy")
+    baseline = keras.Sequential([keras.Input((observation_size,)), keras.layers.Dense(hidden, activation="tanh"),
+                                 keras.layers.Dense(hidden, activation="tanh"), keras.layers.Dense(1)],
+                                name="baseline")
+    return policy, baseline
+
+
+def returns_to_go(rewards, gamma):
+    """G_t = r_t + γ G_{t+1} for one episode."""
+    out = np.zeros(len(rewards), np.float32)
+    running = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
+def train(env_id="CartPole-v1", episodes=300, batch_episodes=8, gamma=0.99, policy_lr=3e-3, baseline_lr=1e-2,
+          hidden=64, seed=0, use_baseline=True, out="runs/rl/reinforce", log=print, strategy="default"):
+    """Train; returns (policy, per-episode returns). Writes episodes.csv and returns.png in `out`."""
+    import gymnasium as gym
+
+    strategy = distribute.get_strategy(strategy)
+    keras.utils.set_random_seed(seed)
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(batch_episodes)],
+                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)  # finished games idle
+    obs_size, num_actions = int(envs.single_observation_space.shape[0]), int(envs.single_action_space.n)
+    with strategy.scope():
+        policy, baseline = build_networks(obs_size, num_actions, hidden)
+        policy_opt, baseline_opt = keras.optimizers.Adam(policy_lr), keras.optimizers.Adam(baseline_lr)
+
+    @tf.function(reduce_retracing=True)
+    def sample(observations):
+        return tf.random.categorical(policy(observations), 1)[:, 0]
+
+    @tf.function(reduce_retracing=True)
+    def update(observations, actions, returns):
+        with tf.GradientTape(persistent=True) as tape:
+            values = baseline(observations)[:, 0]
+            advantages = tf.stop_gradient(returns - values) if use_baseline else returns
+            log_probs = tf.nn.log_softmax(policy(observations))
+            taken = tf.gather(log_probs, actions, batch_dims=1)
+            policy_loss = -tf.reduce_sum(advantages * taken) / batch_episodes
+            baseline_loss = 0.5 * tf.reduce_sum((returns - values) ** 2) / batch_episodes
+        policy_opt.apply_gradients(zip(tape.gradient(policy_loss, policy.trainable_variables),
+                                       policy.trainable_variables))
+        baseline_opt.apply_gradients(zip(tape.gradient(baseline_loss, baseline.trainable_variables),
+                                         baseline.trainable_variables))
+        return policy_loss, baseline_loss
+
+    os.makedirs(out, exist_ok=True)
+    all_returns = []
+    start = time.time()
+    steps = 0
+    for batch in range(0, episodes, batch_episodes):
+        observations, _ = envs.reset(seed=seed + batch)
+        alive = np.ones(batch_episodes, bool)
+        trajectory = [[] for _ in range(batch_episodes)]
+        while alive.any():
+            actions = sample(tf.constant(observations, tf.float32)).numpy()
+            next_observations, rewards, terminated, truncated, _ = envs.step(actions)
+            for e in np.flatnonzero(alive):
+                trajectory[e].append((observations[e], actions[e], rewards[e]))
+            steps += int(alive.sum())
+            alive &= ~(terminated | truncated)
+            observations = next_observations
+        obs_b, act_b, ret_b = [], [], []
+        for episode in trajectory:
+            o, a, r = zip(*episode)
+            obs_b += o
+            act_b += a
+            ret_b.append(returns_to_go(np.array(r, np.float32), gamma))
+            all_returns.append(float(np.sum(r)))
+        update(tf.constant(np.array(obs_b), tf.float32), tf.constant(np.array(act_b), tf.int32),
+               tf.constant(np.concatenate(ret_b)))
+        if (batch // batch_episodes) % 10 == 0:
+            log(f"episodes {len(all_returns):>5} | mean return (last 50) {np.mean(all_returns[-50:]):7.1f} | "
+                f"{steps / (time.time() - start):.0f} env steps/s")
+    envs.close()
+    with open(os.path.join(out, "episodes.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["episode", "return"])
+        writer.writerows(enumerate(all_returns, 1))
+    from core import plots  # noqa: F401  (Agg backend)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(all_returns, ".", alpha=0.3, label="episode")
+    w = min(50, len(all_returns))
+    ax.plot(np.arange(w - 1, len(all_returns)), np.convolve(all_returns, np.ones(w) / w, "valid"), label=f"mean of {w}")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("return")
+    ax.set_title(f"REINFORCE {'with' if use_baseline else 'without'} baseline on {env_id}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    png = plots._save(fig, os.path.join(out, "returns.png"))
+    return policy, np.array(all_returns), png
+
+
+def greedy_return(policy, env_id="CartPole-v1", episodes=10, seed=100):
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    logits_of = tf.function(lambda x: policy(x, training=False))
+    totals = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        total, done = 0.0, False
+        while not done:
+            logits = logits_of(tf.constant(obs[None], tf.float32)).numpy()
+            obs, r, terminated, truncated, _ = env.step(int(np.argmax(logits[0])))
+            total += r
+            done = terminated or truncated
+        totals.append(total)
+    env.close()
+    return float(np.mean(totals))
