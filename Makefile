@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify basics visualize style rl dqn tflite serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify basics visualize style rl dqn sequence tflite serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,18 @@ dqn: setup ## DQN on Pong (FRAMES=500000; rerun resumes): train, evaluate (GIF),
 	$(PY) -m apps.rl dqn evaluate --out runs/rl/dqn/pong --episodes 10 --epsilon 0.05
 	$(PY) -m apps.rl dqn export --out runs/rl/dqn/pong
 	$(PY) -m apps.rl dqn play --episodes 1
+
+sequence: setup ## sequence models: char LM, quote classifier, date seq2seq with attention (train, evaluate, export)
+	$(PY) -m apps.sequence charlm train --units 128 --layers 2 --epochs 3 --max-chars 400000
+	$(PY) -m apps.sequence charlm evaluate
+	$(PY) -m apps.sequence charlm export
+	$(PY) -m apps.sequence generate "The computer" --method beam --width 4
+	$(PY) -m apps.sequence textclass train --model bigru --epochs 4
+	$(PY) -m apps.sequence textclass evaluate
+	$(PY) -m apps.sequence textclass export
+	$(PY) -m apps.sequence dates train --model bahdanau --epochs 4 --train-size 6000
+	$(PY) -m apps.sequence dates evaluate --model bahdanau
+	$(PY) -m apps.sequence dates export --model bahdanau
 
 tflite: setup ## TFLite table for every exported app: size, max abs diff vs SavedModel, accuracy, LiteRT vs SavedModel latency
 	$(PY) -m core.serving tflite $(ARGS)

@@ -1,0 +1,310 @@
+"""Character-level language model on the fortunes (many-to-many).
+
+  train     the quotes of every category, joined into one long text, cut into
+            `batch_size` parallel streams; batch k holds the k-th window of
+            `steps` characters of each stream, so a stateful RNN carries its
+            state from one window to the next: truncated backpropagation
+            through time over the whole text (states reset at each epoch).
+            Stacked RNN layers (the suite's cells or Keras' built-ins),
+            gradient-norm clipping (`clipnorm`) against exploding gradients.
+  evaluate  validation cross-entropy -> perplexity and bits per character,
+            next to the unigram entropy of the training characters.
+  generate  greedy, beam search (width k) or temperature sampling after a prompt.
+  export    SavedModel whose `serving_default` takes raw prompt strings and
+            returns generated strings (vectorization and the decoding loop
+            inside); the one-step model (token + states -> logits + states)
+            to float TFLite with builtin ops only, parity-checked.
+"""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from apps.sequence import data, decoding
+from apps.sequence.models import NUM_STATES, RNNS, char_lm
+from core import distribute, export, training
+from core.errors import UserError
+
+APP = "sequence"
+PROMPT_PREFIX = "\n\n"  # quotes are separated by blank lines: a prompt starts a quote
+
+
+# ---------------------------------------------------------------------- data
+def corpora(max_chars=None, categories=None):
+    fortunes = data.load_fortunes(categories)
+    train_text = data.lm_corpus(fortunes, "train", max_chars)
+    val_text = data.lm_corpus(fortunes, "val", max_chars and max(max_chars // 8, 20_000))
+    return train_text, val_text
+
+
+def vocabulary(train_text):
+    """Characters of the training text by frequency (TextVectorization's order); '' and '[UNK]' first."""
+    return data.char_vectorizer([train_text[i:i + 10_000] for i in range(0, len(train_text), 10_000)]
+                                ).get_vocabulary()
+
+
+def make_vectorizer(vocab):
+    vectorizer = keras.layers.TextVectorization(standardize=None, split="character", output_mode="int",
+                                                vocabulary=vocab[2:], name="char_vectorizer")
+    vectorizer(tf.constant(["a"]))  # builds it (an unbuilt layer cannot be exported)
+    return vectorizer
+
+
+def encode(text, vocab):
+    index = {ch: i for i, ch in enumerate(vocab)}
+    return np.array([index.get(ch, 1) for ch in text], np.int32)
+
+
+def decode_ids(ids, vocab):
+    return "".join(vocab[i] if i > 1 else ("" if i == 0 else "?") for i in ids)
+
+
+def unigram_entropy(ids, vocab_size):
+    """Entropy (nats) of the character frequencies: the loss of a model that ignores context."""
+    p = np.bincount(ids, minlength=vocab_size).astype(np.float64)
+    p = p[p > 0] / p.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def tbptt_windows(ids, batch_size, steps):
+    """(inputs, targets) arrays of shape (windows, batch, steps): `batch_size`
+    contiguous streams, window k of every stream in batch k."""
+    per_stream = (len(ids) - 1) // batch_size
+    windows = per_stream // steps
+    if windows < 1:
+        raise UserError(f"text of {len(ids)} characters is too short for {batch_size} streams of {steps} steps")
+    usable = windows * steps
+    x = np.stack([ids[b * per_stream: b * per_stream + usable] for b in range(batch_size)])
+    y = np.stack([ids[b * per_stream + 1: b * per_stream + usable + 1] for b in range(batch_size)])
+    return (x.reshape(batch_size, windows, steps).transpose(1, 0, 2),
+            y.reshape(batch_size, windows, steps).transpose(1, 0, 2))
+
+
+def tbptt_dataset(ids, batch_size, steps):
+    x, y = tbptt_windows(ids, batch_size, steps)
+    return tf.data.Dataset.from_tensor_slices((x, y))  # already batched, in stream order: never shuffle
+
+
+class ResetStates(keras.callbacks.Callback):
+    """Start every epoch and every validation pass from zero states."""
+
+    def _reset(self):
+        for layer in self.model.layers:
+            if getattr(layer, "stateful", False):
+                layer.reset_state()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._reset()
+
+    def on_test_begin(self, logs=None):
+        self._reset()
+
+    def on_test_end(self, logs=None):
+        self._reset()
+
+
+# --------------------------------------------------------------------- train
+def train(*, cell="lstm", units=256, num_layers=2, embed_dim=64, dropout=0.0, epochs=5, batch_size=32, steps=100,
+          learning_rate=2e-3, clipnorm=1.0, max_chars=None, out="runs/sequence/charlm", seed=0,
+          strategy="default", patience=None):
+    RNNS.get(cell)
+    strategy = distribute.get_strategy(strategy)
+    training.set_seed(seed)
+    train_text, val_text = corpora(max_chars)
+    vocab = vocabulary(train_text)
+    train_ids, val_ids = encode(train_text, vocab), encode(val_text, vocab)
+    with strategy.scope():
+        net = char_lm(len(vocab), cell=cell, units=units, num_layers=num_layers, embed_dim=embed_dim,
+                      dropout=dropout, batch_size=batch_size, stateful=True)
+        net.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=clipnorm),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    config = dict(app=APP, task="charlm", cell=cell, units=units, num_layers=num_layers, embed_dim=embed_dim,
+                  dropout=dropout, epochs=epochs, batch_size=batch_size, steps=steps, learning_rate=learning_rate,
+                  clipnorm=clipnorm, max_chars=max_chars, seed=seed, vocab=vocab,
+                  unigram_entropy=unigram_entropy(train_ids, len(vocab)))
+    training.save_config(out, config, identity_keys=("task", "cell", "units", "num_layers"))
+    print(f"training char LM ({cell}, {num_layers}x{units}) on {len(train_text):,} characters "
+          f"(vocabulary {len(vocab)}; unigram entropy {config['unigram_entropy']:.3f} nats), "
+          f"{batch_size} streams x {steps} steps, clipnorm {clipnorm}")
+    history = training.fit(net, tbptt_dataset(train_ids, batch_size, steps),
+                           tbptt_dataset(val_ids, batch_size, steps), epochs=epochs, run_dir=out,
+                           patience=patience, extra_callbacks=[ResetStates()])
+    return history
+
+
+# ---------------------------------------------------------------- generation
+class Generator:
+    """A trained LM with explicit states: `step` for the decoders of decoding.py."""
+
+    def __init__(self, out):
+        self.config = config = training.load_config(out)
+        if config.get("task") != "charlm":
+            raise UserError(f"{out} is not a character language-model run")
+        trained = training.load_trained_model(out)
+        self.vocab = config["vocab"]
+        self.model = char_lm(len(self.vocab), cell=config["cell"], units=config["units"],
+                             num_layers=config["num_layers"], embed_dim=config["embed_dim"],
+                             dropout=config["dropout"], with_state=True)
+        self.model.set_weights(trained.get_weights())
+        self.state_shapes = [config["units"]] * (NUM_STATES[config["cell"]] * config["num_layers"])
+        self._call = tf.function(lambda inputs: self.model(inputs, training=False), reduce_retracing=True)
+
+    def zero_states(self, batch=1):
+        return [np.zeros((batch, u), np.float32) for u in self.state_shapes]
+
+    def run(self, ids, states):
+        """ids (batch, time) -> logits of the last step (batch, vocab), new states."""
+        outputs = self._call([tf.constant(ids, tf.int32)] + [tf.constant(s) for s in states])
+        return outputs[0][:, -1].numpy(), [o.numpy() for o in outputs[1:]]
+
+    def step(self, tokens, states):
+        return self.run(np.asarray(tokens, np.int32)[:, None], states)
+
+    def prime(self, prompt):
+        """Logits after the prompt (and the quote-start prefix) and the states there."""
+        logits, states = self.run(encode(PROMPT_PREFIX + prompt, self.vocab)[None], self.zero_states())
+        return logits[0], states
+
+    def generate(self, prompt, length=200, method="greedy", width=4, temperature=1.0, seed=None):
+        logits, states = self.prime(prompt)
+        if method == "greedy":
+            ids = decoding.greedy(self.step, logits, states, length)
+        elif method == "beam":
+            ids = decoding.beam_search(self.step, logits, states, length, width=width)
+        elif method == "sample":
+            ids = decoding.sample(self.step, logits, states, length, temperature=temperature, seed=seed)
+        else:
+            raise UserError(f"unknown decoding method '{method}'; choose greedy, beam or sample")
+        return decode_ids(ids, self.vocab)
+
+
+def generate(prompt, *, out="runs/sequence/charlm", length=200, method="greedy", width=4, temperature=1.0,
+             seed=None):
+    return Generator(out).generate(prompt, length=length, method=method, width=width, temperature=temperature,
+                                   seed=seed)
+
+
+# ---------------------------------------------------------------- evaluation
+def evaluate(*, out="runs/sequence/charlm", max_chars=None, batch_size=16, steps=200):
+    """Validation cross-entropy with states carried over the whole validation text."""
+    gen = Generator(out)
+    config = gen.config
+    _, val_text = corpora(max_chars if max_chars is not None else config.get("max_chars"))
+    x, y = tbptt_windows(encode(val_text, gen.vocab), batch_size, steps)
+    states, total, count = gen.zero_states(batch_size), 0.0, 0
+    for xw, yw in zip(x, y):
+        outputs = gen._call([tf.constant(xw)] + [tf.constant(s) for s in states])
+        logp = tf.nn.log_softmax(outputs[0], axis=-1).numpy()
+        total -= np.take_along_axis(logp, yw[..., None], axis=-1).sum()
+        count += yw.size
+        states = [o.numpy() for o in outputs[1:]]
+    nats = float(total / count)
+    report = {"cell": config["cell"], "val_cross_entropy": nats, "perplexity": math.exp(nats),
+              "bits_per_char": nats / math.log(2), "unigram_entropy": config["unigram_entropy"],
+              "unigram_bits_per_char": config["unigram_entropy"] / math.log(2), "val_characters": int(count)}
+    print(f"{config['cell']} ({config['num_layers']}x{config['units']}): validation perplexity "
+          f"{report['perplexity']:.2f}, {report['bits_per_char']:.3f} bits/char over {count:,} characters "
+          f"(unigram: {report['unigram_bits_per_char']:.3f} bits/char)")
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+# -------------------------------------------------------------------- export
+def serving_module(gen, length=200):
+    """A tf.function: prompts (batch,) string -> greedy continuations (batch,) string."""
+    vectorizer = make_vectorizer(gen.vocab)
+    vocab_table = tf.constant(gen.vocab[:1] + ["?"] + gen.vocab[2:])  # padding -> "", OOV -> "?"
+    model, units = gen.model, gen.state_shapes
+
+    def one(prompt):
+        ids = tf.cast(vectorizer(tf.strings.join([PROMPT_PREFIX, prompt])[None]), tf.int32)
+        states = [tf.zeros((1, u)) for u in units]
+        outputs = model([ids] + states, training=False)
+        token = tf.argmax(outputs[0][:, -1], axis=-1, output_type=tf.int32)
+        states = list(outputs[1:])
+        def body(i, token, generated, *states):
+            generated = generated.write(i, token[0])
+            outputs = model([token[:, None]] + list(states), training=False)
+            token = tf.argmax(outputs[0][:, -1], axis=-1, output_type=tf.int32)
+            return (i + 1, token, generated) + tuple(tf.reshape(s, (1, u)) for s, u in zip(outputs[1:], units))
+
+        loop = tf.while_loop(lambda i, *_: i < length, body,
+                             (tf.constant(0), token, tf.TensorArray(tf.int32, size=length)) + tuple(states))
+        generated = loop[2]
+        return tf.strings.reduce_join(tf.gather(vocab_table, generated.stack()))
+
+    def serve(prompt):
+        return {"text": tf.map_fn(one, prompt, fn_output_signature=tf.string)}
+
+    return serve, vectorizer
+
+
+def write_string_saved_model(export_dir, fn, input_signature, track):
+    """SavedModel with `serving_default` = fn(**inputs) -> dict, tracking the given layers/models."""
+    archive = keras.export.ExportArchive()
+    for item in track:
+        archive.track(item)
+    archive.add_endpoint(name=export.SIGNATURE, fn=fn, input_signature=input_signature)
+    archive.write_out(export_dir, verbose=False)
+    return export_dir
+
+
+def export_run(*, out="runs/sequence/charlm", export_dir="saved_models", version=None, length=200,
+               prompts=("The computer", "Q: What")):
+    """saved_models/sequence-charlm/<v>/ (strings -> strings) and .../tflite/<v>/float.tflite (one step)."""
+    gen = Generator(out)
+    app_dir = os.path.join(export_dir, "sequence-charlm")
+    version = int(version or export.next_version(app_dir))
+    saved = os.path.join(app_dir, str(version))
+    if os.path.exists(saved):
+        raise UserError(f"{saved} already exists; choose another --version")
+    serve, vectorizer = serving_module(gen, length)
+    write_string_saved_model(saved, serve, [tf.TensorSpec([None], tf.string, name="prompt")],
+                             [gen.model, vectorizer])
+    served = export.run_saved_model(saved, {"prompt": np.array(list(prompts))})["text"]
+    expected = [gen.generate(p, length=length) for p in prompts]
+    served = [s.decode("utf-8") for s in served]
+    if served != expected:
+        raise export.ParityError(f"SavedModel generation differs from Keras: {served!r} vs {expected!r}")
+    print(f"wrote SavedModel {saved} (signature '{export.SIGNATURE}': prompt strings -> text, "
+          f"{length} greedy characters)")
+
+    # TFLite: the one-step model, unrolled (no while loop), builtin ops only.
+    step_model = char_lm(len(gen.vocab), cell=gen.config["cell"], units=gen.config["units"],
+                         num_layers=gen.config["num_layers"], embed_dim=gen.config["embed_dim"],
+                         with_state=True, steps=1, unroll=True)
+    step_model.set_weights(gen.model.get_weights())
+    names = [t.name.split(":")[0] for t in step_model.inputs]
+    state_names = names[1:]
+    step_dir = os.path.join(app_dir, "step", str(version))
+    export.export_saved_model(step_model, step_dir, input_names=names,
+                              output_names=["logits"] + [f"{n}_out" for n in state_names])
+    tflite_path = export.convert_to_tflite(step_dir, os.path.join(app_dir, "tflite", str(version), "float.tflite"))
+    logits, states = gen.prime(prompts[0])
+    tokens = np.array([[int(np.argmax(logits))]], np.int32)
+    inputs = {"tokens": tokens, **{n: s for n, s in zip(state_names, states)}}
+    reference = {k: np.asarray(v) for k, v in export.run_saved_model(step_dir, inputs).items()}
+    lite = export.run_tflite(tflite_path, inputs)
+    difference = export.max_abs_difference(reference, lite)
+    # Greedy generation driven by the TFLite file must equal Keras' greedy generation.
+    def lite_step(tok, st):
+        result = export.run_tflite(tflite_path, {"tokens": np.asarray(tok, np.int32)[:, None],
+                                                 **{n: s for n, s in zip(state_names, st)}})
+        return result["logits"][:, -1], [result[f"{n}_out"] for n in state_names]
+    lite_text = decode_ids(decoding.greedy(lite_step, logits, states, 60), gen.vocab)
+    keras_text = gen.generate(prompts[0], length=60)
+    if difference > export.TOLERANCES["float"] or lite_text != keras_text:
+        raise export.ParityError(f"{tflite_path}: max |difference| {difference:.3g}; "
+                                 f"TFLite greedy {lite_text!r} vs Keras {keras_text!r}")
+    with open(os.path.join(app_dir, "tflite", str(version), "vocabulary.json"), "w") as f:
+        json.dump(gen.vocab, f)
+    print(f"wrote TFLite {tflite_path} ({os.path.getsize(tflite_path) / 1024:.0f} KiB, one step: tokens + "
+          f"states -> logits + states; builtin ops only; max |difference| vs SavedModel {difference:.2g}; "
+          f"greedy text identical)")
+    return {"saved_model": saved, "tflite": tflite_path, "max_abs_diff": difference,
+            "samples": dict(zip(prompts, served))}

@@ -1,0 +1,110 @@
+"""Decoding for any autoregressive model: greedy, beam search, temperature sampling.
+
+Every decoder works from a *step function*
+
+    step(tokens, states) -> (logits, states)
+
+where `tokens` is an int array (batch,), `logits` a float array (batch, vocab)
+for the next token, and `states` a list of arrays whose first axis is the
+batch (RNN states, or the prefix tokens of a Transformer decoder). Decoding
+starts from the logits and states after the prompt (a language model) or
+after the start token (a seq2seq decoder), `first_logits` of shape (vocab,)
+and `states` with batch 1.
+
+Results are lists of token ids, without the end token.
+"""
+
+import numpy as np
+
+
+def log_softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _take(states, index):
+    return [np.asarray(s)[index] for s in states]
+
+
+def greedy(step, first_logits, states, length, end_token=None):
+    """The most probable token at each step."""
+    logits, out = np.asarray(first_logits), []
+    for _ in range(length):
+        token = int(np.argmax(logits))
+        if token == end_token:
+            break
+        out.append(token)
+        if len(out) == length:
+            break
+        next_logits, states = step(np.array([token], np.int32), states)
+        logits = np.asarray(next_logits)[0]
+    return out
+
+
+def sample(step, first_logits, states, length, temperature=1.0, end_token=None, seed=None):
+    """Sample each token from softmax(logits / temperature); temperature -> 0
+    approaches greedy decoding, large temperatures approach uniform."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    rng = np.random.default_rng(seed)
+    logits, out = np.asarray(first_logits), []
+    for _ in range(length):
+        probs = np.exp(log_softmax(np.asarray(logits, np.float64) / temperature))
+        token = int(rng.choice(len(probs), p=probs / probs.sum()))
+        if token == end_token:
+            break
+        out.append(token)
+        if len(out) == length:
+            break
+        next_logits, states = step(np.array([token], np.int32), states)
+        logits = np.asarray(next_logits)[0]
+    return out
+
+
+def beam_search(step, first_logits, states, length, width=4, end_token=None, length_penalty=0.0,
+                return_all=False):
+    """Keep the `width` most probable partial sequences (sum of log-probs);
+    a beam that emits `end_token` is finished. Scores are divided by
+    len**length_penalty when ranking finished sequences (0: raw log-prob).
+    Width 1 is greedy decoding. Returns the best token list (or, with
+    `return_all`, every (tokens, score) ranked best first)."""
+    if width < 1:
+        raise ValueError(f"beam width must be >= 1, got {width}")
+    beams = [[]]                                  # token lists of the live beams
+    scores = np.zeros(1)                          # their log-probs
+    logp = log_softmax(np.asarray(first_logits)[None])
+    finished = []
+
+    def ranked(tokens, score):
+        return score / (max(len(tokens), 1) ** length_penalty) if length_penalty else score
+
+    for t in range(length):
+        vocab = logp.shape[-1]
+        total = (scores[:, None] + logp).ravel()
+        order = np.argsort(-total, kind="stable")  # ties: lower beam, then lower token, as argmax
+        keep_beams, keep_tokens, keep_scores = [], [], []
+        for flat in order:
+            beam, token = divmod(int(flat), vocab)
+            if token == end_token:
+                finished.append((beams[beam], float(total[flat])))
+            else:
+                keep_beams.append(beam)
+                keep_tokens.append(token)
+                keep_scores.append(float(total[flat]))
+            if len(keep_beams) == width:
+                break
+        # Stop when no live beam can beat the best finished one (log-probs only fall).
+        if not keep_beams:
+            break
+        beams = [beams[b] + [tok] for b, tok in zip(keep_beams, keep_tokens)]
+        scores = np.array(keep_scores)
+        if finished and not length_penalty and max(s for _, s in finished) >= scores.max():
+            break
+        if t == length - 1:
+            break
+        next_logits, states = step(np.array(keep_tokens, np.int32), _take(states, np.array(keep_beams)))
+        logp = log_softmax(next_logits)
+    candidates = finished + list(zip(beams, scores.tolist()))
+    candidates.sort(key=lambda c: -ranked(*c))
+    return candidates if return_all else candidates[0][0]
