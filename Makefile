@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify basics visualize style rl dqn sequence tflite serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify zoo basics visualize style rl dqn sequence tflite serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ classify: setup ## the classifier app: train, evaluate and export (ARGS="--model
 	$(PY) -m apps.classify train $(ARGS)
 	$(PY) -m apps.classify evaluate
 	$(PY) -m apps.classify export
+
+zoo: setup ## train and evaluate every classifier on one budget; writes runs/classify/zoo/zoo.md (ARGS="--epochs 5")
+	$(PY) -m apps.classify zoo $(ARGS)
 
 basics: setup ## the fundamentals as experiments: perceptron, backprop, optimizers, initialization, activations, regularization, pre-training (ARGS="--small")
 	$(PY) -m apps.basics all $(ARGS)

@@ -149,8 +149,9 @@ def test_bad_inputs_give_one_line_errors(trained_run, tmp_path, capsys):
 def test_cli_reports_errors_as_one_line_in_a_real_process():
     result = run_python(["-m", "apps.classify", "train", "--model", "nosuchnet"])
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == \
-        "apps.classify: error: unknown model 'nosuchnet'; choose one of: lenet5, mlp, resnet"
+    assert result.stderr.strip().splitlines()[-1] == (
+        "apps.classify: error: unknown model 'nosuchnet'; choose one of: alexnet, densenet, googlenet, lenet5, mlp, nin, "
+        "resnet, resnet_bottleneck, resnet_preact, resnet_sd, resnext, se_resnet, vgg, wide_resnet")
     assert "Traceback" not in result.stderr
 
 

@@ -9,12 +9,51 @@ from core.errors import run_cli
 DEFAULT_OUT = os.path.join("runs", "classify")
 
 
+MODEL_NAMES = ("mlp", "lenet5", "alexnet", "vgg", "nin", "googlenet", "resnet", "resnet_bottleneck",
+               "resnet_preact", "wide_resnet", "resnext", "densenet", "se_resnet", "resnet_sd")
+TRICKS = ("optimizer", "momentum", "lr_schedule", "warmup_epochs", "lr_step_epochs", "lr_gamma", "init", "l1", "l2",
+          "dropout", "dropconnect", "batchnorm", "width", "label_smoothing", "augment", "imbalance", "resample",
+          "class_weight", "aux_weight", "coarse_weight")
+
+
+def add_trick_options(p):
+    """The training tricks (apps/classify/recipes.py), each a flag."""
+    g = p.add_argument_group("training tricks")
+    g.add_argument("--optimizer", default="adam",
+                   help="sgd, momentum, nesterov, adagrad, rmsprop, adam, amsgrad (default: %(default)s)")
+    g.add_argument("--momentum", type=float, default=0.9, help="for momentum/nesterov (default: %(default)s)")
+    g.add_argument("--lr-schedule", default="constant", help="constant, step, cosine (default: %(default)s)")
+    g.add_argument("--warmup-epochs", type=float, default=0.0, help="linear learning-rate warm-up length")
+    g.add_argument("--lr-step-epochs", type=float, default=2.0, help="step schedule: epochs between drops")
+    g.add_argument("--lr-gamma", type=float, default=0.1, help="step schedule: factor at each drop")
+    g.add_argument("--init", default="default", help="kernel initializer: default, xavier, he")
+    g.add_argument("--l1", type=float, default=0.0, help="L1 penalty on every kernel, added to the loss")
+    g.add_argument("--l2", type=float, default=0.0, help="L2 penalty on every kernel, added to the loss")
+    g.add_argument("--dropout", type=float, default=None, help="dropout rate before the classifier")
+    g.add_argument("--dropconnect", type=float, default=None,
+                   help="add a DropConnect hidden layer with this rate before the classifier")
+    g.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch norm on/off (default: the model's own)")
+    g.add_argument("--width", type=float, default=None, help="multiply every channel count")
+    g.add_argument("--label-smoothing", type=float, default=0.0, help="epsilon of label smoothing")
+    g.add_argument("--augment", default="",
+                   help="comma-separated keras-cv augmentations: flip, crop, randaugment, mixup, cutmix")
+    g.add_argument("--imbalance", type=float, default=None,
+                   help="make the training set imbalanced: class c keeps a share RATIO**(c/(K-1))")
+    g.add_argument("--resample", default="none", help="none, over (over-sampling), under (under-sampling)")
+    g.add_argument("--class-weight", default="none", help="none or balanced (w_c = N / (K n_c))")
+    g.add_argument("--aux-weight", type=float, default=0.3, help="weight of auxiliary-classifier losses")
+    g.add_argument("--coarse-weight", type=float, default=None,
+                   help="multi-task: add a coarse-category head (Fashion-MNIST: top, bottom, footwear, bag) "
+                        "whose loss counts with this weight")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m apps.classify", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_train_options(p, epochs):
-        p.add_argument("--model", default="resnet", help="model name: mlp, lenet5, resnet (default: %(default)s)")
+        p.add_argument("--model", default="resnet", help=f"model name: {', '.join(MODEL_NAMES)} (default: %(default)s)")
         p.add_argument("--dataset", default="fashion_mnist",
                        help="fashion_mnist, mnist5k, digits, or tfds:NAME (default: %(default)s)")
         p.add_argument("--epochs", type=int, default=epochs, help="total epochs (default: %(default)s)")
@@ -25,7 +64,10 @@ def parse_args(argv=None):
         p.add_argument("--limit", type=int, default=None, help="use at most this many examples per split")
         p.add_argument("--val-fraction", type=float, default=0.1,
                        help="share of the training data held out for validation")
-        p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs")
+        p.add_argument("--patience", type=int, default=None,
+                       help="early stopping: stop after this many epochs without a lower validation loss "
+                            "and keep the best weights")
+        add_trick_options(p)
 
     for name, help_text, epochs in [("train", "train a model (rerun the same command to resume)", 5),
                                     ("demo", "train, evaluate and export the default model", 3)]:
@@ -35,7 +77,36 @@ def parse_args(argv=None):
         if name == "demo":
             p.add_argument("--export-dir", default="saved_models")
 
-    p = commands.add_parser("evaluate", help="test accuracy, per-class precision/recall, confusion matrix PNG")
+    p = commands.add_parser("zoo", help="train and evaluate every model on one budget; a Markdown table")
+    add_train_options(p, 2)
+    p.set_defaults(limit=2000, batch_size=64)
+    p.add_argument("--models", default=None, help="comma-separated model names (default: all but mlp)")
+    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "zoo"), help="runs and zoo.md (default: %(default)s)")
+    p.add_argument("--table", default=None, help="where to write the Markdown table (default: OUT/zoo.md)")
+
+    p = commands.add_parser("transfer", help="transfer a trained backbone to another dataset")
+    p.add_argument("--backbone", required=True, help="run folder of the trained source model")
+    p.add_argument("--dataset", default="mnist5k", help="target dataset (default: %(default)s)")
+    p.add_argument("--mode", default="feature",
+                   help="feature (frozen feature extractor + new head) or finetune (default: %(default)s)")
+    p.add_argument("--fine-tune-layers", type=int, default=None,
+                   help="finetune only the top N backbone layers with weights (default: all)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "transfer"), help="run folder (default: %(default)s)")
+
+    p = commands.add_parser("ensemble", help="average the probabilities of several trained runs")
+    p.add_argument("runs", nargs="+", help="run folders (same dataset)")
+    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "ensemble"), help="run folder (default: %(default)s)")
+
+    p = commands.add_parser("evaluate",
+                            help="test accuracy, top-k error, per-class precision/recall/F1, confusion matrix PNG")
     p.add_argument("--out", default=DEFAULT_OUT, help="run folder (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None)
 
@@ -56,7 +127,8 @@ def parse_args(argv=None):
 def train_kwargs(args):
     return dict(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
                 learning_rate=args.learning_rate, strategy=args.strategy, out=args.out, seed=args.seed,
-                limit=args.limit, val_fraction=args.val_fraction, patience=args.patience)
+                limit=args.limit, val_fraction=args.val_fraction, patience=args.patience,
+                **{k: getattr(args, k) for k in TRICKS})
 
 
 def main(argv=None):
@@ -66,6 +138,21 @@ def main(argv=None):
     if args.command == "train":
         app.train(**train_kwargs(args))
         print(f"run folder: {args.out} (model.keras, history.csv, learning_curves.png, logs/)")
+    elif args.command == "zoo":
+        kwargs = train_kwargs(args)
+        for key in ("model", "strategy", "val_fraction", "patience", "out"):
+            kwargs.pop(key)
+        models = [m.strip() for m in args.models.split(",")] if args.models else None
+        app.zoo(models=models, out=args.out, table=args.table, **kwargs)
+    elif args.command == "transfer":
+        app.transfer(args.backbone, dataset=args.dataset, mode=args.mode, fine_tune_layers=args.fine_tune_layers,
+                     epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                     optimizer=args.optimizer, out=args.out, seed=args.seed, limit=args.limit,
+                     val_fraction=args.val_fraction, patience=args.patience)
+        print(f"run folder: {args.out}; next: python -m apps.classify evaluate --out {args.out}")
+    elif args.command == "ensemble":
+        app.ensemble(args.runs, out=args.out)
+        print(f"run folder: {args.out}; next: python -m apps.classify evaluate --out {args.out}")
     elif args.command == "evaluate":
         app.evaluate(out=args.out, limit=args.limit)
     elif args.command == "export":

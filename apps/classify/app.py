@@ -9,6 +9,13 @@ The story of the app, top to bottom:
   export    SavedModel for TF Serving + float/dynamic/int8 TFLite files, checked
             against each other on a test batch.
   predict   class probabilities for PNG/JPEG files.
+
+Beyond one model on one task:
+  zoo       every model of the registry on one budget: a Markdown table.
+  transfer  a trained backbone reused on another dataset (frozen or fine-tuned).
+  ensemble  the mean of several trained models, saved as a run.
+  multi-task: `train(coarse_weight=w)` adds a coarse-category head.
+The training tricks (optimizers, schedules, augmentation, ...) are in recipes.py.
 """
 
 import json
@@ -17,37 +24,116 @@ import os
 import keras
 import numpy as np
 
-from apps.classify.models import MODELS, build_model
+from apps.classify import recipes
+from apps.classify.models import MAIN_OUTPUT, MODELS, build_model, main_head
 from core import data, distribute, export, plots, training
 from core.errors import UserError
 
 APP = "classify"
+COARSE_OUTPUT = "coarse_probabilities"
+
+
+def add_coarse_head(net, num_coarse):
+    """Multi-task learning with hard parameter sharing: a second softmax head
+    (the coarse category) on the features the main classifier reads."""
+    features = net.get_layer(MAIN_OUTPUT).input
+    coarse = keras.layers.Dense(num_coarse, activation="softmax", name=COARSE_OUTPUT)(features)
+    return keras.Model(net.inputs, [*net.outputs, coarse], name=net.name)
+
+
+TRAIN_DEFAULTS = dict(
+    optimizer="adam", momentum=0.9, lr_schedule="constant", warmup_epochs=0.0, lr_step_epochs=2.0, lr_gamma=0.1,
+    init="default", l1=0.0, l2=0.0, dropout=None, dropconnect=None, batchnorm=None, width=None,
+    label_smoothing=0.0, augment="", imbalance=None, resample="none", class_weight="none", aux_weight=0.3,
+    coarse_weight=None)
+
+
+def compile_model(net, *, optimizer="adam", learning_rate=1e-3, momentum=0.9, lr_schedule="constant",
+                  warmup_epochs=0.0, lr_step_epochs=2.0, lr_gamma=0.1, steps_per_epoch=1, epochs=1,
+                  label_smoothing=0.0, aux_weight=0.3, coarse_weight=0.5):
+    """Compile with the chosen optimizer and schedule; the loss is categorical
+    cross-entropy on one-hot targets, smoothed by `label_smoothing`; auxiliary
+    heads (GoogLeNet) add their loss times `aux_weight`, a multi-task coarse
+    head its loss times `coarse_weight`."""
+    schedule = recipes.WarmupSchedule(
+        learning_rate, lr_schedule, total_steps=epochs * steps_per_epoch,
+        warmup_steps=int(round(warmup_epochs * steps_per_epoch)),
+        step_size=int(round(lr_step_epochs * steps_per_epoch)), gamma=lr_gamma)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    names = net.output_names
+    if len(names) > 1:
+        net.compile(optimizer=recipes.make_optimizer(optimizer, schedule, momentum),
+                    loss={n: loss for n in names},
+                    loss_weights={n: 1.0 if n == MAIN_OUTPUT else coarse_weight if n == COARSE_OUTPUT
+                                  else aux_weight for n in names},
+                    metrics={MAIN_OUTPUT: ["accuracy"]})
+    else:
+        net.compile(optimizer=recipes.make_optimizer(optimizer, schedule, momentum), loss=loss,
+                    metrics=["accuracy"])
+    return net
 
 
 def train(*, model="resnet", dataset="fashion_mnist", epochs=5, batch_size=128, learning_rate=1e-3,
-          strategy="auto", out="runs/classify", seed=0, limit=None, val_fraction=0.1, patience=None):
-    """Train `model` on `dataset`; `batch_size` is per replica."""
+          strategy="auto", out="runs/classify", seed=0, limit=None, val_fraction=0.1, patience=None, **tricks):
+    """Train `model` on `dataset`; `batch_size` is per replica. `tricks` are
+    the training options of TRAIN_DEFAULTS (see `python -m apps.classify train --help`)."""
+    unknown = set(tricks) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise TypeError(f"train() got unknown options {sorted(unknown)}")
+    o = {**TRAIN_DEFAULTS, **tricks}
     MODELS.get(model)  # an unknown name fails now, not after loading the data
+    recipes.check_options(o)  # so does an unknown optimizer, schedule, ...
+    augment_names = recipes.parse_augment(o["augment"])
     strategy = distribute.get_strategy(strategy)  # before any TF work: multi-worker needs that
     training.set_seed(seed)
     images = data.load_dataset(dataset, val_fraction=val_fraction, seed=seed, limit=limit)
     global_batch = distribute.global_batch_size(batch_size, strategy)
+
+    train_data, num_train = images.train, images.num_train
+    if o["imbalance"] is not None or o["resample"] != "none":
+        train_data, num_train = recipes.rebalance(train_data, images.num_classes, imbalance=o["imbalance"],
+                                                  resample=o["resample"], seed=seed)
+    weights = None
+    if o["class_weight"] == "balanced":
+        labels = np.concatenate([y for _, y in train_data.batch(4096).as_numpy_iterator()])
+        weights = recipes.class_weights(labels, images.num_classes)
+        print("class weights: " + ", ".join(f"{w:.2f}" for w in weights))
+    steps_per_epoch = max(1, -(-num_train // global_batch))
+    coarse = None
+    if o["coarse_weight"] is not None:
+        if images.class_names != data.FASHION_MNIST_CLASSES:
+            raise UserError("--coarse-weight (multi-task) needs --dataset fashion_mnist: its coarse categories "
+                            f"are {', '.join(recipes.COARSE_CLASSES)}")
+        coarse = recipes.coarse_matrix(recipes.FASHION_COARSE, len(recipes.COARSE_CLASSES))
+
     with strategy.scope():
-        net = build_model(model, images.image_shape, images.num_classes)
-        net.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                    loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        net = build_model(model, images.image_shape, images.num_classes, width=o["width"],
+                          batchnorm=o["batchnorm"], dropout=o["dropout"], dropconnect=o["dropconnect"])
+        if coarse is not None:
+            net = add_coarse_head(net, coarse.shape[1])
+        recipes.apply_initializer(net, o["init"], seed=seed)
+        recipes.apply_weight_decay(net, o["l1"], o["l2"])
+        compile_model(net, optimizer=o["optimizer"], learning_rate=learning_rate, momentum=o["momentum"],
+                      lr_schedule=o["lr_schedule"], warmup_epochs=o["warmup_epochs"],
+                      lr_step_epochs=o["lr_step_epochs"], lr_gamma=o["lr_gamma"], steps_per_epoch=steps_per_epoch,
+                      epochs=epochs, label_smoothing=o["label_smoothing"], aux_weight=o["aux_weight"],
+                      coarse_weight=o["coarse_weight"])
     config = dict(app=APP, model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
                   learning_rate=learning_rate, seed=seed, limit=limit, val_fraction=val_fraction,
-                  class_names=list(images.class_names), image_shape=list(images.image_shape))
+                  class_names=list(images.class_names), image_shape=list(images.image_shape), **o)
     writes_files = distribute.is_chief(strategy)
     if writes_files:
         training.save_config(out, config, identity_keys=("model", "dataset"))
-    print(f"training {model} on {images.name} ({images.num_train} examples, "
+    print(f"training {model} on {images.name} ({num_train} examples, "
           f"{strategy.num_replicas_in_sync} replica(s), global batch {global_batch})")
+    augment = recipes.make_augmenter(augment_names, images.image_shape, seed=seed) if augment_names else None
+    train_fn = recipes.make_batch_fn(images.num_classes, net.output_names, augment=augment, weights=weights,
+                                     coarse=coarse)
+    val_fn = recipes.make_batch_fn(images.num_classes, net.output_names, coarse=coarse)
     training.fit(
         net,
-        data.batched(images.train, global_batch, shuffle=True, seed=seed),
-        data.batched(images.val, global_batch),
+        data.batched(train_data, global_batch, shuffle=True, seed=seed, augment=train_fn),
+        data.batched(images.val, global_batch, augment=val_fn),
         epochs=epochs, run_dir=out, patience=patience, writes_files=writes_files)
     return net
 
@@ -65,24 +151,33 @@ def classification_report(labels, predictions, num_classes):
     true_positives = np.diag(matrix).astype(np.float64)
     precision = true_positives / np.maximum(matrix.sum(axis=0), 1)
     recall = true_positives / np.maximum(matrix.sum(axis=1), 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
     return {"confusion_matrix": matrix, "accuracy": true_positives.sum() / max(matrix.sum(), 1),
-            "precision": precision, "recall": recall}
+            "precision": precision, "recall": recall, "f1": f1}
+
+
+def top_k_error(labels, probabilities, k):
+    """Share of examples whose true class is not among the k most probable."""
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return float(1.0 - (top == np.asarray(labels)[:, None]).any(axis=1).mean())
 
 
 def evaluate(*, out="runs/classify", limit=None):
     """Evaluate the run's best model on the test split; returns the report."""
     config = training.load_config(out)
-    net = training.load_trained_model(out)
+    net = main_head(training.load_trained_model(out))
     images = data.load_dataset(config["dataset"], val_fraction=config["val_fraction"], seed=config["seed"],
                                limit=limit or config.get("limit"))
     labels, probabilities = _predict_all(net, images.test)
     report = classification_report(labels, probabilities.argmax(axis=1), images.num_classes)
+    report["top_k_error"] = {k: top_k_error(labels, probabilities, k) for k in (1, 3, 5) if k <= images.num_classes}
 
     print(f"test accuracy of {config['model']} on {images.name}: {report['accuracy']:.4f} "
           f"({len(labels)} examples; chance {1 / images.num_classes:.2f})")
-    print(f"{'class':>14} {'precision':>9} {'recall':>7}")
-    for name, p, r in zip(images.class_names, report["precision"], report["recall"]):
-        print(f"{name:>14} {p:9.3f} {r:7.3f}")
+    print("top-k error: " + ", ".join(f"top-{k} {e:.4f}" for k, e in report["top_k_error"].items()))
+    print(f"{'class':>14} {'precision':>9} {'recall':>7} {'F1':>6}")
+    for name, p, r, f in zip(images.class_names, report["precision"], report["recall"], report["f1"]):
+        print(f"{name:>14} {p:9.3f} {r:7.3f} {f:6.3f}")
 
     cm_png = plots.confusion_matrix(report["confusion_matrix"], images.class_names,
                                     os.path.join(out, "confusion_matrix.png"),
@@ -96,6 +191,7 @@ def evaluate(*, out="runs/classify", limit=None):
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump({"accuracy": report["accuracy"], "num_examples": int(len(labels)),
                    "precision": report["precision"].tolist(), "recall": report["recall"].tolist(),
+                   "f1": report["f1"].tolist(), "top_k_error": report["top_k_error"],
                    "confusion_matrix": report["confusion_matrix"].tolist()}, f, indent=2)
     print(f"wrote {cm_png}\nwrote {samples_png}")
     return report
@@ -104,7 +200,7 @@ def evaluate(*, out="runs/classify", limit=None):
 def export_run(*, out="runs/classify", export_dir="saved_models", version=None):
     """Export the run's best model to saved_models/classify/<version>/ and TFLite."""
     config = training.load_config(out)
-    net = training.load_trained_model(out)
+    net = main_head(training.load_trained_model(out))
     images = data.load_dataset(config["dataset"], val_fraction=config["val_fraction"], seed=config["seed"],
                                limit=config.get("limit"))
     sample = np.stack([x for x, _ in images.test.take(64).as_numpy_iterator()])
@@ -159,7 +255,7 @@ def predict(paths, *, out="runs/classify", saved_model=None, resize=False, top=3
         run = lambda batch: signature(images=batch)["probabilities"].numpy()  # noqa: E731
     else:
         config = training.load_config(out)
-        net = training.load_trained_model(out)
+        net = main_head(training.load_trained_model(out))
         class_names, image_shape = config["class_names"], tuple(config["image_shape"])
         run = lambda batch: net.predict(batch, verbose=0)  # noqa: E731
     batch = np.stack([read_image(p, image_shape, resize) for p in paths])
@@ -170,3 +266,121 @@ def predict(paths, *, out="runs/classify", saved_model=None, resize=False, top=3
         results.append([(class_names[i], float(probs[i])) for i in best])
         print(f"{path}: " + ", ".join(f"{class_names[i]} {probs[i]:.3f}" for i in best))
     return results
+
+
+def zoo(*, models=None, dataset="fashion_mnist", epochs=2, batch_size=64, limit=2000, out="runs/classify/zoo",
+        seed=0, table=None, **tricks):
+    """Train and evaluate each model of the zoo on the same budget; write a
+    Markdown table (parameters, test accuracy, training time) to `table`
+    (default: <out>/zoo.md) row by row, and return the rows."""
+    import time
+
+    from apps.classify.models import count_params
+
+    names = models or [n for n in MODELS.names() if n != "mlp"]
+    for name in names:
+        MODELS.get(name)
+    table = table or os.path.join(out, "zoo.md")
+    os.makedirs(os.path.dirname(os.path.abspath(table)), exist_ok=True)
+    header = (f"| model | parameters | test accuracy | training time (s) |\n|---|---:|---:|---:|\n")
+    with open(table, "w") as f:
+        f.write(f"{dataset}, {epochs} epoch(s), batch {batch_size}, limit {limit} examples per split, "
+                f"seed {seed}\n\n" + header)
+    rows = []
+    for name in names:
+        run_dir = os.path.join(out, name)
+        start = time.time()
+        net = train(model=name, dataset=dataset, epochs=epochs, batch_size=batch_size, limit=limit, seed=seed,
+                    out=run_dir, **tricks)
+        seconds = time.time() - start
+        report = evaluate(out=run_dir, limit=limit)
+        row = dict(model=name, parameters=count_params(net), accuracy=float(report["accuracy"]), seconds=seconds)
+        rows.append(row)
+        with open(table, "a") as f:
+            f.write(f"| {name} | {row['parameters']:,} | {row['accuracy']:.4f} | {seconds:.0f} |\n")
+        print(f"zoo: {name}: accuracy {row['accuracy']:.4f} in {seconds:.0f} s -> {table}")
+    return rows
+
+
+def feature_extractor(net):
+    """The part of a trained classifier below its classifier layer: images -> features."""
+    net = main_head(net)
+    return keras.Model(net.inputs, net.get_layer(MAIN_OUTPUT).input, name="backbone")
+
+
+def transfer(backbone, *, dataset="mnist5k", mode="feature", fine_tune_layers=None, epochs=5, batch_size=128,
+             learning_rate=1e-3, optimizer="adam", out="runs/classify/transfer", seed=0, limit=None,
+             val_fraction=0.1, patience=None):
+    """Transfer learning from the trained run `backbone` (e.g. Fashion-MNIST) to `dataset`:
+
+      feature   freeze the backbone, a feature extractor, and train a new softmax head;
+      finetune  train the new head and the backbone (all of it, or only its top
+                `fine_tune_layers` layers with weights), usually with a smaller rate.
+
+    The backbone runs in inference mode (batch norm keeps its statistics) in
+    both modes, the usual recipe for fine-tuning with small data.
+    """
+    if mode not in ("feature", "finetune"):
+        raise UserError(f"unknown transfer mode '{mode}'; choose one of: feature, finetune")
+    source = training.load_config(backbone)
+    base = feature_extractor(training.load_trained_model(backbone))
+    training.set_seed(seed)
+    images = data.load_dataset(dataset, val_fraction=val_fraction, seed=seed, limit=limit)
+    if tuple(base.input_shape[1:]) != tuple(images.image_shape):
+        raise UserError(f"the backbone in {backbone} reads {tuple(base.input_shape[1:])} images, "
+                        f"{images.name} has {tuple(images.image_shape)}")
+    with_weights = [layer for layer in base.layers if layer.weights]
+    if mode == "feature":
+        base.trainable = False
+    elif fine_tune_layers:
+        for layer in with_weights[:-fine_tune_layers]:
+            layer.trainable = False
+    inputs = keras.Input(shape=images.image_shape, name="images")
+    features = base(inputs, training=False)
+    probabilities = keras.layers.Dense(images.num_classes, activation="softmax", name=MAIN_OUTPUT)(features)
+    net = keras.Model(inputs, probabilities, name=f"transfer_{mode}")
+    steps_per_epoch = max(1, -(-images.num_train // batch_size))
+    compile_model(net, optimizer=optimizer, learning_rate=learning_rate, steps_per_epoch=steps_per_epoch,
+                  epochs=epochs)
+    config = dict(app=APP, model=f"transfer:{mode}", backbone=os.path.abspath(backbone),
+                  backbone_model=source["model"], backbone_dataset=source["dataset"], dataset=dataset,
+                  fine_tune_layers=fine_tune_layers, epochs=epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, optimizer=optimizer, seed=seed, limit=limit,
+                  val_fraction=val_fraction, class_names=list(images.class_names),
+                  image_shape=list(images.image_shape))
+    training.save_config(out, config, identity_keys=("model", "dataset", "backbone"))
+    trainable = sum(int(np.prod(v.shape)) for v in net.trainable_weights)
+    print(f"transfer ({mode}) of {source['model']} trained on {source['dataset']} to {images.name}: "
+          f"{trainable:,} trainable parameters, {images.num_train} examples")
+    batch_fn = recipes.make_batch_fn(images.num_classes, net.output_names)
+    training.fit(net, data.batched(images.train, batch_size, shuffle=True, seed=seed, augment=batch_fn),
+                 data.batched(images.val, batch_size, augment=batch_fn), epochs=epochs, run_dir=out,
+                 patience=patience)
+    return net
+
+
+def ensemble(runs, *, out="runs/classify/ensemble"):
+    """An ensemble of trained runs (same dataset): a model whose probabilities
+    are the mean of the members' probabilities, saved as a run folder, so
+    `evaluate`, `export` and `predict` work on it as on any run."""
+    if len(runs) < 2:
+        raise UserError("an ensemble needs at least two runs")
+    configs = [training.load_config(run) for run in runs]
+    if len({c["dataset"] for c in configs}) > 1 or len({tuple(c["image_shape"]) for c in configs}) > 1:
+        raise UserError("the ensemble's runs must be trained on the same dataset: "
+                        + ", ".join(f"{r} ({c['dataset']})" for r, c in zip(runs, configs)))
+    inputs = keras.Input(shape=tuple(configs[0]["image_shape"]), name="images")
+    members = []
+    for i, run in enumerate(runs):
+        member = main_head(training.load_trained_model(run))
+        member = keras.Model(member.inputs, member.outputs[0], name=f"member{i + 1}_{member.name}")
+        members.append(member(inputs))
+    probabilities = keras.layers.Average(name=MAIN_OUTPUT)(members)
+    net = keras.Model(inputs, probabilities, name="ensemble")
+    net.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    config = dict(configs[0], model="ensemble:" + "+".join(c["model"] for c in configs),
+                  members=[os.path.abspath(r) for r in runs])
+    training.save_config(out, config, identity_keys=("model", "dataset", "members"))
+    net.save(os.path.join(out, training.MODEL_FILE))
+    print(f"ensemble of {len(runs)} models ({config['model']}) -> {out}")
+    return net
