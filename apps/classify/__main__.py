@@ -165,12 +165,12 @@ def main(argv=None):
         report = app.evaluate(out=args.out)
         exported = app.export_run(out=args.out, export_dir=args.export_dir)
         print(f"\ndemo finished in {time.time() - start:.0f} s; test accuracy {report['accuracy']:.4f}")
-        print(f"  model:        {os.path.join(args.out, 'model.keras')}")
-        print(f"  SavedModel:   {exported['saved_model']}")
+        print(f"  {'model:':<16}{os.path.join(args.out, 'model.keras')}")
+        print(f"  {'SavedModel:':<16}{exported['saved_model']}")
         for kind, path in exported["tflite"].items():
-            print(f"  TFLite {kind + ':':8s}{path}")
+            print(f"  {'TFLite ' + kind + ':':<16}{path}")
         for png in ("learning_curves.png", "confusion_matrix.png", "test_predictions.png"):
-            print(f"  PNG:          {os.path.join(args.out, png)}")
+            print(f"  {'PNG:':<16}{os.path.join(args.out, png)}")
 
 
 if __name__ == "__main__":
