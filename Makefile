@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify zoo basics visualize style rl dqn sequence tflite serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify zoo basics visualize style generative rl dqn sequence tflite serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,13 @@ visualize: setup ## explain a classifier: every visualization method on a classi
 
 style: setup ## neural style transfer of skimage photos with offline random features (ARGS="--steps 300 ...")
 	$(PY) -m apps.style transfer $(ARGS)
+
+MODEL ?= vae
+generative: setup ## generative models: train, evaluate, export (MODEL=vae|cvae|gan|dcgan|cgan|wgan_gp|cyclegan|ae|... ARGS="--epochs 5")
+	test -f runs/generative/judge_fashion_mnist/model.keras || $(PY) -m apps.generative judge
+	$(PY) -m apps.generative train --model $(MODEL) $(ARGS)
+	$(PY) -m apps.generative evaluate --model $(MODEL)
+	$(PY) -m apps.generative export --model $(MODEL)
 
 rl: setup ## RL notes: bandit testbed PNG, tabular policies vs optimal, REINFORCE on CartPole
 	$(PY) -m apps.rl bandits

@@ -25,7 +25,9 @@ def read_history(csv_path):
         rows = list(csv.DictReader(f))
     if not rows:
         return {}
-    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
+    # CSVLogger writes "NA" for a metric an epoch did not log (e.g. no validation data).
+    return {key: np.array([float(row[key]) if row[key] not in ("", "NA") else np.nan for row in rows])
+            for key in rows[0]}
 
 
 def learning_curves(csv_path, png_path, title="Learning curves"):

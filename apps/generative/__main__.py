@@ -1,0 +1,132 @@
+"""Command line: python -m apps.generative {train,evaluate,sample,export,judge,pretrain} ...
+
+Models (--model): ae, conv_ae, linear_ae, sparse_ae, denoising_ae (autoencoders); vae, cvae (variational);
+gan, dcgan, cgan, wgan_gp (adversarial); cyclegan (unpaired translation between two classes).
+"""
+
+import argparse
+import os
+
+from core.errors import run_cli
+
+MODEL_NAMES = ("ae", "conv_ae", "linear_ae", "sparse_ae", "denoising_ae", "vae", "cvae", "gan", "dcgan", "cgan",
+               "wgan_gp", "cyclegan")
+
+
+def _domains(text):
+    try:
+        a, b = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two class numbers like 7,9, got '{text}'") from None
+    return a, b
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m apps.generative", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_run(p):
+        p.add_argument("--model", default="vae", help="model name (default: %(default)s); sets the default --out")
+        p.add_argument("--out", default=None, help="run folder (default: runs/generative/MODEL)")
+
+    p = commands.add_parser("train", help="train a model (rerun the same command to resume)")
+    add_run(p)
+    p.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist, mnist5k, digits or tfds:NAME")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128, help="batch size per replica (default: %(default)s)")
+    p.add_argument("--latent-dim", type=int, default=None, help="latent size (default: per model; VAE 2)")
+    p.add_argument("--learning-rate", type=float, default=None, help="default: 1e-3, GANs 2e-4, WGAN-GP 1e-4")
+    p.add_argument("--strategy", default="auto", help="auto, default, mirrored or multiworker")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="use at most this many examples per split")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--noise", choices=("gaussian", "masking"), default=None, help="denoising_ae corruption")
+    p.add_argument("--noise-level", type=float, default=None, help="Gaussian std or masked share (default 0.3)")
+    p.add_argument("--sparsity-target", type=float, default=None, help="sparse_ae target activation ρ (0.05)")
+    p.add_argument("--sparsity-weight", type=float, default=None, help="sparse_ae penalty weight β (0.1)")
+    p.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default=None, help="VAE decoder likelihood")
+    p.add_argument("--kl", choices=("analytic", "sampled"), default=None, help="VAE KL term (tfp)")
+    p.add_argument("--gan-loss", choices=("minimax", "non_saturating", "least_squares", "wasserstein"), default=None)
+    p.add_argument("--feature-matching", action="store_true", default=None, help="GAN generator on feature matching")
+    p.add_argument("--minibatch-discrimination", action="store_true", default=None)
+    p.add_argument("--critic-steps", type=int, default=None, help="discriminator steps per generator step")
+    p.add_argument("--domains", type=_domains, default=None, help="cyclegan: classes A,B (default 7,9)")
+    p.add_argument("--cycle-weight", type=float, default=None, help="cyclegan λ (default 10)")
+
+    p = commands.add_parser("evaluate", help="test metrics, PNGs and judge scores of a run")
+    add_run(p)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--num-samples", type=int, default=2000, help="samples for the quality scores")
+    p.add_argument("--judge", default=None, help="judge classifier run folder (default: runs/generative/judge_DATASET)")
+
+    p = commands.add_parser("sample", help="a PNG grid of new images")
+    add_run(p)
+    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--label", type=int, default=None, help="class of every sample (conditional models)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--png", default=None, help="output PNG (default: in the run folder)")
+
+    p = commands.add_parser("export", help="decoder/generator to SavedModel + TFLite, parity-checked")
+    add_run(p)
+    p.add_argument("--export-dir", default="saved_models", help="root of the exports (default: %(default)s)")
+    p.add_argument("--version", type=int, default=None)
+
+    p = commands.add_parser("judge", help="train the LeNet-5 that scores sample quality")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", default=None, help="default: runs/generative/judge_DATASET")
+
+    p = commands.add_parser("pretrain", help="stacked AE: greedy pre-training, fine-tuning, classifier init")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--limit", type=int, default=None, help="unlabelled training images (and test images)")
+    p.add_argument("--labels", type=int, default=500, help="labelled images for the classifier")
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 64], help="hidden layer sizes")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per greedy layer")
+    p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--classifier-epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="default: runs/generative/pretrain")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if getattr(args, "model", None) not in (None, *MODEL_NAMES):
+        from core.errors import UserError
+
+        raise UserError(f"unknown model '{args.model}'; choose one of: {', '.join(sorted(MODEL_NAMES))}")
+    from apps.generative import app  # after parsing, so --help is instant
+
+    if args.command == "train":
+        options = {k: getattr(args, k) for k in ("noise", "noise_level", "sparsity_target", "sparsity_weight",
+                                                 "likelihood", "kl", "gan_loss", "feature_matching",
+                                                 "minibatch_discrimination", "critic_steps", "domains",
+                                                 "cycle_weight")}
+        out = args.out or app.default_out(args.model)
+        app.train(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                  latent_dim=args.latent_dim, learning_rate=args.learning_rate, strategy=args.strategy, out=out,
+                  seed=args.seed, limit=args.limit, val_fraction=args.val_fraction, patience=args.patience,
+                  **options)
+        print(f"run folder: {out} (model.keras, history.csv, learning_curves.png"
+              f"{', samples/epoch_*.png' if args.model in ('vae', 'cvae', 'gan', 'dcgan', 'cgan', 'wgan_gp', 'cyclegan') else ''})")
+        print(f"  learning curves: {os.path.join(out, 'learning_curves.png')}")
+    elif args.command == "evaluate":
+        app.evaluate(out=args.out, model=args.model, limit=args.limit, num_samples=args.num_samples,
+                     judge=args.judge)
+    elif args.command == "sample":
+        app.sample(out=args.out, model=args.model, num=args.num, label=args.label, seed=args.seed, png=args.png)
+    elif args.command == "export":
+        app.export_run(out=args.out, model=args.model, export_dir=args.export_dir, version=args.version)
+    elif args.command == "judge":
+        app.judge(dataset=args.dataset, epochs=args.epochs, limit=args.limit, out=args.out)
+    elif args.command == "pretrain":
+        app.pretrain(dataset=args.dataset, limit=args.limit, labels=args.labels, sizes=args.sizes, epochs=args.epochs,
+                     finetune_epochs=args.finetune_epochs, classifier_epochs=args.classifier_epochs, seed=args.seed,
+                     out=args.out)
+
+
+if __name__ == "__main__":
+    run_cli(main, prog="apps.generative")

@@ -1,0 +1,286 @@
+"""Autoencoders: undercomplete (dense, convolutional), linear (vs PCA), sparse,
+denoising, and a stacked autoencoder pre-trained greedily layer by layer.
+
+Every model here works on images scaled to [0, 1] (pixels / 255). An
+autoencoder is a functional model `autoencoder(x) = decoder(encoder(x))`
+whose nested models are named "encoder" and "decoder", so a loaded run can
+hand out its decoder (latent -> image) for sampling and export.
+"""
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from losses import sparsity_penalty
+
+# --------------------------------------------------------------------------
+# Two small layers the autoencoders need.
+
+
+@keras.saving.register_keras_serializable(package="generative")
+class MaskingNoise(layers.Layer):
+    """Masking corruption of denoising autoencoders (Vincent et al. 2008):
+    each input value is set to 0 with probability `rate`, in training only.
+    Unlike Dropout, the kept values are not rescaled by 1/(1 - rate)."""
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training or self.rate <= 0.0:
+            return inputs
+        keep = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator, dtype=inputs.dtype) >= self.rate
+        return inputs * ops.cast(keep, inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="generative")
+class SparsityRegularizer(layers.Layer):
+    """Identity on the code that adds `weight * sparsity_penalty(code, target)`
+    (Σ_j KL(ρ || ρ̂_j), `losses.sparsity_penalty`) to the model's loss."""
+
+    def __init__(self, target=0.05, weight=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.target = float(target)
+        self.weight = float(weight)
+
+    def call(self, inputs):
+        self.add_loss(self.weight * sparsity_penalty(inputs, self.target))
+        return inputs
+
+    def get_config(self):
+        return {**super().get_config(), "target": self.target, "weight": self.weight}
+
+
+def corrupt(images, kind, level, seed=0):
+    """Corrupt [0, 1] images outside a model (for evaluation): Gaussian noise of
+    standard deviation `level` (clipped to [0, 1]) or masking of a `level` share."""
+    rng = np.random.default_rng(seed)
+    images = np.asarray(images, np.float32)
+    if kind == "gaussian":
+        return np.clip(images + rng.normal(0.0, level, images.shape), 0.0, 1.0).astype(np.float32)
+    if kind == "masking":
+        return (images * (rng.uniform(size=images.shape) >= level)).astype(np.float32)
+    raise ValueError(f"unknown noise '{kind}'; choose gaussian or masking")
+
+
+# --------------------------------------------------------------------------
+# Encoders and decoders.
+
+
+def dense_encoder(image_shape, latent_dim, hidden=(256,), activation="relu", code_activation=None,
+                  name="encoder"):
+    images = keras.Input(shape=image_shape, name="images")
+    x = layers.Flatten()(images)
+    for i, units in enumerate(hidden):
+        x = layers.Dense(units, activation=activation, name=f"enc_dense{i + 1}")(x)
+    code = layers.Dense(latent_dim, activation=code_activation, name="code")(x)
+    return keras.Model(images, code, name=name)
+
+
+def dense_decoder(image_shape, latent_dim, hidden=(256,), activation="relu", output_activation="sigmoid",
+                  name="decoder"):
+    latent = keras.Input(shape=(latent_dim,), name="latent")
+    x = latent
+    for i, units in enumerate(reversed(hidden)):
+        x = layers.Dense(units, activation=activation, name=f"dec_dense{i + 1}")(x)
+    x = layers.Dense(int(np.prod(image_shape)), activation=output_activation, name="pixels")(x)
+    return keras.Model(latent, layers.Reshape(image_shape)(x), name=name)
+
+
+def _check_conv_shape(image_shape):
+    if image_shape[0] % 4 or image_shape[1] % 4:
+        raise ValueError(f"the convolutional models need a height and width divisible by 4, got {image_shape}")
+
+
+def conv_encoder(image_shape, latent_dim, filters=(32, 64), name="encoder"):
+    _check_conv_shape(image_shape)
+    images = keras.Input(shape=image_shape, name="images")
+    x = images
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", name=f"enc_conv{i + 1}")(x)
+    x = layers.Flatten()(x)
+    return keras.Model(images, layers.Dense(latent_dim, name="code")(x), name=name)
+
+
+def conv_decoder(image_shape, latent_dim, filters=(64, 32), output_activation="sigmoid", name="decoder"):
+    _check_conv_shape(image_shape)
+    height, width, channels = image_shape
+    latent = keras.Input(shape=(latent_dim,), name="latent")
+    x = layers.Dense((height // 4) * (width // 4) * filters[0], activation="relu", name="project")(latent)
+    x = layers.Reshape((height // 4, width // 4, filters[0]))(x)
+    x = layers.Conv2DTranspose(filters[1], 3, strides=2, padding="same", activation="relu", name="dec_deconv1")(x)
+    x = layers.Conv2DTranspose(channels, 3, strides=2, padding="same", activation=output_activation,
+                               name="dec_deconv2")(x)
+    return keras.Model(latent, x, name=name)
+
+
+# --------------------------------------------------------------------------
+# The autoencoders by name (see models.py for the registry).
+
+
+def _autoencoder(encoder, decoder, name, corruption=None):
+    images = keras.Input(shape=encoder.input.shape[1:], name="images")
+    x = corruption(images) if corruption is not None else images
+    return keras.Model(images, decoder(encoder(x)), name=name)
+
+
+def dense_ae(image_shape, latent_dim=32, hidden=(256,)):
+    """Undercomplete dense autoencoder: 784 -> 256 -> latent -> 256 -> 784, sigmoid output."""
+    return _autoencoder(dense_encoder(image_shape, latent_dim, hidden),
+                        dense_decoder(image_shape, latent_dim, hidden), "ae")
+
+
+def conv_ae(image_shape, latent_dim=32):
+    """Undercomplete convolutional autoencoder: two stride-2 convs, two stride-2 transposed convs."""
+    return _autoencoder(conv_encoder(image_shape, latent_dim), conv_decoder(image_shape, latent_dim), "conv_ae")
+
+
+def linear_ae(image_shape, latent_dim=16):
+    """Linear autoencoder, trained with squared error: its decoder spans the
+    principal subspace of the data (Baldi & Hornik 1989), see `pca_angles`."""
+    return _autoencoder(dense_encoder(image_shape, latent_dim, hidden=()),
+                        dense_decoder(image_shape, latent_dim, hidden=(), output_activation=None), "linear_ae")
+
+
+def sparse_ae(image_shape, latent_dim=64, hidden=(256,), target=0.05, weight=0.1):
+    """Sparse autoencoder: sigmoid code units kept to a mean activation ρ by the KL sparsity penalty."""
+    encoder = dense_encoder(image_shape, latent_dim, hidden, code_activation="sigmoid")
+    code = SparsityRegularizer(target, weight, name="sparsity")(encoder.output)
+    encoder = keras.Model(encoder.input, code, name="encoder")
+    return _autoencoder(encoder, dense_decoder(image_shape, latent_dim, hidden), "sparse_ae")
+
+
+def denoising_ae(image_shape, latent_dim=32, noise="gaussian", level=0.3):
+    """Denoising autoencoder (Vincent et al. 2008): corrupted input in training, clean target."""
+    if noise == "gaussian":
+        corruption = layers.GaussianNoise(level, name="corruption")
+    elif noise == "masking":
+        corruption = MaskingNoise(level, name="corruption")
+    else:
+        raise ValueError(f"unknown noise '{noise}'; choose gaussian or masking")
+    return _autoencoder(conv_encoder(image_shape, latent_dim), conv_decoder(image_shape, latent_dim),
+                        "denoising_ae", corruption)
+
+
+# --------------------------------------------------------------------------
+# Linear autoencoder vs PCA.
+
+
+def pca_components(x, k):
+    """The top-k principal directions of the rows of x, as columns (d, k)."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    return vt[:k].T
+
+
+def principal_angles(a, b):
+    """Principal angles (degrees, ascending) between the column spaces of a and b (Björck & Golub 1973)."""
+    qa, _ = np.linalg.qr(np.asarray(a, np.float64))
+    qb, _ = np.linalg.qr(np.asarray(b, np.float64))
+    cosines = np.clip(np.linalg.svd(qa.T @ qb, compute_uv=False), -1.0, 1.0)
+    return np.sort(np.degrees(np.arccos(cosines)))
+
+
+def decoder_subspace(autoencoder):
+    """The span of a linear decoder's weights: columns (d, k)."""
+    kernel = autoencoder.get_layer("decoder").get_layer("pixels").kernel
+    return np.asarray(kernel).T
+
+
+def pca_angles(autoencoder, x):
+    """Principal angles between the linear AE's decoder subspace and PCA's."""
+    basis = decoder_subspace(autoencoder)
+    return principal_angles(basis, pca_components(x, basis.shape[1]))
+
+
+# --------------------------------------------------------------------------
+# Stacked autoencoder: greedy layer-wise pre-training, fine-tuning, and the
+# pre-training experiment (Hinton & Salakhutdinov 2006; Bengio et al. 2007).
+
+
+def _train_layer(inputs, units, index, *, epochs, batch_size, learning_rate, output_activation, seed, log):
+    dim = inputs.shape[1]
+    x = keras.Input(shape=(dim,))
+    enc = layers.Dense(units, activation="sigmoid", name=f"enc{index}")
+    dec = layers.Dense(dim, activation=output_activation, name=f"dec{index}")
+    model = keras.Model(x, dec(enc(x)))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    history = model.fit(inputs, inputs, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
+    log(f"  layer {dim} -> {units}: reconstruction MSE {history.history['loss'][0]:.4f} -> "
+        f"{history.history['loss'][-1]:.4f}")
+    return enc, dec
+
+
+def stacked_autoencoder(x, sizes=(256, 64), *, epochs=3, finetune_epochs=3, batch_size=128,
+                        learning_rate=1e-3, seed=0, log=print):
+    """Greedy layer-wise pre-training, then end-to-end fine-tuning.
+
+    Layer i is a one-hidden-layer autoencoder of the codes of layer i-1;
+    the encoders and decoders are then stacked (x -> h1 -> ... -> hK -> ... -> x̂)
+    and fine-tuned together. Returns (encoder, autoencoder, report)."""
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    keras.utils.set_random_seed(seed)
+    encoders, decoders, codes = [], [], x
+    log(f"greedy pre-training of {len(sizes)} layers on {len(x)} images")
+    for i, units in enumerate(sizes):
+        enc, dec = _train_layer(codes, units, i + 1, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                output_activation="sigmoid", seed=seed, log=log)
+        encoders.append(enc)
+        decoders.append(dec)
+        codes = np.asarray(enc(codes))
+    inputs = keras.Input(shape=(x.shape[1],), name="pixels")
+    h = inputs
+    for enc in encoders:
+        h = enc(h)
+    encoder = keras.Model(inputs, h, name="stacked_encoder")
+    out = h
+    for dec in reversed(decoders):
+        out = dec(out)
+    autoencoder = keras.Model(inputs, out, name="stacked_ae")
+    autoencoder.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+    before = float(autoencoder.evaluate(x, x, verbose=0, batch_size=512))
+    autoencoder.fit(x, x, epochs=finetune_epochs, batch_size=batch_size, verbose=0, shuffle=True)
+    after = float(autoencoder.evaluate(x, x, verbose=0, batch_size=512))
+    log(f"fine-tuning end to end: reconstruction MSE {before:.4f} -> {after:.4f}")
+    return encoder, autoencoder, {"stacked_mse_before_finetune": before, "stacked_mse_after_finetune": after}
+
+
+def classifier_from_encoder(encoder, num_classes, pretrained=True, seed=0):
+    """A classifier with the stacked encoder's architecture and a softmax on top;
+    `pretrained=False` gives the same architecture with fresh random weights."""
+    keras.utils.set_random_seed(seed)
+    if pretrained:
+        body = keras.models.clone_model(encoder)
+        body.set_weights(encoder.get_weights())
+    else:
+        body = keras.models.clone_model(encoder)  # clone_model re-initializes the weights
+    probabilities = layers.Dense(num_classes, activation="softmax", name="probabilities")(body.output)
+    return keras.Model(body.input, probabilities, name="pretrained" if pretrained else "random_init")
+
+
+def pretraining_experiment(x_unlabelled, x_labelled, y_labelled, x_test, y_test, num_classes, *,
+                           sizes=(256, 64), epochs=3, finetune_epochs=3, classifier_epochs=30,
+                           learning_rate=1e-3, seed=0, log=print):
+    """Pre-train a stacked AE on unlabelled images, then train a classifier on a
+    small labelled subset starting from (a) the pre-trained encoder and (b) a
+    random initialization; report both test accuracies."""
+    encoder, _, report = stacked_autoencoder(x_unlabelled, sizes, epochs=epochs, finetune_epochs=finetune_epochs,
+                                             learning_rate=learning_rate, seed=seed, log=log)
+    flat = lambda a: np.asarray(a, np.float32).reshape(len(a), -1)  # noqa: E731
+    for pretrained in (True, False):
+        net = classifier_from_encoder(encoder, num_classes, pretrained, seed)
+        net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"])
+        net.fit(flat(x_labelled), y_labelled, epochs=classifier_epochs, batch_size=32, verbose=0, shuffle=True)
+        _, accuracy = net.evaluate(flat(x_test), y_test, verbose=0, batch_size=512)
+        key = "accuracy_pretrained" if pretrained else "accuracy_random_init"
+        report[key] = float(accuracy)
+        log(f"classifier on {len(x_labelled)} labels, {'pre-trained' if pretrained else 'random'} init: "
+            f"test accuracy {accuracy:.4f}")
+    return report

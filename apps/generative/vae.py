@@ -1,0 +1,223 @@
+"""Variational autoencoder (Kingma & Welling, "Auto-Encoding Variational
+Bayes", 2014), optionally conditioned on the class (Sohn et al. 2015).
+
+The encoder outputs μ and log σ² of q(z|x) = N(μ, diag σ²); the
+`layers.Reparameterization` layer draws z = μ + σ ε; the decoder outputs
+logits ℓ of p(x|z):
+  bernoulli  log p(x|z) = Σ x log σ(ℓ) + (1-x) log(1-σ(ℓ))   (grey x: the cross-entropy form)
+  gaussian   log p(x|z) = log N(x | σ(ℓ), s²), s fixed     (`losses.gaussian_reconstruction_log_likelihood`)
+The loss is the negative ELBO, -E_q[log p(x|z)] + KL(q(z|x) || N(0, I)), the KL
+from tensorflow-probability distributions: analytic (`tfd.kl_divergence`,
+checked against `losses.kl_standard_normal`) or sampled
+(`losses.kl_standard_normal_sampled`). Images are in [0, 1].
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+from keras import layers, ops
+
+from apps.generative.common import OneHot, label_input
+from layers import Reparameterization
+from losses import gaussian_reconstruction_log_likelihood, kl_standard_normal_sampled
+
+tfd = tfp.distributions
+LIKELIHOODS = ("bernoulli", "gaussian")
+KL_ESTIMATORS = ("analytic", "sampled")
+
+
+def posterior(mean, log_var):
+    """q(z|x) as a tfp distribution over the latent vector."""
+    return tfd.Independent(tfd.Normal(mean, tf.exp(0.5 * log_var)), reinterpreted_batch_ndims=1)
+
+
+def prior_like(mean):
+    return tfd.Independent(tfd.Normal(tf.zeros_like(mean), tf.ones_like(mean)), reinterpreted_batch_ndims=1)
+
+
+def kl_divergence(mean, log_var, estimator="analytic", seed=None):
+    """KL(q(z|x) || N(0, I)) per example, with tfp distributions."""
+    if estimator == "analytic":
+        return tfd.kl_divergence(posterior(mean, log_var), prior_like(mean))
+    return kl_standard_normal_sampled(mean, log_var, seed=seed)
+
+
+def log_likelihood(x, logits, likelihood="bernoulli", gaussian_std=0.1):
+    """log p(x|z) per example, summed over the pixels."""
+    if likelihood == "bernoulli":  # x may be grey: the cross-entropy form, Σ x log σ(ℓ) + (1-x) log(1-σ(ℓ))
+        axes = list(range(1, len(x.shape)))
+        return -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(x, logits.dtype), logits=logits),
+                              axis=axes)
+    return gaussian_reconstruction_log_likelihood(x, tf.sigmoid(logits), 2.0 * math.log(gaussian_std))
+
+
+def build_encoder(image_shape, latent_dim, num_classes=0, hidden=(512, 256)):
+    """Dense encoder x (and label) -> [μ, log σ²]."""
+    images = keras.Input(shape=image_shape, name="images")
+    inputs, x = [images], layers.Flatten()(images)
+    if num_classes:
+        labels = label_input()
+        inputs.append(labels)
+        x = layers.Concatenate()([x, OneHot(num_classes)(labels)])
+    for i, units in enumerate(hidden):
+        x = layers.Dense(units, activation="relu", name=f"enc_dense{i + 1}")(x)
+    mean = layers.Dense(latent_dim, name="mean")(x)
+    log_var = layers.Dense(latent_dim, name="log_var")(x)
+    return keras.Model(inputs if num_classes else images, [mean, log_var], name="encoder")
+
+
+def build_decoder(image_shape, latent_dim, num_classes=0, hidden=(256, 512)):
+    """Dense decoder z (and label) -> pixel logits."""
+    latent = keras.Input(shape=(latent_dim,), name="latent")
+    inputs, x = [latent], latent
+    if num_classes:
+        labels = label_input()
+        inputs.append(labels)
+        x = layers.Concatenate()([x, OneHot(num_classes)(labels)])
+    for i, units in enumerate(hidden):
+        x = layers.Dense(units, activation="relu", name=f"dec_dense{i + 1}")(x)
+    logits = layers.Dense(int(np.prod(image_shape)), name="logits")(x)
+    return keras.Model(inputs if num_classes else latent, layers.Reshape(image_shape)(logits), name="decoder")
+
+
+@keras.saving.register_keras_serializable(package="generative")
+class VAE(keras.Model):
+    """Encoder + reparameterization + decoder, trained on the negative ELBO by a custom `train_step`."""
+
+    def __init__(self, encoder, decoder, likelihood="bernoulli", kl="analytic", num_classes=0,
+                 gaussian_std=0.1, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood '{likelihood}'; choose one of {LIKELIHOODS}")
+        if kl not in KL_ESTIMATORS:
+            raise ValueError(f"unknown KL estimator '{kl}'; choose one of {KL_ESTIMATORS}")
+        self.encoder, self.decoder = encoder, decoder
+        self.likelihood, self.kl, self.num_classes = likelihood, kl, int(num_classes)
+        self.gaussian_std, self.seed = float(gaussian_std), seed
+        self.reparameterize = Reparameterization(seed=seed, name="reparameterize")
+        self.latent_dim = int(decoder.inputs[0].shape[-1])
+        self.loss_tracker = keras.metrics.Mean(name="loss")  # -ELBO, nats per image
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")  # -E_q log p(x|z)
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+
+    def _condition(self, inputs, labels):
+        inputs = ops.convert_to_tensor(inputs, "float32")
+        return [inputs, ops.convert_to_tensor(labels, "int32")] if self.num_classes else inputs
+
+    def encode(self, images, labels=None, training=False):
+        return self.encoder(self._condition(images, labels), training=training)
+
+    def decode(self, latent, labels=None, training=False):
+        """Mean image E[x|z] in [0, 1]."""
+        return ops.sigmoid(self.decoder(self._condition(latent, labels), training=training))
+
+    generate = decode  # the name the GANs use: latent (and labels) -> image
+
+    def call(self, inputs, training=False):
+        images, labels = (inputs if self.num_classes else (inputs, None))
+        mean, log_var = self.encode(images, labels, training)
+        return self.decode(self.reparameterize([mean, log_var]), labels, training)
+
+    def terms(self, images, labels=None, training=False):
+        """Per-example (-E_q log p(x|z) with one sample, KL(q || p)) and the posterior parameters."""
+        mean, log_var = self.encode(images, labels, training)
+        # ε from a stateless-per-call op rather than the layer's SeedGenerator: the generator's state
+        # variable is not safe to update inside a MirroredStrategy replica context.
+        z = self.reparameterize([mean, log_var], epsilon=tf.random.normal(tf.shape(mean)))
+        logits = self.decoder(self._condition(z, labels), training=training)
+        reconstruction = -log_likelihood(images, logits, self.likelihood, self.gaussian_std)
+        kl = kl_divergence(mean, log_var, self.kl)
+        return reconstruction, kl, mean, log_var
+
+    def _update(self, reconstruction, kl):
+        loss = reconstruction + kl
+        self.loss_tracker.update_state(loss)
+        self.reconstruction_tracker.update_state(reconstruction)
+        self.kl_tracker.update_state(kl)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        images, labels = data[0], data[1]
+        with tf.GradientTape() as tape:
+            reconstruction, kl, _, _ = self.terms(images, labels, training=True)
+            loss = tf.reduce_mean(reconstruction + kl)
+            # Each replica averages its own share of the global batch; the
+            # strategy sums the replicas' gradients, so divide by their number.
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return self._update(reconstruction, kl)
+
+    def test_step(self, data):
+        images, labels = data[0], data[1]
+        reconstruction, kl, _, _ = self.terms(images, labels, training=False)
+        return self._update(reconstruction, kl)
+
+    def importance_sampled_nll(self, images, labels=None, num_samples=50):
+        """-log p(x) ≈ -log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q (Burda et al. 2016), per example."""
+        mean, log_var = self.encode(images, labels)
+        q = posterior(mean, log_var)
+        p = prior_like(mean)
+        log_weights = []
+        for _ in range(num_samples):
+            z = q.sample()
+            logits = self.decoder(self._condition(z, labels))
+            log_weights.append(log_likelihood(images, logits, self.likelihood, self.gaussian_std)
+                               + p.log_prob(z) - q.log_prob(z))
+        log_weights = tf.stack(log_weights)
+        return -(tf.reduce_logsumexp(log_weights, axis=0) - math.log(num_samples))
+
+    def generator(self):
+        """The decoder as a model latent (and label) -> image in [0, 1], for sampling and export."""
+        latent = keras.Input(shape=(self.latent_dim,), name="latent")
+        inputs = [latent, label_input()] if self.num_classes else latent
+        images = layers.Activation("sigmoid", name="images")(self.decoder(inputs))
+        return keras.Model(inputs, images, name="vae_decoder")
+
+    def get_config(self):
+        return {**super().get_config(),
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "decoder": keras.saving.serialize_keras_object(self.decoder),
+                "likelihood": self.likelihood, "kl": self.kl, "num_classes": self.num_classes,
+                "gaussian_std": self.gaussian_std, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config["decoder"] = keras.saving.deserialize_keras_object(config["decoder"])
+        return cls(**config)
+
+
+def build_vae(image_shape, latent_dim=2, num_classes=0, likelihood="bernoulli", kl="analytic", seed=None):
+    vae = VAE(build_encoder(image_shape, latent_dim, num_classes), build_decoder(image_shape, latent_dim, num_classes),
+              likelihood=likelihood, kl=kl, num_classes=num_classes, seed=seed, name="cvae" if num_classes else "vae")
+    example = np.zeros((1, *image_shape), np.float32)
+    vae(([example, np.zeros((1,), np.int32)] if num_classes else example))  # build the variables now
+    return vae
+
+
+def manifold_grid(n=15, latent_dim=2, edge=0.05):
+    """Latent points of the 2-D manifold figure (Kingma & Welling, Fig. 4): a
+    uniform grid on the unit square mapped through the inverse Gaussian CDF,
+    so equal areas hold equal prior mass; dimensions past the first two are 0."""
+    from scipy.stats import norm
+
+    values = norm.ppf(np.linspace(edge, 1.0 - edge, n))
+    grid = np.zeros((n * n, latent_dim), np.float32)
+    grid[:, 0] = np.tile(values, n)
+    grid[:, 1] = np.repeat(values[::-1], n)
+    return grid
+
+
+def interpolate(a, b, steps=8):
+    """Points on the straight line from latent a to latent b (inclusive)."""
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    return (1.0 - t) * np.asarray(a, np.float32)[None] + t * np.asarray(b, np.float32)[None]
