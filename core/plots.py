@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path):
+def save_figure(fig, path):
+    """Write a matplotlib figure as PNG (creating folders) and close it; returns the path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -46,7 +47,7 @@ def learning_curves(csv_path, png_path, title="Learning curves"):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    return _save(fig, png_path)
+    return save_figure(fig, png_path)
 
 
 def confusion_matrix(matrix, class_names, png_path, title="Confusion matrix"):
@@ -65,7 +66,7 @@ def confusion_matrix(matrix, class_names, png_path, title="Confusion matrix"):
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    return _save(fig, png_path)
+    return save_figure(fig, png_path)
 
 
 def image_grid(images, titles, png_path, columns=8, title=None):
@@ -80,4 +81,4 @@ def image_grid(images, titles, png_path, columns=8, title=None):
         ax.set_title(caption, fontsize=7)
     if title:
         fig.suptitle(title)
-    return _save(fig, png_path)
+    return save_figure(fig, png_path)

@@ -18,7 +18,7 @@ def out_dir(out, experiment):
 
 def save(fig, path):
     """Write a matplotlib figure as PNG (the suite's one way of saving figures)."""
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def print_table(title, header, rows):

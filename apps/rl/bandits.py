@@ -113,7 +113,7 @@ def plot(results, png_path, runs):
     top.legend(fontsize=8)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-    return plots._save(fig, png_path)
+    return plots.save_figure(fig, png_path)
 
 
 def summary(results, last=100):

@@ -493,7 +493,7 @@ def plot_training(out):
     ax.set_ylabel("return")
     ax.grid(alpha=0.3)
     ax.legend()
-    return plots._save(fig, os.path.join(out, "returns.png"))
+    return plots.save_figure(fig, os.path.join(out, "returns.png"))
 
 
 def load_agent(out, strategy="default"):

@@ -121,7 +121,7 @@ def train(env_id="CartPole-v1", episodes=300, batch_episodes=8, gamma=0.99, poli
     ax.set_title(f"REINFORCE {'with' if use_baseline else 'without'} baseline on {env_id}")
     ax.legend()
     ax.grid(alpha=0.3)
-    png = plots._save(fig, os.path.join(out, "returns.png"))
+    png = plots.save_figure(fig, os.path.join(out, "returns.png"))
     return policy, np.array(all_returns), png
 
 

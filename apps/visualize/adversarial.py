@@ -208,7 +208,7 @@ def robustness_plot(tables, png, title):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
-    return plots._save(fig, png)
+    return plots.save_figure(fig, png)
 
 
 # --------------------------------------------------------------------------

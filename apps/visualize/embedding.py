@@ -58,6 +58,6 @@ def tsne(clf, *, count=1000, perplexity=30.0, seed=0, max_iter=1000, out=None):
     ax.set_title(f"{clf.name}: t-SNE of the {features.shape[1]}-d input of '{head}', {len(x)} test images\n"
                  f"perplexity {perplexity:.0f}; 5-NN accuracy in 2-D {knn:.2f}, trustworthiness {trust:.2f}",
                  fontsize=9)
-    png = plots._save(fig, os.path.join(common.out_dir(out, clf), "tsne.png"))
+    png = plots.save_figure(fig, os.path.join(common.out_dir(out, clf), "tsne.png"))
     print(f"t-SNE of {len(x)} images: 5-NN accuracy in the 2-D map {knn:.3f}, trustworthiness {trust:.3f}")
     return {"png": png, "points": points, "labels": y, "knn_accuracy": knn, "trustworthiness": trust}
