@@ -126,16 +126,21 @@ def main(argv=None):
         return 0
     labels_path = args.labels or default_labels(args.model)
     labels = open(labels_path).read().split("\n") if labels_path else None
-    names = args.files or [f"example {i}" for i in range(len(next(iter(outputs.values()))))]
+    print_outputs(outputs, args.files, labels, args.top)
+    return 0
+
+
+def print_outputs(outputs, names, labels, top):
+    """Print each row of a (batch, classes) output as its `top` classes; other outputs as JSON."""
     for alias, value in outputs.items():
         if value.ndim == 2:
-            for name, row in zip(names if len(names) == len(value) else range(len(value)), value):
-                best = np.argsort(row)[::-1][:args.top]
+            row_names = names if names and len(names) == len(value) else [f"example {i}" for i in range(len(value))]
+            for name, row in zip(row_names, value):
+                best = np.argsort(row)[::-1][:top]
                 print(f"{name}: " + ", ".join(f"{labels[i] if labels and i < len(labels) else i} {row[i]:.3f}"
                                              for i in best))
         else:
             print(f"{alias}: {json.dumps(value.tolist())}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,11 +27,11 @@ def _take(states, index):
     return [np.asarray(s)[index] for s in states]
 
 
-def greedy(step, first_logits, states, length, end_token=None):
-    """The most probable token at each step."""
+def _decode(step, first_logits, states, length, choose, end_token):
+    """Feed back the token `choose(logits)` picks until `length` tokens or `end_token`."""
     logits, out = np.asarray(first_logits), []
     for _ in range(length):
-        token = int(np.argmax(logits))
+        token = choose(logits)
         if token == end_token:
             break
         out.append(token)
@@ -40,6 +40,11 @@ def greedy(step, first_logits, states, length, end_token=None):
         next_logits, states = step(np.array([token], np.int32), states)
         logits = np.asarray(next_logits)[0]
     return out
+
+
+def greedy(step, first_logits, states, length, end_token=None):
+    """The most probable token at each step."""
+    return _decode(step, first_logits, states, length, lambda logits: int(np.argmax(logits)), end_token)
 
 
 def sample(step, first_logits, states, length, temperature=1.0, end_token=None, seed=None):
@@ -48,18 +53,12 @@ def sample(step, first_logits, states, length, temperature=1.0, end_token=None, 
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     rng = np.random.default_rng(seed)
-    logits, out = np.asarray(first_logits), []
-    for _ in range(length):
+
+    def choose(logits):
         probs = np.exp(log_softmax(np.asarray(logits, np.float64) / temperature))
-        token = int(rng.choice(len(probs), p=probs / probs.sum()))
-        if token == end_token:
-            break
-        out.append(token)
-        if len(out) == length:
-            break
-        next_logits, states = step(np.array([token], np.int32), states)
-        logits = np.asarray(next_logits)[0]
-    return out
+        return int(rng.choice(len(probs), p=probs / probs.sum()))
+
+    return _decode(step, first_logits, states, length, choose, end_token)
 
 
 def beam_search(step, first_logits, states, length, width=4, end_token=None, length_penalty=0.0,

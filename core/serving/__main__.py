@@ -210,15 +210,9 @@ def client_command(args):
             grpc_client.close()
     labels_path = args.labels or os.path.join("saved_models", args.model, str(version), "assets.extra", "labels.txt")
     labels = open(labels_path).read().split("\n") if os.path.isfile(labels_path) else None
-    names = args.image or [f"example {i}" for i in range(len(batch))]
-    for out_alias, value in outputs.items():
-        if value.ndim == 2 and len(value) == len(names):
-            for name, row in zip(names, value):
-                best = np.argsort(row)[::-1][:args.top]
-                print(f"{name}: " + ", ".join(f"{labels[i] if labels and i < len(labels) else i} {row[i]:.3f}"
-                                             for i in best))
-        else:
-            print(f"{out_alias}: {json.dumps(value.tolist())}")
+    from core.tflite_run import print_outputs
+
+    print_outputs(outputs, args.image, labels, args.top)
     return 0
 
 
