@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)
 .PHONY: help setup debian demo test classify zoo basics visualize style generative rl dqn sequence tflite serve serve-config serve-bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
