@@ -1,4 +1,4 @@
-"""Command line: python -m apps.classify {train,evaluate,export,predict,demo} ..."""
+"""Command line: python -m apps.classify {train,demo,zoo,transfer,ensemble,evaluate,export,predict} ..."""
 
 import argparse
 import os
