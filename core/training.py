@@ -47,6 +47,21 @@ def save_config(run_dir, config, identity_keys=()):
     _write_json_atomically(path, config)
 
 
+def start_run(run_dir, config, strategy, *, dataset_name, num_examples, global_batch,
+              identity_keys=("model", "dataset")):
+    """Begin a training run: the chief records its config (refusing a folder
+    that holds another run) and the run's header is printed. Returns whether
+    this worker writes files (see `callbacks`)."""
+    from core import distribute
+
+    writes_files = distribute.is_chief(strategy)
+    if writes_files:
+        save_config(run_dir, config, identity_keys=identity_keys)
+    print(f"training {config['model']} on {dataset_name} ({num_examples} examples, "
+          f"{strategy.num_replicas_in_sync} replica(s), global batch {global_batch})")
+    return writes_files
+
+
 def load_config(run_dir):
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):

@@ -121,11 +121,8 @@ def train(*, model="resnet", dataset="fashion_mnist", epochs=5, batch_size=128, 
     config = dict(app=APP, model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
                   learning_rate=learning_rate, seed=seed, limit=limit, val_fraction=val_fraction,
                   class_names=list(images.class_names), image_shape=list(images.image_shape), **o)
-    writes_files = distribute.is_chief(strategy)
-    if writes_files:
-        training.save_config(out, config, identity_keys=("model", "dataset"))
-    print(f"training {model} on {images.name} ({num_train} examples, "
-          f"{strategy.num_replicas_in_sync} replica(s), global batch {global_batch})")
+    writes_files = training.start_run(out, config, strategy, dataset_name=images.name, num_examples=num_train,
+                                      global_batch=global_batch)
     augment = recipes.make_augmenter(augment_names, images.image_shape, seed=seed) if augment_names else None
     train_fn = recipes.make_batch_fn(images.num_classes, net.output_names, augment=augment, weights=weights,
                                      coarse=coarse)

@@ -157,11 +157,8 @@ def train(*, model="vae", dataset="fashion_mnist", epochs=5, batch_size=128, lat
     config = dict(app=APP, model=model, family=family, dataset=dataset, epochs=epochs, batch_size=batch_size,
                   learning_rate=learning_rate, limit=limit, val_fraction=val_fraction,
                   class_names=list(images.class_names), image_shape=list(images.image_shape), **options)
-    writes_files = distribute.is_chief(strategy)
-    if writes_files:
-        training.save_config(out, config, identity_keys=("model", "dataset"))
-    print(f"training {model} on {images.name} ({images.num_train} examples, "
-          f"{strategy.num_replicas_in_sync} replica(s), global batch {global_batch})")
+    writes_files = training.start_run(out, config, strategy, dataset_name=images.name, num_examples=images.num_train,
+                                      global_batch=global_batch)
     train_ds, val_ds = images.train.map(to_unit), images.val.map(to_unit)
     if family == "autoencoder":
         pair = lambda x, y: (x, x)  # noqa: E731

@@ -27,6 +27,12 @@ def label_input(name="labels"):
     return keras.Input(shape=(), dtype="int32", name=name)
 
 
+def with_label(x, num_classes):
+    """A new `labels` input and `x` with the label's one-hot vector appended (conditional models)."""
+    labels = label_input()
+    return labels, layers.Concatenate()([x, OneHot(num_classes)(labels)])
+
+
 def to_unit(images, labels):
     """Raw pixels [0, 255] -> [0, 1], the scale every generative model here works in."""
     return images / 255.0, labels

@@ -24,7 +24,7 @@ import tensorflow as tf
 from keras import layers
 
 import losses as L
-from apps.generative.common import OneHot, label_input
+from apps.generative.common import OneHot, label_input, with_label
 from layers import MinibatchDiscrimination
 
 GAN_LOSSES = {
@@ -40,8 +40,8 @@ def _generator_inputs(latent_dim, num_classes):
     latent = keras.Input(shape=(latent_dim,), name="latent")
     if not num_classes:
         return latent, latent
-    labels = label_input()
-    return [latent, labels], layers.Concatenate()([latent, OneHot(num_classes)(labels)])
+    labels, x = with_label(latent, num_classes)
+    return [latent, labels], x
 
 
 def _to_unit(x):

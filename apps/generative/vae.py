@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import layers, ops
 
-from apps.generative.common import OneHot, label_input
+from apps.generative.common import label_input, with_label
 from layers import Reparameterization
 from losses import gaussian_reconstruction_log_likelihood, kl_standard_normal_sampled
 
@@ -59,9 +59,8 @@ def build_encoder(image_shape, latent_dim, num_classes=0, hidden=(512, 256)):
     images = keras.Input(shape=image_shape, name="images")
     inputs, x = [images], layers.Flatten()(images)
     if num_classes:
-        labels = label_input()
+        labels, x = with_label(x, num_classes)
         inputs.append(labels)
-        x = layers.Concatenate()([x, OneHot(num_classes)(labels)])
     for i, units in enumerate(hidden):
         x = layers.Dense(units, activation="relu", name=f"enc_dense{i + 1}")(x)
     mean = layers.Dense(latent_dim, name="mean")(x)
@@ -74,9 +73,8 @@ def build_decoder(image_shape, latent_dim, num_classes=0, hidden=(256, 512)):
     latent = keras.Input(shape=(latent_dim,), name="latent")
     inputs, x = [latent], latent
     if num_classes:
-        labels = label_input()
+        labels, x = with_label(x, num_classes)
         inputs.append(labels)
-        x = layers.Concatenate()([x, OneHot(num_classes)(labels)])
     for i, units in enumerate(hidden):
         x = layers.Dense(units, activation="relu", name=f"dec_dense{i + 1}")(x)
     logits = layers.Dense(int(np.prod(image_shape)), name="logits")(x)
