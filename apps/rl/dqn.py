@@ -63,6 +63,7 @@ class DQNConfig:
     log_every: int = 5_000            # agent steps between train.csv rows
     checkpoint_every: int = 100_000   # agent steps between checkpoints
     async_envs: bool = False
+    jit_compile: bool = True          # XLA for the update (one replica only): ~30% more updates/s on CPU
 
     @classmethod
     def from_dict(cls, values):
@@ -245,8 +246,9 @@ class Agent:
             values = self.strategy.experimental_distribute_values_from_function(split)
         count = arrays[1].shape[0]
         if count not in self._distributed_updates:
+            jit = self.config.jit_compile and replicas == 1
             self._distributed_updates[count] = tf.function(
-                lambda *args: self._distributed_step(count, *args), reduce_retracing=True)
+                lambda *args: self._distributed_step(count, *args), reduce_retracing=True, jit_compile=jit)
         loss, q = self._distributed_updates[count](*values)
         return float(loss), float(q)
 
