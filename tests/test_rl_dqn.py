@@ -3,7 +3,6 @@ target-network sync, the update's loss, and a DQN that learns CartPole."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from apps.rl import dqn
 from core import distribute

@@ -53,6 +53,8 @@ def parse_args(argv=None):
     t.add_argument("--target-update", type=int, default=None, help="agent steps between target syncs")
     t.add_argument("--eps-decay-steps", type=int, default=None)
     t.add_argument("--train-freq", type=int, default=None)
+    t.add_argument("--updates-per-call", type=int, default=None, help="learner updates per tf.function call")
+    t.add_argument("--jit-compile", default=None, choices=["on", "off"], help="XLA for the update (one replica)")
     t.add_argument("--double", default=None, choices=["on", "off"])
     t.add_argument("--dueling", default=None, choices=["on", "off"])
     t.add_argument("--log-every", type=int, default=None)
@@ -142,11 +144,11 @@ def dqn_config(args):
     if args.frames is not None:
         values["steps"] = args.frames // 4
     for key in ("env", "steps", "num_envs", "buffer_size", "batch_size", "learning_rate", "optimizer",
-                "learning_starts", "target_update", "eps_decay_steps", "train_freq", "log_every",
+                "learning_starts", "target_update", "eps_decay_steps", "train_freq", "updates_per_call", "log_every",
                 "checkpoint_every", "seed"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    for key in ("double", "dueling"):
+    for key in ("double", "dueling", "jit_compile"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key) == "on"
     if args.async_envs:

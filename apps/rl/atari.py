@@ -16,7 +16,16 @@ Evaluation uses the same chain without EpisodicLife and ClipReward, so it
 scores whole games. Observations are single 84x84 frames; the 4-frame stack
 is kept by the actor and the replay buffer (frames stored once).
 Non-Atari ids (e.g. CartPole-v1) get only EpisodeStats.
+
+Checkpoints: every wrapper with state between steps has `get_state()`/`set_state()`
+(plain arrays and numbers, so they save to .npz without pickle); `Checkpointable`,
+the outermost wrapper, collects them with gymnasium's own wrappers and the game
+itself (the ALE emulator with its RNG, or CartPole's physics) into its `env_state`
+property. A vector env (sync or async) reads and writes that property per env with
+`get_attr`/`set_attr`: `vector_env_state` and `set_vector_env_state`.
 """
+
+import json
 
 import gymnasium as gym
 import numpy as np
@@ -32,6 +41,7 @@ def is_atari(env_id):
 
 
 class NoopReset(gym.Wrapper):
+    # No state of its own: the number of NOOPs comes from the base env's np_random (saved with the game).
     def __init__(self, env, noop_max=30):
         super().__init__(env)
         self.noop_max = noop_max
@@ -81,9 +91,25 @@ class MaxAndSkip(gym.Wrapper):
                 break
         return self._last.max(axis=0), total, terminated, truncated, info
 
+    def get_state(self):
+        return {"last": self._last.copy()}
+
+    def set_state(self, state):
+        self._last[:] = state["last"]
+
 
 class EpisodeStats(gym.Wrapper):
     """Adds `game_return`/`game_length` (unclipped, whole game) to the info at the real end."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self._return, self._length = 0.0, 0
+
+    def get_state(self):
+        return {"return": self._return, "length": self._length}
+
+    def set_state(self, state):
+        self._return, self._length = float(state["return"]), int(state["length"])
 
     def reset(self, **kwargs):
         self._return, self._length = 0.0, 0
@@ -113,6 +139,12 @@ class EpisodicLife(gym.Wrapper):
         self.lives = lives
         return obs, reward, terminated, truncated, info
 
+    def get_state(self):
+        return {"lives": self.lives, "game_over": self.game_over}
+
+    def set_state(self, state):
+        self.lives, self.game_over = int(state["lives"]), bool(state["game_over"])
+
     def reset(self, **kwargs):
         if self.game_over:
             obs, info = self.env.reset(**kwargs)
@@ -138,6 +170,110 @@ class Resize84(gym.ObservationWrapper):
 class ClipReward(gym.RewardWrapper):
     def reward(self, reward):
         return float(np.sign(reward))
+
+
+# gymnasium's own wrappers (added by gym.make) that carry state from step to step. PassiveEnvChecker
+# only checks the first reset and step, which a resumed run has already done.
+GYMNASIUM_WRAPPER_FIELDS = {gym.wrappers.TimeLimit: ("_elapsed_steps",),
+                            gym.wrappers.OrderEnforcing: ("_has_reset",)}
+
+
+def _game_state(game):
+    """The base environment: its np_random (resets, and NoopReset's NOOP counts) and the game itself."""
+    state = {"np_random": json.dumps(game.np_random.bit_generator.state)}
+    if hasattr(game, "ale"):  # the whole emulator, including the ALE's own RNG
+        state["ale"] = np.frombuffer(game.ale.cloneState(include_rng=True).serialize(), np.uint8)
+    elif hasattr(game, "state"):  # classic control: the physical state
+        state["state"] = np.asarray(game.state, np.float64)
+        steps_beyond = getattr(game, "steps_beyond_terminated", None)
+        state["steps_beyond_terminated"] = -1 if steps_beyond is None else steps_beyond
+    else:
+        raise UserError(f"cannot checkpoint the state of {type(game).__name__} (Atari and classic control only)")
+    return state
+
+
+def _set_game_state(game, state):
+    game.np_random.bit_generator.state = json.loads(str(state["np_random"]))
+    if hasattr(game, "ale"):
+        import ale_py
+
+        game.ale.restoreState(ale_py.ALEState(np.asarray(state["ale"], np.uint8).tobytes()))
+    else:
+        game.state = np.array(state["state"], np.float64)
+        steps_beyond = int(state["steps_beyond_terminated"])
+        game.steps_beyond_terminated = None if steps_beyond < 0 else steps_beyond
+
+
+def _layers(env):
+    """The wrapper chain from the outside in, ending with the base environment."""
+    layers = [env]
+    while layers[-1] is not layers[-1].unwrapped:
+        layers.append(layers[-1].env)
+    return layers
+
+
+class Checkpointable(gym.Wrapper):
+    """The outermost wrapper: `env_state` is the state of the whole chain below it, as a flat
+    {"<depth>.<Class>/<field>": array} dict (a property, so vector envs reach it with get_attr/set_attr)."""
+
+    @property
+    def env_state(self):
+        layers = _layers(self.env)
+        state = {"layers": json.dumps([type(layer).__name__ for layer in layers])}
+        for depth, layer in enumerate(layers):
+            if layer is layer.unwrapped:
+                fields = _game_state(layer)
+            elif hasattr(layer, "get_state"):
+                fields = layer.get_state()
+            else:
+                fields = {name: getattr(layer, name) for name in GYMNASIUM_WRAPPER_FIELDS.get(type(layer), ())}
+            state.update({f"{depth}.{type(layer).__name__}/{name}": value for name, value in fields.items()})
+        return state
+
+    @env_state.setter
+    def env_state(self, state):
+        layers = _layers(self.env)
+        names = [type(layer).__name__ for layer in layers]
+        if json.loads(str(state["layers"])) != names:
+            raise UserError(f"the saved environment has the wrappers {str(state['layers'])}, this one {names} "
+                            f"(different settings?)")
+        for depth, layer in enumerate(layers):
+            prefix = f"{depth}.{type(layer).__name__}/"
+            fields = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+            if layer is layer.unwrapped:
+                _set_game_state(layer, fields)
+            elif hasattr(layer, "set_state"):
+                layer.set_state(fields)
+            else:
+                for name in GYMNASIUM_WRAPPER_FIELDS.get(type(layer), ()):
+                    setattr(layer, name, np.asarray(fields[name]).item())
+
+
+def vector_env_state(envs):
+    """The state of every sub-environment as one flat dict of arrays ("env<i>/..." keys)."""
+    state = {}
+    # Same-step autoreset (make_vector_env) leaves no reset pending between steps; SyncVectorEnv
+    # still keeps the flags (next-step autoreset uses them), so they are saved where they exist.
+    if hasattr(envs, "_autoreset_envs"):
+        state["autoreset"] = np.array(envs._autoreset_envs, bool)
+    for i, env_state in enumerate(envs.get_attr("env_state")):
+        state.update({f"env{i}/{key}": value for key, value in env_state.items()})
+    return state
+
+
+def set_vector_env_state(envs, state):
+    per_env = [{} for _ in range(envs.num_envs)]
+    for key, value in state.items():
+        if key.startswith("env"):
+            index, field = key[3:].split("/", 1)
+            if int(index) >= envs.num_envs:
+                raise UserError(f"the saved state has more environments than {envs.num_envs} (different settings?)")
+            per_env[int(index)][field] = value
+    if not all(per_env):
+        raise UserError(f"the saved state has fewer environments than {envs.num_envs} (different settings?)")
+    envs.set_attr("env_state", per_env)
+    if "autoreset" in state and hasattr(envs, "_autoreset_envs"):
+        envs._autoreset_envs = np.array(state["autoreset"], bool)
 
 
 def make_env(env_id, *, training=True, seed=None, render=False, noop_max=30):
@@ -168,6 +304,7 @@ def make_env(env_id, *, training=True, seed=None, render=False, noop_max=30):
             env = ClipReward(env)
     else:
         env = EpisodeStats(env)
+    env = Checkpointable(env)
     if seed is not None:
         env.action_space.seed(seed)
     return env

@@ -4,8 +4,10 @@
 The story of `train`:
   1. pick the tf.distribute strategy (first), build the online and target
      Q-networks, the optimizer and the step counters inside its scope;
-  2. restore model, optimizer, replay buffer, counters and RNG state from
-     the run folder's checkpoint when there is one (a killed run resumes);
+  2. restore model, optimizer, replay buffer, counters, RNG state and the
+     environments (emulators, wrappers, the actor's stacked frames) from the
+     run folder's checkpoint when there is one: a killed run resumes exactly
+     as if it had never stopped;
   3. loop: the actor picks ε-greedy actions for all vector environments at
      once, transitions go to the compact replay buffer; every `train_freq`
      agent steps the learner samples a batch and runs one update (a
@@ -22,7 +24,9 @@ Counting: an "agent step" is one action in one environment (4 Atari frames).
 import csv
 import json
 import os
+import shutil
 import time
+import zipfile
 from dataclasses import asdict, dataclass, fields
 
 import keras
@@ -294,30 +298,133 @@ def build_agent(config, strategy):
     return Agent(config, frame_shape, stack, num_actions, strategy)
 
 
-def restore(agent, out, buffer=None):
-    """Load the newest checkpoint of `out` into agent (and buffer); returns the extra state or None."""
-    prefix = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
-    if prefix is None:
+# Checkpoints: checkpoints/step-<N>/ holds everything a run needs to go on exactly as if it had
+# never stopped: model.* (online and target nets, optimizer slots, counters: tf.train.Checkpoint),
+# replay.npz (the buffer and its sampler RNG), envs.npz (every sub-environment's emulator and
+# wrapper state, the vector env's autoreset flags, the actor's stacked observations) and
+# state.json (actor RNG, recent returns, update credit, the not yet logged losses). A folder is
+# written under a temporary name and renamed once complete; then the one-line `latest` file is
+# replaced (atomically) to name it, so a kill at any moment leaves the previous checkpoint whole.
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+CHECKPOINT_FILES = ("model.index", "state.json")  # what every use needs; training also reads the .npz files
+
+
+def _checkpoint_error(path, error):
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return UserError(f"corrupt or partial checkpoint {path} ({lines[0]}); delete it to start over, "
+                     f"or restore an intact copy")
+
+
+def latest_checkpoint(out):
+    """The folder of the newest complete checkpoint of run `out`, or None."""
+    folder = os.path.join(out, CHECKPOINTS)
+    pointer = os.path.join(folder, LATEST)
+    if not os.path.exists(pointer):
         return None
-    agent.checkpoint().restore(prefix).expect_partial()
-    state_path = os.path.join(out, "checkpoints", "state.json")
-    with open(state_path) as f:
-        state = json.load(f)
+    with open(pointer) as f:
+        name = f.read().strip()
+    path = os.path.join(folder, name)
+    missing = [f for f in CHECKPOINT_FILES if not os.path.exists(os.path.join(path, f))]
+    if not name.startswith("step-") or missing:
+        raise _checkpoint_error(path, f"{pointer} names it, but it lacks {', '.join(missing) or 'a step-<N> name'}")
+    return path
+
+
+def _restore_model(agent, prefix):
+    try:
+        agent.checkpoint().read(prefix).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError, KeyError) as error:  # TF raises all of these
+        raise _checkpoint_error(prefix, error) from None
+
+
+def restore(agent, out, buffer=None, with_envs=False):
+    """Load the newest checkpoint of `out` into agent (and buffer). Returns None when there is
+    none, else the run state of state.json, with the arrays of envs.npz as "envs" when asked
+    (None for a checkpoint of the older flat layout, which did not save the environments)."""
+    path = latest_checkpoint(out)
+    if path is None:
+        return _restore_flat_layout(agent, out, buffer)
+    _restore_model(agent, os.path.join(path, "model"))
+    try:
+        with open(os.path.join(path, "state.json")) as f:
+            state = json.load(f)
+        state["envs"] = None
+        if with_envs:
+            with np.load(os.path.join(path, "envs.npz")) as data:
+                state["envs"] = dict(data)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise _checkpoint_error(path, error) from None
     if buffer is not None:
-        buffer.load(os.path.join(out, "checkpoints", "replay.npz"))
+        buffer.load(os.path.join(path, "replay.npz"))
     return state
 
 
-def save_checkpoint(agent, out, buffer, state):
-    folder = os.path.join(out, "checkpoints")
-    os.makedirs(folder, exist_ok=True)
-    buffer.save(os.path.join(folder, "replay.npz"))
-    with open(os.path.join(folder, "state.json.tmp"), "w") as f:
+def _restore_flat_layout(agent, out, buffer):
+    """Checkpoints written before the environments were saved (ckpt-N.*, state.json and
+    replay.npz directly in checkpoints/): learner and replay only."""
+    folder = os.path.join(out, CHECKPOINTS)
+    prefix = tf.train.latest_checkpoint(folder)
+    if prefix is None:
+        return None
+    _restore_model(agent, prefix)
+    try:
+        with open(os.path.join(folder, "state.json")) as f:
+            state = json.load(f)
+    except (OSError, ValueError) as error:
+        raise _checkpoint_error(folder, error) from None
+    if buffer is not None:
+        buffer.load(os.path.join(folder, "replay.npz"))
+    return dict(state, envs=None)
+
+
+def save_checkpoint(agent, out, buffer, state, envs_state):
+    """Write checkpoints/step-<N>/ completely, then point `latest` at it and remove older ones."""
+    folder = os.path.join(out, CHECKPOINTS)
+    name = f"step-{int(agent.env_steps.numpy()):012d}"
+    final = os.path.join(folder, name)
+    current = latest_checkpoint(out)
+    if current is not None and os.path.basename(current) == name:
+        return final  # resumed and stopped without a step: that checkpoint is this state
+    partial = os.path.join(folder, f".partial-{name}")
+    for stale in (partial, final):  # left by a kill before `latest` was updated
+        shutil.rmtree(stale, ignore_errors=True)
+    os.makedirs(partial)
+    agent.checkpoint().write(os.path.join(partial, "model"))
+    buffer.save(os.path.join(partial, "replay.npz"))
+    np.savez(os.path.join(partial, "envs.npz"), **envs_state)
+    with open(os.path.join(partial, "state.json"), "w") as f:
         json.dump(state, f)
-    os.replace(os.path.join(folder, "state.json.tmp"), os.path.join(folder, "state.json"))
-    manager = tf.train.CheckpointManager(agent.checkpoint(), folder, max_to_keep=1)
-    # The model checkpoint is written last: its index names a complete state.
-    return manager.save(checkpoint_number=int(agent.env_steps.numpy()))
+    os.rename(partial, final)
+    with open(os.path.join(folder, LATEST + ".tmp"), "w") as f:
+        f.write(name + "\n")
+    os.replace(os.path.join(folder, LATEST + ".tmp"), os.path.join(folder, LATEST))
+    for entry in os.listdir(folder):  # older checkpoints, including those of the flat layout
+        path = os.path.join(folder, entry)
+        if entry in (name, LATEST):
+            continue
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    return final
+
+
+def checkpoint_contents(out):
+    """Every value of the newest checkpoint as {name: array}: the TF variables (by checkpoint key),
+    "replay/<field>", "envs/<key>" and "state/<key>" (to compare two runs exactly)."""
+    path = latest_checkpoint(out)
+    if path is None:
+        raise UserError(f"no checkpoint in {os.path.join(out, CHECKPOINTS)}")
+    reader = tf.train.load_checkpoint(os.path.join(path, "model"))
+    contents = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+                if not key.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+    for prefix, file in (("replay", "replay.npz"), ("envs", "envs.npz")):
+        with np.load(os.path.join(path, file)) as data:
+            contents.update({f"{prefix}/{key}": data[key] for key in data.files})
+    with open(os.path.join(path, "state.json")) as f:
+        contents.update({f"state/{key}": value for key, value in json.load(f).items()})
+    return contents
 
 
 class CSVLog:
@@ -365,7 +472,7 @@ def train(config, out, strategy="auto", stop_after=None, log=print):
     _save_config(out, config)
     agent = Agent(config, frame_shape, stack, num_actions, strategy)
     buffer = ReplayBuffer(config.buffer_size, frame_shape, config.num_envs, stack, dtype, seed=config.seed)
-    state = restore(agent, out, buffer)
+    state = restore(agent, out, buffer, with_envs=True)
     rng = np.random.default_rng(config.seed + 1)
     if state is not None:
         rng.bit_generator.state = state["rng"]
@@ -383,16 +490,28 @@ def train(config, out, strategy="auto", stop_after=None, log=print):
     global_batch = distribute.global_batch_size(config.batch_size, strategy)
     n = config.num_envs
 
-    envs = atari.make_vector_env(config.env, n, seed=config.seed + 1000 * (step // max(1, config.checkpoint_every)),
-                                 asynchronous=config.async_envs)
-    frames, _ = envs.reset(seed=config.seed + step)
+    envs = atari.make_vector_env(config.env, n, seed=config.seed, asynchronous=config.async_envs)
+    frames, _ = envs.reset(seed=config.seed)
     stacks = np.repeat(frames[:, None], stack, axis=1)  # (n, k, *frame): the reset rule of the buffer
-    for e in range(n):
-        buffer.start(e, frames[e])
+    if state is not None and state["envs"] is not None:
+        # mid-game, where the checkpoint left off; the buffer already holds the current frames
+        atari.set_vector_env_state(envs, state["envs"])
+        stacks = state["envs"]["actor_stacks"]
+        if stacks.shape != (n, stack) + tuple(frame_shape):
+            raise UserError(f"the checkpoint's actor observations have shape {stacks.shape}, expected "
+                            f"{(n, stack) + tuple(frame_shape)} (different settings?)")
+    else:
+        if state is not None:  # a checkpoint of the older layout, without the environments: new games
+            log("this checkpoint holds no environment state: the games restart from a reset")
+            frames, _ = envs.reset(seed=config.seed + step)
+            stacks = np.repeat(frames[:, None], stack, axis=1)
+        for e in range(n):
+            buffer.start(e, frames[e])
 
     end = config.steps if stop_after is None else min(config.steps, step + stop_after)
     recent_returns = list(state["recent_returns"]) if state else []
-    losses, qs = [], []
+    # losses and mean Qs since the last train.csv row (kept across a resume, so rows match an uninterrupted run)
+    losses, qs = (list(state.get("pending_losses", [])), list(state.get("pending_qs", []))) if state else ([], [])
     update_credit = float(state["update_credit"]) if state else 0.0
     started, last_log_time, last_log_step, last_log_updates = time.time(), time.time(), step, int(agent.updates.numpy())
     next_log = (step // config.log_every + 1) * config.log_every
@@ -442,7 +561,7 @@ def train(config, out, strategy="auto", stop_after=None, log=print):
                     agent.sync_target()
                     agent.last_sync.assign(step)
             agent.env_steps.assign(step)
-            if step >= next_log or step >= end:
+            if step >= next_log or step >= config.steps:
                 next_log = (step // config.log_every + 1) * config.log_every
                 now = time.time()
                 updates = int(agent.updates.numpy())
@@ -464,10 +583,15 @@ def train(config, out, strategy="auto", stop_after=None, log=print):
                     f"{row['env_steps_per_s']} steps/s, {row['updates_per_s']} updates/s")
                 losses, qs = [], []
                 last_log_time, last_log_step, last_log_updates = now, step, updates
+            elif step >= end:  # the sitting ends between two rows: the pending losses go into the checkpoint
+                log(f"step {step:>9} | updates {int(agent.updates.numpy()):>8} | stopping here; "
+                    f"rerun the same command to resume")
             if step >= next_checkpoint or step >= end:
                 next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
-                save_checkpoint(agent, out, buffer, dict(rng=rng.bit_generator.state, recent_returns=recent_returns,
-                                                          update_credit=update_credit, env_steps=step))
+                run_state = dict(rng=rng.bit_generator.state, recent_returns=recent_returns,
+                                 update_credit=update_credit, env_steps=step, pending_losses=losses, pending_qs=qs)
+                save_checkpoint(agent, out, buffer, run_state,
+                                dict(atari.vector_env_state(envs), actor_stacks=stacks))
     finally:
         envs.close()
         episodes_log.close()

@@ -26,6 +26,7 @@ its episode started within the kept slots).
 
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -157,5 +158,6 @@ class ReplayBuffer:
                                         f"expected {getattr(self, name).shape} (different settings?)")
                     setattr(self, name, data[name].copy())
                 self.rng.bit_generator.state = json.loads(str(data["rng"]))
-        except (OSError, ValueError, KeyError) as error:
-            raise UserError(f"cannot read replay buffer {path}: {error}") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise UserError(f"cannot read replay buffer {path} (corrupt or partial?): {first_line}") from None
