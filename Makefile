@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify zoo basics visualize style generative rl dqn sequence tflite serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify zoo basics visualize style generative rl dqn sequence caption tflite serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -76,6 +76,11 @@ sequence: setup ## sequence models: char LM, quote classifier, date seq2seq with
 	$(PY) -m apps.sequence dates train --model bahdanau --epochs 4 --train-size 6000
 	$(PY) -m apps.sequence dates evaluate --model bahdanau
 	$(PY) -m apps.sequence dates export --model bahdanau
+
+caption: setup ## image captioning of multi-object scenes: CNN + GRU with attention (train, evaluate, export)
+	$(PY) -m apps.sequence caption train
+	$(PY) -m apps.sequence caption evaluate
+	$(PY) -m apps.sequence caption export
 
 tflite: setup ## TFLite table for every exported app: size, max abs diff vs SavedModel, accuracy, LiteRT vs SavedModel latency
 	$(PY) -m core.serving tflite $(ARGS)

@@ -1,5 +1,15 @@
 """Attention layers: additive (Bahdanau), scaled dot-product multi-head,
-sinusoidal positional encoding, Transformer encoder and decoder blocks."""
+sinusoidal positional encoding, Transformer encoder and decoder blocks.
+
+Padding. Every attention layer takes an optional boolean key mask
+(batch, keys), True at real keys: padded keys get a score of -1e9, so their
+softmax weight is exactly zero and each row still sums to one. The mask comes
+either from Keras' mask propagation (`Embedding(mask_zero=True)`, `Masking`:
+the `mask` argument is filled in by Keras) or explicitly (`key_mask=`, or
+`memory_mask=` for the decoder's cross-attention); an explicit mask wins.
+The output carries the query's mask on to the next layers. Without a mask the
+layers behave exactly as before.
+"""
 
 import math
 
@@ -9,6 +19,24 @@ from keras import layers, ops
 from layers._checks import check_last_dim, check_rank
 
 _BTD = "(batch, time, features)"
+
+
+def _masked(scores, allowed):
+    """`scores` where `allowed`, else a large negative number (not -inf, which keeps softmax finite in
+    float16, in TFLite and in rows whose keys are all masked): exp underflows to exactly 0."""
+    return ops.where(allowed, scores, ops.cast(-1e9, scores.dtype))
+
+
+def _split_mask(mask):
+    """Keras' mask of [query, value] inputs (a list) or of a single self-attention input."""
+    if isinstance(mask, (list, tuple)):
+        return mask[0], mask[1]
+    return mask, mask
+
+
+def _key_mask(explicit, from_keras):
+    mask = explicit if explicit is not None else from_keras
+    return None if mask is None else ops.cast(mask, "bool")
 
 
 def _pair(layer, inputs_shape):
@@ -28,12 +56,14 @@ class AdditiveAttention(layers.Layer):
         e_ij = v^T tanh(W s_i + U h_j),  α_ij = softmax_j(e_ij),  c_i = Σ_j α_ij h_j.
     Inputs: [query s (batch, Tq, dq), values h (batch, Tv, dv)]; returns the
     context (batch, Tq, dv) (and the weights α with ``return_attention``).
+    ``key_mask`` (batch, Tv), or the values' Keras mask: padded values get α = 0.
     """
 
     def __init__(self, units, return_attention=False, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
         self.return_attention = bool(return_attention)
+        self.supports_masking = True
 
     def build(self, input_shape):
         if not (isinstance(input_shape, (list, tuple)) and len(input_shape) == 2
@@ -49,14 +79,21 @@ class AdditiveAttention(layers.Layer):
         self.v = self.add_weight(shape=(self.units,), name="v")
         super().build(input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs, mask=None, key_mask=None):
         query, values = inputs
         q = ops.matmul(query, self.w_query)[:, :, None, :]     # (B, Tq, 1, U)
         k = ops.matmul(values, self.w_values)[:, None, :, :]   # (B, 1, Tv, U)
         scores = ops.sum(ops.tanh(q + k + self.bias) * self.v, axis=-1)  # (B, Tq, Tv)
+        keys = _key_mask(key_mask, _split_mask(mask)[1])
+        if keys is not None:
+            scores = _masked(scores, keys[:, None, :])
         weights = ops.softmax(scores, axis=-1)
         context = ops.matmul(weights, values)
         return (context, weights) if self.return_attention else context
+
+    def compute_mask(self, inputs, mask=None):
+        query_mask = _split_mask(mask)[0]
+        return [query_mask, None] if self.return_attention else query_mask
 
     def compute_output_shape(self, input_shape):
         q, v = input_shape
@@ -76,7 +113,8 @@ class MultiHeadSelfAttention(layers.Layer):
         head_i = softmax(Q_i K_i^T / sqrt(d_k) + mask) V_i,  Q_i = X W^Q_i ...
         MultiHead = Concat(head_1..h) W^O.
     A single input is self-attention; [query, value] attends from query to
-    value (cross-attention). ``causal=True`` masks future positions.
+    value (cross-attention). ``causal=True`` masks future positions;
+    ``key_mask`` (batch, Tv), or the value's Keras mask, masks padded keys.
     Weight layout and order match ``keras.layers.MultiHeadAttention`` so the
     two can share weights.
     """
@@ -87,6 +125,7 @@ class MultiHeadSelfAttention(layers.Layer):
         self.key_dim = int(key_dim)
         self.output_dim = None if output_dim is None else int(output_dim)
         self.causal = bool(causal)
+        self.supports_masking = True
 
     def build(self, input_shape):
         q_shape, v_shape = _pair(self, input_shape)
@@ -104,7 +143,7 @@ class MultiHeadSelfAttention(layers.Layer):
         self.output_bias = self.add_weight(shape=(out,), initializer="zeros", name="output_bias")
         super().build(input_shape)
 
-    def call(self, inputs, return_attention_scores=False):
+    def call(self, inputs, mask=None, key_mask=None, return_attention_scores=False):
         if isinstance(inputs, (list, tuple)):
             query, value = inputs
         else:
@@ -116,12 +155,17 @@ class MultiHeadSelfAttention(layers.Layer):
         if self.causal:
             tq, ts = ops.shape(scores)[2], ops.shape(scores)[3]
             allowed = ops.arange(tq)[:, None] >= ops.arange(ts)[None, :]
-            # A large negative (not -inf) keeps softmax finite in float16 and TFLite.
-            scores = ops.where(allowed[None, None], scores, ops.cast(-1e9, scores.dtype))
+            scores = _masked(scores, allowed[None, None])
+        keys = _key_mask(key_mask, _split_mask(mask)[1])
+        if keys is not None:
+            scores = _masked(scores, keys[:, None, None, :])
         weights = ops.softmax(scores, axis=-1)
         heads = ops.einsum("bhts,bhsk->bthk", weights, v)
         out = ops.einsum("bthk,hkd->btd", heads, self.output_kernel) + self.output_bias
         return (out, weights) if return_attention_scores else out
+
+    def compute_mask(self, inputs, mask=None):
+        return _split_mask(mask)[0]
 
     def compute_output_shape(self, input_shape):
         q_shape, _ = _pair(self, input_shape)
@@ -179,6 +223,7 @@ class _TransformerBase(layers.Layer):
         self.ff_dim = int(ff_dim)
         self.dropout = float(dropout)
         self.epsilon = float(epsilon)
+        self.supports_masking = True  # the output keeps the (target) input's mask
 
     def _sublayers(self, d_model, n_attention):
         kw = dict(dtype=self.dtype_policy)
@@ -205,7 +250,9 @@ class _TransformerBase(layers.Layer):
 @keras.saving.register_keras_serializable(package="suite")
 class TransformerEncoder(_TransformerBase):
     """Transformer encoder layer (Vaswani et al. 2017, Sec. 3.1):
-    x = LN(x + MHA(x, x)); y = LN(x + FFN(x)), FFN = W2 relu(W1 x)."""
+    x = LN(x + MHA(x, x)); y = LN(x + FFN(x)), FFN = W2 relu(W1 x).
+    ``key_mask`` (batch, time), or the input's Keras mask: padded positions
+    are not attended to (their own outputs are computed but meaningless)."""
 
     def build(self, input_shape):
         check_rank(self, input_shape, 3, _BTD)
@@ -218,8 +265,9 @@ class TransformerEncoder(_TransformerBase):
         self.ff2.build(tuple(input_shape[:-1]) + (self.ff_dim,))
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
-        x = self.norms[0](inputs + self.drop(self.attentions[0](inputs), training=training))
+    def call(self, inputs, training=None, mask=None, key_mask=None):
+        keys = _key_mask(key_mask, mask)
+        x = self.norms[0](inputs + self.drop(self.attentions[0](inputs, key_mask=keys), training=training))
         return self._feed_forward(x, training)
 
     def compute_output_shape(self, input_shape):
@@ -230,7 +278,10 @@ class TransformerEncoder(_TransformerBase):
 class TransformerDecoder(_TransformerBase):
     """Transformer decoder layer (Vaswani et al. 2017, Sec. 3.1): masked
     (causal) self-attention, attention over the encoder output, FFN, each
-    as LN(x + Sublayer(x)). Inputs: [target (B, T, d), memory (B, S, dm)]."""
+    as LN(x + Sublayer(x)). Inputs: [target (B, T, d), memory (B, S, dm)].
+    ``memory_mask`` (batch, S), or the memory's Keras mask, hides padded
+    memory positions from the cross-attention; the target's Keras mask is
+    applied to the (causal) self-attention keys."""
 
     def build(self, input_shape):
         if not (isinstance(input_shape, (list, tuple)) and len(input_shape) == 2
@@ -249,11 +300,16 @@ class TransformerDecoder(_TransformerBase):
         self.ff2.build(t_shape[:-1] + (self.ff_dim,))
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None, memory_mask=None):
         target, memory = inputs
-        x = self.norms[0](target + self.drop(self.attentions[0](target), training=training))
-        x = self.norms[1](x + self.drop(self.attentions[1]([x, memory]), training=training))
+        target_mask, from_keras = mask if isinstance(mask, (list, tuple)) else (None, None)
+        target_keys, memory_keys = _key_mask(None, target_mask), _key_mask(memory_mask, from_keras)
+        x = self.norms[0](target + self.drop(self.attentions[0](target, key_mask=target_keys), training=training))
+        x = self.norms[1](x + self.drop(self.attentions[1]([x, memory], key_mask=memory_keys), training=training))
         return self._feed_forward(x, training)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask[0] if isinstance(mask, (list, tuple)) else None
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])

@@ -78,7 +78,7 @@ def test_transformer_decoder_is_causal_and_step_decoding_matches_full_pass():
     b = net.model([source, changed], training=False).numpy()
     np.testing.assert_allclose(a[:, :5], b[:, :5], atol=1e-5)  # positions < 5 cannot see positions >= 5
     assert np.abs(a[:, 5:] - b[:, 5:]).max() > 1e-4
-    weights = net.cross_attention(target, net.encoder(source, training=False))
+    weights = net.cross_attention(target, net.encoder(source, training=False), source)
     assert weights.shape == (2, 8, seq2seq.MAX_INPUT)
     np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-5)
     # incremental decoding (prefix states) reproduces the teacher-forced pass
@@ -88,3 +88,29 @@ def test_transformer_decoder_is_causal_and_step_decoding_matches_full_pass():
         step_logits, states = net.step(target[:, t], states)
         logits.append(step_logits)
     np.testing.assert_allclose(np.stack(logits, axis=1), a, atol=1e-4)
+
+
+@pytest.mark.parametrize("model,sizes", [("bahdanau", {"units": 8, "embed_dim": 4}),
+                                         ("transformer", {"d_model": 8, "num_heads": 2, "ff_dim": 16,
+                                                          "num_layers": 1})])
+def test_padding_has_no_effect_on_the_outputs(model, sizes):
+    """The padded source positions are masked everywhere (encoder keys, attention over the memory):
+    changing the padding symbol's embedding, or the memory at padded positions in the one-step
+    decoder, leaves the logits and the attention on real characters unchanged."""
+    net = seq2seq.build(model, 30, **sizes)
+    rng = np.random.default_rng(1)
+    source = np.zeros((2, seq2seq.MAX_INPUT), np.int32)
+    source[0, :12] = rng.integers(2, 30, 12)
+    source[1, :30] = rng.integers(2, 30, 30)
+    target = rng.integers(3, len(seq2seq.TARGET_VOCAB), size=(2, 6)).astype(np.int32)
+    before = net.model([source, target], training=False).numpy()
+    embed = net.model.get_layer("embed_source")
+    table = embed.get_weights()[0]
+    table[0] = rng.normal(0, 3, size=table.shape[1])
+    embed.set_weights([table])
+    np.testing.assert_allclose(net.model([source, target], training=False).numpy(), before, atol=1e-5)
+    states = net.step_states(source)
+    junk = [s.copy() for s in states]
+    junk[0][0, 12:] = rng.normal(0, 5, size=junk[0][0, 12:].shape)  # memory of row 0 past its 12 characters
+    tokens = np.full(2, seq2seq.START, np.int32)
+    np.testing.assert_allclose(net.step(tokens, junk)[0], net.step(tokens, states)[0], atol=1e-5)

@@ -21,7 +21,7 @@ def test_bag_of_embeddings_beats_majority_class(bag_run):
     assert report["macro_f1"] > report["majority_macro_f1"] + 0.2
 
 
-@pytest.mark.parametrize("name", ["bag", "lstm", "bigru"])
+@pytest.mark.parametrize("name", ["bag", "lstm", "bigru", "transformer"])
 def test_masking_hides_padding(name):
     """The same words padded to 12 or to 30 positions give the same probabilities."""
     short = build_classifier(name, 50, 3, 12)

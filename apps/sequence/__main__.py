@@ -1,4 +1,4 @@
-"""Command line: python -m apps.sequence {charlm,generate,textclass,classify-text,dates,normalize-dates} ...
+"""Command line: python -m apps.sequence {charlm,generate,textclass,classify-text,dates,normalize-dates,caption} ...
 
   charlm {train,evaluate,export}         character-level language model on the fortunes
   generate PROMPT                        continue a prompt (greedy, beam or sample)
@@ -6,12 +6,13 @@
   classify-text TEXT...                  classify quotes with a trained run or SavedModel
   dates {train,evaluate,export}          human-written dates -> ISO 8601 (Bahdanau RNN or Transformer)
   normalize-dates TEXT...                normalise dates with a trained run
+  caption {train,evaluate,export,predict} image captioning of multi-object scenes (CNN + GRU with attention)
 """
 
 import argparse
 import os
 
-from core.errors import run_cli
+from core.errors import UserError, run_cli
 
 RUNS = os.path.join("runs", "sequence")
 
@@ -93,7 +94,34 @@ def parse_args(argv=None):
     p.add_argument("texts", nargs="+")
     p.add_argument("--out", default=os.path.join(RUNS, "dates-bahdanau"))
     p.add_argument("--width", type=int, default=1, help="beam width (default: greedy)")
-    return parser.parse_args(argv)
+
+    p = commands.add_parser("caption", help="image captioning: train, evaluate, export, predict")
+    p.add_argument("action", choices=["train", "evaluate", "export", "predict"])
+    p.add_argument("images", nargs="*", help="predict: image files to caption (default: the first test scenes)")
+    p.add_argument("--scenes", default="fashion_mnist_96",
+                   help="tfds scene dataset generated_scenes/<name> (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, help="tfds data folder (default: data/tensorflow_datasets)")
+    p.add_argument("--max-objects", type=int, default=2, help="use scenes with 1..N items, N = 1 or 2")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--limit", type=int, default=None, help="use at most this many scenes per split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--split", default="test", help="evaluate: train, validation or test (default: %(default)s)")
+    p.add_argument("--width", type=int, default=1, help="beam width (default: 1, greedy)")
+    p.add_argument("--count", type=int, default=8, help="predict: test scenes to caption without image files")
+    p.add_argument("--saved-model", default=None, help="predict: caption with an exported SavedModel folder")
+    p.add_argument("--out", default=os.path.join(RUNS, "caption"))
+    p.add_argument("--export-dir", default="saved_models")
+    p.add_argument("--version", type=int, default=None)
+    # Image files may come after options ("caption predict --out RUN a.png"), which argparse leaves over.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "caption" and args.action == "predict" and not any(e.startswith("-") for e in extra):
+        args.images += extra
+    elif extra:
+        raise UserError(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv=None):
@@ -153,6 +181,27 @@ def main(argv=None):
         normalizer = seq2seq.Normalizer(args.out)
         for text in args.texts:
             print(f"{text!r} -> {normalizer.normalize(text, width=args.width)}")
+    elif args.command == "caption":
+        caption(args)
+
+
+def caption(args):
+    if args.images and args.action != "predict":
+        raise UserError(f"'caption {args.action}' takes no image files (only 'caption predict' does)")
+    from apps.sequence import captioning
+
+    if args.action == "train":
+        captioning.train(scenes_config=args.scenes, data_dir=args.data_dir, max_objects=args.max_objects,
+                         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         limit=args.limit, out=args.out, seed=args.seed, patience=args.patience)
+        print(f"run folder: {args.out}\nwrote {os.path.join(args.out, 'learning_curves.png')}")
+    elif args.action == "evaluate":
+        captioning.evaluate(out=args.out, split=args.split, width=args.width, limit=args.limit)
+    elif args.action == "export":
+        captioning.export_run(out=args.out, export_dir=args.export_dir, version=args.version)
+    else:
+        captioning.predict(args.images, out=args.out, width=args.width, count=args.count,
+                           saved_model=args.saved_model)
 
 
 if __name__ == "__main__":

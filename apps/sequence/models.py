@@ -100,12 +100,23 @@ class MaskedMean(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="sequence")
+class KeyMask(layers.Layer):
+    """Token ids (batch, time) -> boolean (batch, time), True at real tokens (id != 0): the
+    `key_mask` of the attention layers, for models whose embeddings carry no Keras mask."""
+
+    def call(self, ids):
+        return ops.not_equal(ids, 0)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="sequence")
 class PaddingMask(layers.Layer):
     """Zero the features at padding positions (token id 0); returns
-    (features, mask as float). The suite's TransformerEncoder takes no
-    attention mask: zeroing the padded inputs and pooling only over real
-    tokens keeps padding out of the result except through the attention
-    weights the padded keys still receive (see docs/sequence.md)."""
+    (features, mask as float), the mask for `MaskedMean` and the encoder's
+    `key_mask` (runs trained before the attention layers took a key mask
+    also applied it to the encoder's output: `pad_mask_out`)."""
 
     def call(self, inputs):
         x, ids = inputs
@@ -156,14 +167,14 @@ def bigru_classifier(vocab_size, num_classes, sequence_length, embed_dim=64, uni
 def transformer_classifier(vocab_size, num_classes, sequence_length, embed_dim=64, num_heads=4, ff_dim=128,
                            unroll=False):
     """Embedding + sinusoidal positions -> one Transformer encoder layer ->
-    mean over the non-padding positions. The suite's encoder has no
-    attention mask, so padding keys are zeroed before it and pooled out after."""
+    mean over the non-padding positions. Padded positions are masked as
+    attention keys and left out of the mean, so the probabilities do not
+    depend on the amount of padding."""
     ids = _ids(sequence_length)
     x = layers.Embedding(vocab_size, embed_dim, name="embed")(ids)
     x = PositionalEncoding(name="positions")(x)
     x, mask = PaddingMask(name="pad_mask")([x, ids])
-    x = TransformerEncoder(num_heads, embed_dim // num_heads, ff_dim, dropout=0.1, name="encoder")(x)
-    x, mask = PaddingMask(name="pad_mask_out")([x, ids])
+    x = TransformerEncoder(num_heads, embed_dim // num_heads, ff_dim, dropout=0.1, name="encoder")(x, key_mask=mask)
     pooled = MaskedMean(name="mean")([x, mask])
     return _head(ids, pooled, num_classes, "transformer")
 

@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras import layers
 
 from apps.sequence import data, decoding
+from apps.sequence.models import KeyMask
 from core import export, training
 from core.errors import UserError
 from core.registry import Registry
@@ -40,8 +41,9 @@ TARGET_VOCAB = ["", "<s>", "</s>"] + list("0123456789-")
 PAD, START, END = 0, 1, 2
 TARGET_LENGTH = 11  # 10 ISO characters + </s>
 SEQ2SEQ = Registry("seq2seq model")
-# The encoder's padding mask (Embedding mask_zero) is used by the GRUs; AdditiveAttention takes no mask and
-# Keras warns each time it drops it.
+# The attention layers get the source padding mask explicitly (`KeyMask` of the source ids), also in the
+# one-step decoders, whose memory input carries no Keras mask. The Bahdanau memory still carries the Keras
+# mask of the source embedding, and the one-step decoder model warns that it drops it when fed that memory.
 warnings.filterwarnings("ignore", message=".*does not support masking.*")
 
 
@@ -106,33 +108,36 @@ class Bahdanau(Seq2Seq):
             memory, forward, backward = encoder(embed_src(source))
             return memory, bridge(layers.Concatenate()([forward, backward]))
 
-        def decode(target, state, memory):
+        def decode(target, state, memory, source):
             outputs, state = decoder(embed_tgt(target), initial_state=state)
-            context, weights = attention([outputs, memory])
+            # Padded source characters get no attention weight.
+            context, weights = attention([outputs, memory], key_mask=KeyMask()(source))
             return logits(combine(layers.Concatenate()([outputs, context]))), state, weights
 
         memory, state = encode(src)
-        out, _, _ = decode(tgt, state, memory)
+        out, _, _ = decode(tgt, state, memory, src)
         self.model = keras.Model([src, tgt], out, name="bahdanau")
         self.encoder = keras.Model(src, [memory, state], name="bahdanau_encoder")
         token = keras.Input(shape=(1,), dtype="int32", name="token")
         state_in = keras.Input(shape=(units,), name="state")
         memory_in = keras.Input(shape=(MAX_INPUT, 2 * units), name="memory")
-        step_logits, step_state, step_weights = decode(token, state_in, memory_in)
-        self.decoder = keras.Model([token, state_in, memory_in], [step_logits, step_state, step_weights],
+        source_in = keras.Input(shape=(MAX_INPUT,), dtype="int32", name="source")
+        step_logits, step_state, step_weights = decode(token, state_in, memory_in, source_in)
+        self.decoder = keras.Model([token, state_in, memory_in, source_in], [step_logits, step_state, step_weights],
                                    name="bahdanau_step")
         self._encode = tf.function(lambda s: self.encoder(s, training=False), reduce_retracing=True)
-        self._decode = tf.function(lambda t, h, m: self.decoder([t, h, m], training=False), reduce_retracing=True)
+        self._decode = tf.function(lambda t, h, m, s: self.decoder([t, h, m, s], training=False),
+                                   reduce_retracing=True)
 
     def step_states(self, source_ids):
         memory, state = self._encode(tf.constant(source_ids))
-        return [memory.numpy(), state.numpy()]
+        return [memory.numpy(), state.numpy(), np.asarray(source_ids, np.int32)]
 
     def step(self, tokens, states, with_attention=False):
-        memory, state = states
+        memory, state, source = states
         step_logits, state, weights = self._decode(tf.constant(np.asarray(tokens, np.int32)[:, None]),
-                                                   tf.constant(state), tf.constant(memory))
-        result = step_logits.numpy()[:, 0], [memory, state.numpy()]
+                                                   tf.constant(state), tf.constant(memory), tf.constant(source))
+        result = step_logits.numpy()[:, 0], [memory, state.numpy(), source]
         return result + (weights.numpy()[:, 0],) if with_attention else result
 
 
@@ -152,49 +157,54 @@ class Transformer(Seq2Seq):
         logits = layers.Dense(len(TARGET_VOCAB), name="logits")
         scale_layer = layers.Rescaling(scale, name="scale_embedding")
 
+        # Padding: the encoder's keys and the decoders' memory are masked where the source id is 0.
         def encode(source):
-            x = positions(scale_layer(embed_src(source)))
+            x, keys = positions(scale_layer(embed_src(source))), KeyMask()(source)
             for layer in encoders:
-                x = layer(x)
+                x = layer(x, key_mask=keys)
             return x
 
-        def decode(target, memory):
-            x = positions(scale_layer(embed_tgt(target)))
+        def decode(target, memory, source):
+            x, keys = positions(scale_layer(embed_tgt(target))), KeyMask()(source)
             for layer in decoders:
-                x = layer([x, memory])
+                x = layer([x, memory], memory_mask=keys)
             return logits(x)
 
         self._embed_target = lambda target: positions(scale_layer(embed_tgt(target)))
         self._decoders = decoders
         memory = encode(src)
-        self.model = keras.Model([src, tgt], decode(tgt, memory), name="transformer")
+        self.model = keras.Model([src, tgt], decode(tgt, memory, src), name="transformer")
         self.encoder = keras.Model(src, memory, name="transformer_encoder")
         prefix = keras.Input(shape=(None,), dtype="int32", name="prefix")
         memory_in = keras.Input(shape=(MAX_INPUT, d_model), name="memory")
-        self.decoder = keras.Model([prefix, memory_in], decode(prefix, memory_in), name="transformer_decoder")
+        source_in = keras.Input(shape=(MAX_INPUT,), dtype="int32", name="source")
+        self.decoder = keras.Model([prefix, memory_in, source_in], decode(prefix, memory_in, source_in),
+                                   name="transformer_decoder")
         self._encode = tf.function(lambda s: self.encoder(s, training=False), reduce_retracing=True)
-        self._decode = tf.function(lambda p, m: self.decoder([p, m], training=False), reduce_retracing=True)
+        self._decode = tf.function(lambda p, m, s: self.decoder([p, m, s], training=False), reduce_retracing=True)
 
     def step_states(self, source_ids):
         memory = self._encode(tf.constant(source_ids)).numpy()
-        return [memory, np.zeros((len(source_ids), 0), np.int32)]  # step() appends <s> first
+        # step() appends <s> to the empty prefix first
+        return [memory, np.asarray(source_ids, np.int32), np.zeros((len(source_ids), 0), np.int32)]
 
-    def cross_attention(self, prefix, memory):
+    def cross_attention(self, prefix, memory, source_ids):
         """Cross-attention weights (batch, target, source) of the last decoder layer, mean over heads,
         computed with that layer's own sublayers (self-attention + norm, then attention over memory)."""
+        keys = np.asarray(source_ids) != 0
         x = self._embed_target(prefix)
         for layer in self._decoders[:-1]:
-            x = layer([x, memory])
+            x = layer([x, memory], memory_mask=keys)
         last = self._decoders[-1]
         x = last.norms[0](x + last.attentions[0](x))
-        _, weights = last.attentions[1]([x, memory], return_attention_scores=True)
+        _, weights = last.attentions[1]([x, memory], key_mask=keys, return_attention_scores=True)
         return keras.ops.convert_to_numpy(keras.ops.mean(weights, axis=1))
 
     def step(self, tokens, states):
-        memory, prefix = states
+        memory, source, prefix = states
         prefix = np.concatenate([prefix, np.asarray(tokens, np.int32)[:, None]], axis=1)
-        out = self._decode(tf.constant(prefix), tf.constant(memory)).numpy()
-        return out[:, -1], [memory, prefix]
+        out = self._decode(tf.constant(prefix), tf.constant(memory), tf.constant(source)).numpy()
+        return out[:, -1], [memory, source, prefix]
 
 
 def build(name, source_vocab, **sizes):
@@ -309,7 +319,7 @@ def attention_plots(normalizer, texts, png_path):
             out.append(TARGET_VOCAB[token[0]])
         if not isinstance(net, Bahdanau):  # weights of each output symbol's query, from the decoded prefix
             prefix = np.array([[START] + [TARGET_VOCAB.index(c) for c in out]], np.int32)
-            rows = list(net.cross_attention(prefix[:, :len(out)], states[0])[0])
+            rows = list(net.cross_attention(prefix[:, :len(out)], states[0], ids)[0])
         n = max(len(text), 1)
         matrix = np.array(rows)[:len(out), :n]
         ax.imshow(matrix, cmap="viridis", aspect="auto", vmin=0, vmax=1)
@@ -360,7 +370,7 @@ def export_run(*, out="runs/sequence/dates-bahdanau", export_dir="saved_models",
             memory, state = net.encoder(source, training=False)
 
             def body(t, token, state, out):
-                logits, state, _ = net.decoder([token[:, None], state, memory], training=False)
+                logits, state, _ = net.decoder([token[:, None], state, memory, source], training=False)
                 token = tf.argmax(logits[:, 0], axis=-1, output_type=tf.int32)
                 return t + 1, token, state, out.write(t, token)
 
@@ -372,7 +382,7 @@ def export_run(*, out="runs/sequence/dates-bahdanau", export_dir="saved_models",
             memory = net.encoder(source, training=False)
 
             def body(t, buffer):
-                logits = net.decoder([buffer[:, :TARGET_LENGTH], memory], training=False)
+                logits = net.decoder([buffer[:, :TARGET_LENGTH], memory, source], training=False)
                 token = tf.argmax(tf.gather(logits, t, axis=1), axis=-1, output_type=tf.int32)
                 update = tf.one_hot(t + 1, TARGET_LENGTH + 1, dtype=tf.int32)[None] * token[:, None]
                 return t + 1, buffer + update

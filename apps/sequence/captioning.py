@@ -1,0 +1,530 @@
+"""Image captioning (one-to-many): a CNN encoder and a GRU decoder with additive attention.
+
+  data      the multi-object scenes of `core.scenes` (real Fashion-MNIST items on a
+            dark canvas with clutter) holding one or two objects; the caption is
+            written from the classes and box centres (`caption_of`):
+              one object   "a trouser"
+              two objects  "a sneaker left of a bag"  (centres further apart in x than in y)
+                           "a bag above a dress"      (further apart in y)
+            The left (or upper) item is always named first, so every scene has
+            exactly one right caption ("a bag right of a sneaker" is never written).
+            Words are vectorized with a word-level `TextVectorization` adapted on
+            the training captions, wrapped in <s> ... </s>.
+  model     a small CNN (3 x conv-BN-ReLU-maxpool) turns the image into an h x w
+            feature map; each position gets its (x, y) coordinates appended
+            (`GridCoordinates`: convolutions are translation-equivariant, and the
+            relation words need to know *where* the attended item is) and the
+            h*w positions are the memory. A GRU decoder (the suite's `GRUCell`)
+            starts from a projection of the mean feature; at each word its output
+            attends over the memory with additive (Bahdanau) scores
+            (`layers.AdditiveAttention`) and [output; context] feeds the softmax
+            (the arrangement of `seq2seq.Bahdanau`). Teacher forcing in training.
+  decoding  greedy (batched) or beam search through `decoding.py`'s step-function API.
+  evaluate  exact match, per-token accuracy and per-slot accuracy (both item names
+            right, relation right) against the most frequent training caption;
+            a PNG of images with their generated captions and, for every word,
+            the attention map over the image.
+  export    SavedModel whose `serving_default` takes uint8 images and returns
+            caption strings (greedy `tf.while_loop` and the word lookup inside).
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from apps.sequence import decoding
+from core import export, scenes, training
+from core.errors import UserError
+from layers import AdditiveAttention, GRUCell
+
+APP = "sequence"
+START_WORD, END_WORD = "<s>", "</s>"
+CAPTION_LENGTH = 7            # the longest caption, "a sneaker left of a bag", plus </s>
+RELATIONS = ("left of", "above")
+MAX_OBJECTS = 2               # the caption grammar names at most two items
+# One word per class, so a class is one token ("T-shirt/top" would not survive word splitting).
+CLASS_WORDS = {
+    "fashion_mnist": ("top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"),
+    "mnist5k": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+}
+CAPTION_PATTERN = re.compile(r"a (\w+)(?: (left of|above) a (\w+))?")
+
+
+# ----------------------------------------------------------------- captions
+def caption_of(classes, boxes, num_objects, words):
+    """The caption of one scene from its item classes, pixel boxes [x_min, y_min, x_max, y_max]
+    and the class words."""
+    if num_objects == 1:
+        return f"a {words[classes[0]]}"
+    if num_objects != 2:
+        raise ValueError(f"captions name one or two items, got a scene with {num_objects}")
+    centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in boxes[:2]]
+    dx, dy = centres[1][0] - centres[0][0], centres[1][1] - centres[0][1]
+    if abs(dx) >= abs(dy):
+        first, second = (0, 1) if dx >= 0 else (1, 0)
+        relation = "left of"
+    else:
+        first, second = (0, 1) if dy >= 0 else (1, 0)
+        relation = "above"
+    return f"a {words[classes[first]]} {relation} a {words[classes[second]]}"
+
+
+def slots(caption):
+    """(item names as a sorted tuple, relation or 'none') of a caption; (None, None) if it is not one
+    of the grammar's captions."""
+    match = CAPTION_PATTERN.fullmatch(caption)
+    if not match:
+        return None, None
+    first, relation, second = match.groups()
+    return tuple(sorted(n for n in (first, second) if n)), relation or "none"
+
+
+def caption_scores(predictions, references):
+    """Exact match, per-token accuracy (position by position over each reference's words and
+    </s>), and per-slot accuracy: the item names right (either order), the relation right."""
+    exact = correct_tokens = total_tokens = names = relation = 0
+    for predicted, reference in zip(predictions, references):
+        p, r = predicted.split() + [END_WORD], reference.split() + [END_WORD]
+        exact += predicted == reference
+        correct_tokens += sum(a == b for a, b in zip(p, r))
+        total_tokens += len(r)
+        (p_names, p_relation), (r_names, r_relation) = slots(predicted), slots(reference)
+        names += p_names == r_names
+        relation += p_relation == r_relation
+    n = max(len(references), 1)
+    return {"exact_match": exact / n, "token_accuracy": correct_tokens / max(total_tokens, 1),
+            "names_accuracy": names / n, "relation_accuracy": relation / n}
+
+
+# --------------------------------------------------------------------- data
+@dataclasses.dataclass
+class CaptionedScenes:
+    images: np.ndarray      # (N, S, S, 1) uint8
+    captions: list          # N strings
+
+
+def _captioned(images, classes, boxes, counts, words, max_objects):
+    keep = [i for i, n in enumerate(counts) if 1 <= n <= max_objects]
+    captions = [caption_of(classes[i], boxes[i], int(counts[i]), words) for i in keep]
+    return CaptionedScenes(images[keep], captions)
+
+
+def _check_max_objects(max_objects):
+    if not 1 <= max_objects <= MAX_OBJECTS:
+        raise UserError(f"captions name one or two items: --max-objects must be 1 or 2, got {max_objects}")
+
+
+def load_split(split, *, scenes_config="fashion_mnist_96", data_dir=None, spec=None, max_objects=2, limit=None):
+    """Captioned scenes of a split with at most `max_objects` items: from the tfds dataset
+    `generated_scenes/<scenes_config>` (built on first use), or generated in memory from a
+    `core.scenes.SceneSpec` `spec` (quick runs, tests)."""
+    _check_max_objects(max_objects)
+    if split not in scenes.SPLITS:
+        raise UserError(f"unknown split '{split}'; choose one of {', '.join(scenes.SPLITS)}")
+    if spec is not None:
+        arrays = scenes.generate(spec, split, count=limit)
+        words = CLASS_WORDS[spec.source]
+        result = _captioned(arrays["image"], arrays["classes"], arrays["boxes"], arrays["num_objects"], words,
+                            max_objects)
+    else:
+        import tensorflow_datasets as tfds
+
+        if scenes_config not in _tfds_configs():
+            raise UserError(f"unknown scene dataset '{scenes_config}'; choose one of {', '.join(_tfds_configs())}")
+        size, words = scenes.spec_of(scenes_config).size, CLASS_WORDS[scenes.spec_of(scenes_config).source]
+        images, captions = [], []
+        for example in tfds.as_numpy(scenes.load(split, scenes_config, data_dir)):
+            labels, bbox = example["objects"]["label"], example["objects"]["bbox"]
+            if not 1 <= len(labels) <= max_objects:
+                continue
+            y0, x0, y1, x1 = (bbox * size).T  # tfds boxes are normalized [y_min, x_min, y_max, x_max]
+            pixel_boxes = np.stack([x0, y0, x1, y1], axis=-1)
+            images.append(example["image"])
+            captions.append(caption_of(labels, pixel_boxes, len(labels), words))
+            if limit and len(images) == limit:
+                break
+        result = CaptionedScenes(np.stack(images), captions)
+    if limit:
+        result = CaptionedScenes(result.images[:limit], result.captions[:limit])
+    return result
+
+
+def _tfds_configs():
+    return [c.name for c in scenes.tfds_builder().BUILDER_CONFIGS]
+
+
+def make_vectorizer(vocab):
+    """Word-level TextVectorization with a fixed vocabulary: <s> caption </s> -> CAPTION_LENGTH + 1 ids."""
+    vectorizer = layers.TextVectorization(standardize=None, split="whitespace", output_mode="int",
+                                          output_sequence_length=CAPTION_LENGTH + 1, vocabulary=vocab[2:],
+                                          name="caption_vectorizer")
+    return vectorizer
+
+
+def adapt_vocabulary(captions):
+    vectorizer = layers.TextVectorization(standardize=None, split="whitespace", output_mode="int")
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(wrap(captions)).batch(256))
+    return vectorizer.get_vocabulary()
+
+
+def wrap(captions):
+    return [f"{START_WORD} {c} {END_WORD}" for c in captions]
+
+
+def teacher_forcing_arrays(vectorizer, captions):
+    """(decoder input, target, weight) arrays: input = <s> w1 .. wn, target = w1 .. wn </s>,
+    weight 0 at padding so the loss and the token accuracy count real words only."""
+    ids = vectorizer(tf.constant(wrap(captions))).numpy().astype(np.int32)
+    targets = ids[:, 1:]
+    return ids[:, :-1], targets, (targets != 0).astype(np.float32)
+
+
+# -------------------------------------------------------------------- model
+@keras.saving.register_keras_serializable(package="sequence")
+class GridCoordinates(layers.Layer):
+    """Append each position's (x, y) in [-1, 1] to a feature map (batch, h, w, c) -> (batch, h, w, c + 2),
+    as in CoordConv (Liu et al. 2018): the attention context then says where the attended item is."""
+
+    def call(self, features):
+        h, w = features.shape[1], features.shape[2]
+        xs, ys = ops.meshgrid(ops.linspace(-1.0, 1.0, w), ops.linspace(-1.0, 1.0, h), indexing="xy")
+        grid = ops.cast(ops.stack([xs, ys], axis=-1), features.dtype)[None]
+        return ops.concatenate([features, ops.broadcast_to(grid, (ops.shape(features)[0], h, w, 2))], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (input_shape[-1] + 2,)
+
+
+class Captioner:
+    """The training model plus the encoder and one-step decoder that decoding needs, sharing weights."""
+
+    def __init__(self, vocab_size, image_size, units=128, embed_dim=32, filters=(16, 32, 64)):
+        self.units = units
+        image = keras.Input(shape=(image_size, image_size, 1), name="image")   # raw pixels in [0, 255]
+        caption_in = keras.Input(shape=(None,), dtype="int32", name="caption_in")
+        cnn = keras.Sequential([layers.Rescaling(1 / 255.0)], name="cnn")
+        for i, f in enumerate(filters):
+            cnn.add(layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}"))
+            cnn.add(layers.BatchNormalization(momentum=0.9, name=f"bn{i}"))  # few steps: stats must settle fast
+            cnn.add(layers.ReLU())
+            cnn.add(layers.MaxPooling2D(2))
+        coordinates = GridCoordinates(name="coordinates")
+        bridge = layers.Dense(units, activation="tanh", name="bridge")
+        embed = layers.Embedding(vocab_size, embed_dim, name="embed_words")
+        decoder = layers.RNN(GRUCell(units), return_sequences=True, return_state=True, name="decoder")
+        attention = AdditiveAttention(units, return_attention=True, name="attention")
+        combine = layers.Dense(units, activation="tanh", name="combine")
+        logits = layers.Dense(vocab_size, name="logits")
+
+        def encode(pixels):
+            features = cnn(pixels)
+            grid = coordinates(features)
+            h, w, c = grid.shape[1:]
+            memory = layers.Reshape((h * w, c), name="positions")(grid)
+            return memory, bridge(layers.GlobalAveragePooling2D()(features))
+
+        def decode(tokens, state, memory):
+            outputs, state = decoder(embed(tokens), initial_state=state)
+            context, weights = attention([outputs, memory])
+            return logits(combine(layers.Concatenate()([outputs, context]))), state, weights
+
+        memory, state = encode(image)
+        self.grid = tuple(cnn.compute_output_shape((None, image_size, image_size, 1))[1:3])
+        out, _, _ = decode(caption_in, state, memory)
+        self.model = keras.Model([image, caption_in], out, name="captioner")
+        self.encoder = keras.Model(image, [memory, state], name="captioner_encoder")
+        token = keras.Input(shape=(1,), dtype="int32", name="token")
+        state_in = keras.Input(shape=(units,), name="state")
+        memory_in = keras.Input(shape=memory.shape[1:], name="memory")
+        self.decoder = keras.Model([token, state_in, memory_in], list(decode(token, state_in, memory_in)),
+                                   name="captioner_step")
+        self._encode = tf.function(lambda x: self.encoder(x, training=False), reduce_retracing=True)
+        self._decode = tf.function(lambda t, h, m: self.decoder([t, h, m], training=False), reduce_retracing=True)
+
+    def step_states(self, images):
+        memory, state = self._encode(tf.constant(np.asarray(images, np.float32)))
+        return [memory.numpy(), state.numpy()]
+
+    def step(self, tokens, states, with_attention=False):
+        """`decoding.py`'s step function: (batch,) tokens -> (batch, vocab) logits, new states."""
+        memory, state = states
+        step_logits, state, weights = self._decode(tf.constant(np.asarray(tokens, np.int32)[:, None]),
+                                                   tf.constant(state), tf.constant(memory))
+        result = step_logits.numpy()[:, 0], [memory, state.numpy()]
+        return result + (weights.numpy()[:, 0],) if with_attention else result
+
+
+# -------------------------------------------------------------------- train
+def _check_positive(**values):
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def train(*, scenes_config="fashion_mnist_96", data_dir=None, spec=None, max_objects=2, epochs=6, batch_size=64,
+          learning_rate=2e-3, limit=None, out="runs/sequence/caption", seed=0, patience=None, sizes=None):
+    """Train on the captioned training split, validate on the validation split (teacher forcing).
+    `spec`: a `core.scenes.SceneSpec` to generate scenes in memory instead of the tfds dataset;
+    `sizes`: keyword arguments of `Captioner` (units, embed_dim, filters)."""
+    _check_positive(epochs=epochs, batch_size=batch_size, limit=limit)
+    _check_max_objects(max_objects)
+    training.set_seed(seed)
+    source = dict(scenes_config=scenes_config, data_dir=data_dir, spec=spec, max_objects=max_objects)
+    train_set = load_split("train", limit=limit, **source)
+    val_set = load_split("validation", limit=limit and max(limit // 4, 1), **source)
+    vocab = adapt_vocabulary(train_set.captions)
+    vectorizer = make_vectorizer(vocab)
+
+    def dataset(split, shuffle):
+        caption_in, targets, weights = teacher_forcing_arrays(vectorizer, split.captions)
+        ds = tf.data.Dataset.from_tensor_slices(((split.images.astype(np.float32), caption_in), targets, weights))
+        return (ds.shuffle(len(targets), seed=seed) if shuffle else ds).batch(batch_size)
+
+    image_size = int(train_set.images.shape[1])
+    net = Captioner(len(vocab), image_size, **(sizes or {}))
+    net.model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      weighted_metrics=["accuracy"])
+    counts = collections.Counter(train_set.captions)
+    config = dict(app=APP, task="caption", scenes_config=None if spec else scenes_config, data_dir=data_dir,
+                  spec=dataclasses.asdict(spec) if spec else None, max_objects=max_objects, image_size=image_size,
+                  epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, limit=limit, seed=seed,
+                  vocab=vocab, sizes=sizes or {}, most_frequent_caption=counts.most_common(1)[0][0],
+                  train_scenes=len(train_set.captions), distinct_captions=len(counts))
+    training.save_config(out, config, identity_keys=("task", "scenes_config", "spec"))
+    print(f"training the captioner on {len(train_set.captions)} scenes with 1-{max_objects} items "
+          f"({len(counts)} distinct captions, vocabulary {len(vocab)} words, feature map {net.grid[0]}x{net.grid[1]})")
+    return training.fit(net.model, dataset(train_set, True), dataset(val_set, False), epochs=epochs, run_dir=out,
+                        patience=patience)
+
+
+# ------------------------------------------------------------ trained model
+class CaptionModel:
+    """A trained run: the captioner with the best checkpoint's weights, its vocabulary and data source."""
+
+    def __init__(self, out):
+        self.config = config = training.load_config(out)
+        if config.get("task") != "caption":
+            raise UserError(f"{out} is not an image-captioning run")
+        trained = training.load_trained_model(out)
+        self.vocab = config["vocab"]
+        self.net = Captioner(len(self.vocab), config["image_size"], **config.get("sizes", {}))
+        self.net.model.set_weights(trained.get_weights())
+        self.start, self.end = self.vocab.index(START_WORD), self.vocab.index(END_WORD)
+
+    def load_split(self, split, limit=None):
+        spec = self.config.get("spec")
+        return load_split(split, scenes_config=self.config.get("scenes_config"), data_dir=self.config.get("data_dir"),
+                          spec=scenes.SceneSpec(**spec) if spec else None, max_objects=self.config["max_objects"],
+                          limit=limit)
+
+    def words(self, ids):
+        return " ".join(self.vocab[i] for i in ids)
+
+    def check_images(self, images):
+        images = np.asarray(images)
+        size = self.config["image_size"]
+        if images.ndim != 4 or images.shape[1:] != (size, size, 1):
+            raise UserError(f"the captioner takes images of shape (N, {size}, {size}, 1), got {images.shape}")
+        return images.astype(np.float32)
+
+    def first_logits(self, images):
+        """Logits of the first word (after <s>) and the decoder states there."""
+        states = self.net.step_states(images)
+        return self.net.step(np.full(len(images), self.start, np.int32), states)[:2]
+
+    def greedy_batch(self, images):
+        """Batched greedy decoding: a caption for every image (the SavedModel's loop, in NumPy)."""
+        logits, states = self.first_logits(self.check_images(images))
+        tokens = []
+        for _ in range(CAPTION_LENGTH):
+            token = logits.argmax(axis=-1).astype(np.int32)
+            tokens.append(token)
+            logits, states = self.net.step(token, states)
+        return [self.words(row[:list(row).index(self.end)] if self.end in row else row)
+                for row in np.stack(tokens, axis=1)]
+
+    def caption(self, image, width=1):
+        """One image (S, S, 1) -> its caption, greedy (width 1) or by beam search."""
+        if width < 1:
+            raise UserError(f"--width must be at least 1, got {width}")
+        logits, states = self.first_logits(self.check_images(np.asarray(image)[None]))
+        if width == 1:
+            ids = decoding.greedy(self.net.step, logits[0], states, CAPTION_LENGTH, end_token=self.end)
+        else:
+            ids = decoding.beam_search(self.net.step, logits[0], states, CAPTION_LENGTH, width=width,
+                                       end_token=self.end)
+        return self.words(ids)
+
+    def attention(self, image):
+        """Greedy caption of one image with each word's attention map (h, w)."""
+        states = self.net.step_states(self.check_images(np.asarray(image)[None]))
+        token, words, maps = np.array([self.start], np.int32), [], []
+        for _ in range(CAPTION_LENGTH):
+            logits, states, weights = self.net.step(token, states, with_attention=True)
+            token = logits.argmax(axis=-1).astype(np.int32)
+            words.append(self.vocab[token[0]])
+            maps.append(weights[0].reshape(self.net.grid))
+            if token[0] == self.end:
+                break
+        return words, maps
+
+
+def attention_figure(model, images, png_path, references=None):
+    """One row per image: the image with its generated caption, then each generated word (and
+    </s>) with its attention weights over the feature map, drawn over the image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from core.plots import save_figure
+
+    rows = [model.attention(image) for image in images]
+    columns = 1 + max(len(words) for words, _ in rows)
+    fig, axes = plt.subplots(len(images), columns, figsize=(1.5 * columns, 1.7 * len(images)), squeeze=False)
+    size = images.shape[1]
+    for r, (image, (words, maps)) in enumerate(zip(images, rows)):
+        for ax in axes[r]:
+            ax.axis("off")
+        caption = " ".join(w for w in words if w != END_WORD)
+        axes[r, 0].imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        title = caption if references is None else f"{caption}\n(true: {references[r]})"
+        axes[r, 0].set_title(title, fontsize=6, loc="left")
+        for c, (word, weights) in enumerate(zip(words, maps), start=1):
+            axes[r, c].imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+            # Each feature-map cell covers a size/h x size/w block of pixels.
+            axes[r, c].imshow(weights, cmap="inferno", alpha=0.6, extent=(0, size, size, 0),
+                              interpolation="nearest", vmin=0, vmax=max(float(weights.max()), 1e-6))
+            axes[r, c].set_title(word, fontsize=8)
+    return save_figure(fig, png_path)
+
+
+# ----------------------------------------------------------------- evaluate
+def evaluate(*, out="runs/sequence/caption", split="test", width=1, limit=None, figure_count=4):
+    model = CaptionModel(out)
+    _check_positive(width=width, limit=limit)
+    data = model.load_split(split, limit=limit)
+    if width == 1:
+        predictions = model.greedy_batch(data.images)
+    else:
+        predictions = [model.caption(image, width=width) for image in data.images]
+    report = {"split": split, "width": width, "num_scenes": len(data.captions),
+              **caption_scores(predictions, data.captions)}
+    baseline_caption = model.config["most_frequent_caption"]
+    baseline = caption_scores([baseline_caption] * len(data.captions), data.captions)
+    report["baseline_caption"] = baseline_caption
+    report["baseline"] = baseline
+    decoder = "greedy" if width == 1 else f"beam width {width}"
+    print(f"captioner on {len(data.captions)} {split} scenes ({decoder}); baseline: always '{baseline_caption}'")
+    print(f"  {'':>18} {'captioner':>10} {'baseline':>10}")
+    for key in ("exact_match", "token_accuracy", "names_accuracy", "relation_accuracy"):
+        print(f"  {key:>18} {report[key]:>10.3f} {baseline[key]:>10.3f}")
+    for predicted, reference in [(p, r) for p, r in zip(predictions, data.captions) if p != r][:5]:
+        print(f"  wrong: '{predicted}' (true: '{reference}')")
+    count = min(figure_count, len(data.captions))
+    report["attention_png"] = attention_figure(model, data.images[:count], os.path.join(out, "captions.png"),
+                                               references=data.captions[:count])
+    print(f"wrote {report['attention_png']}")
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+# ------------------------------------------------------------------ predict
+def read_images(paths, size):
+    """Image files -> (N, size, size, 1) uint8 grayscale (resized to the captioner's input)."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UserError(f"image not found: {path}")
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L").resize((size, size), Image.BILINEAR)
+        except (UnidentifiedImageError, OSError) as error:
+            raise UserError(f"cannot read the image {path}: {error}") from None
+        images.append(np.asarray(image, np.uint8)[..., None])
+    return np.stack(images)
+
+
+def predict(paths=(), *, out="runs/sequence/caption", width=1, count=8, saved_model=None, png=None):
+    """Caption image files (or, with none, the first `count` test scenes); print the captions and
+    write the attention PNG. With `saved_model`, caption through the exported SavedModel instead."""
+    _check_positive(width=width, count=count)
+    if saved_model:
+        if not os.path.isdir(saved_model):
+            raise UserError(f"SavedModel folder not found: {saved_model}")
+        if not paths:
+            raise UserError("give image files to caption with --saved-model")
+        size = int(tf.saved_model.load(saved_model).signatures[export.SIGNATURE]
+                   .structured_input_signature[1]["image"].shape[1])
+        images = read_images(paths, size)
+        captions = [c.decode() for c in export.run_saved_model(saved_model, {"image": images})["caption"]]
+        for path, caption in zip(paths, captions):
+            print(f"{path}: {caption}")
+        return captions
+    model = CaptionModel(out)
+    if paths:
+        images, names = read_images(paths, model.config["image_size"]), list(paths)
+    else:
+        data = model.load_split("test", limit=count)
+        images, names = data.images, [f"test scene {i}" for i in range(len(data.images))]
+    captions = [model.caption(image, width=width) for image in images]
+    for name, caption in zip(names, captions):
+        print(f"{name}: {caption}")
+    path = attention_figure(model, images, png or os.path.join(out, "predictions.png"))
+    print(f"wrote {path}")
+    return captions
+
+
+# ------------------------------------------------------------------- export
+def export_run(*, out="runs/sequence/caption", export_dir="saved_models", version=None):
+    """saved_models/sequence-caption/<v>/: uint8 images (N, S, S, 1) -> caption strings (greedy, in the graph)."""
+    from apps.sequence.charlm import write_string_saved_model
+
+    model = CaptionModel(out)
+    net, size = model.net, model.config["image_size"]
+    words = tf.constant(model.vocab)
+    start, end = model.start, model.end
+
+    def serve(image):
+        memory, state = net.encoder(tf.cast(image, tf.float32), training=False)
+        first = tf.fill([tf.shape(image)[0]], start)
+
+        def body(t, token, state, tokens):
+            logits, state, _ = net.decoder([token[:, None], state, memory], training=False)
+            token = tf.argmax(logits[:, 0], axis=-1, output_type=tf.int32)
+            return t + 1, token, state, tokens.write(t, token)
+
+        loop = tf.while_loop(lambda t, *_: t < CAPTION_LENGTH, body,
+                             (tf.constant(0), first, state, tf.TensorArray(tf.int32, CAPTION_LENGTH)))
+        tokens = tf.transpose(loop[3].stack())
+        before_end = tf.cumsum(tf.cast(tf.equal(tokens, end), tf.int32), axis=1) == 0
+        kept = tf.ragged.boolean_mask(tf.gather(words, tokens), before_end)
+        return {"caption": tf.strings.reduce_join(kept, axis=1, separator=" ")}
+
+    app_dir = os.path.join(export_dir, "sequence-caption")
+    version = int(version or export.next_version(app_dir))
+    saved = os.path.join(app_dir, str(version))
+    if os.path.exists(saved):
+        raise UserError(f"{saved} already exists; choose another --version")
+    write_string_saved_model(saved, serve, [tf.TensorSpec([None, size, size, 1], tf.uint8, name="image")],
+                             [net.encoder, net.decoder])
+    images = model.load_split("test", limit=64).images
+    served = [c.decode() for c in export.run_saved_model(saved, {"image": images})["caption"]]
+    expected = model.greedy_batch(images)
+    if served != expected:
+        raise export.ParityError(f"SavedModel captions differ from Python greedy decoding: "
+                                 f"{served[:3]} vs {expected[:3]}")
+    print(f"wrote SavedModel {saved} (signature '{export.SIGNATURE}': uint8 images {size}x{size}x1 -> caption); "
+          f"same captions as Python greedy decoding on {len(images)} test scenes")
+    return {"saved_model": saved, "captions": served}
