@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify zoo basics visualize style generative rl dqn sequence caption tflite serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify zoo basics visualize style generative generative-quality rl dqn sequence caption tflite serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ generative: setup ## generative models: train, evaluate, export (MODEL=vae|cvae|
 	$(PY) -m apps.generative train --model $(MODEL) $(ARGS)
 	$(PY) -m apps.generative evaluate --model $(MODEL)
 	$(PY) -m apps.generative export --model $(MODEL)
+
+generative-quality: setup ## sample-quality table: every sampling model at its budget, scored by the judge (runs/generative/quality/quality.md)
+	$(PY) -m apps.generative quality --models all $(ARGS)
 
 rl: setup ## RL notes: bandit testbed PNG, tabular policies vs optimal, REINFORCE on CartPole
 	$(PY) -m apps.rl bandits

@@ -247,6 +247,12 @@ def test_wgan_gp_penalty_on_a_linear_critic():
                                                                                              rel=1e-4)
 
 
+def test_latent_arithmetic_generates_a_minus_b_plus_c():
+    a, b, c = np.eye(3, 4, dtype=np.float32)
+    images = gan.latent_arithmetic(lambda z: 2 * z, a, b, c)  # a linear "generator" shows the latents
+    np.testing.assert_allclose(images, 2 * np.stack([a, b, c, a - b + c]))
+
+
 def test_dcgan_architecture():
     generator = gan.dcgan_generator(SHAPE, 32)
     discriminator = gan.dcgan_discriminator(SHAPE)
@@ -286,6 +292,9 @@ def test_cyclegan_domains_are_unpaired_classes():
     assert a.shape == b.shape == (4, *SHAPE)
     labels_a = {int(label) for _, label in cyclegan.domain(ds, [7]).as_numpy_iterator()}
     assert labels_a == {7}
+    # An epoch ends: one pass over the smaller domain, in whole batches.
+    sizes = [sum(1 for _ in cyclegan.domain(ds, [c])) for c in (7, 9)]
+    assert sum(1 for _ in pairs) == min(sizes) // 4
 
 
 # --------------------------------------------------------------------------

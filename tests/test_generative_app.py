@@ -34,12 +34,18 @@ def test_vae_run_trains_evaluates_and_samples(tmp_path):
     assert os.path.getsize(app.sample(out=out, num=16)) > 5_000
 
 
-def test_conditional_decoder_exports_latent_and_label_with_parity(tmp_path):
-    from apps.generative import vae
+@pytest.mark.parametrize("model", ["cvae", "cgan"])
+def test_conditional_decoder_exports_latent_and_label_with_parity(tmp_path, model):
+    from apps.generative import gan, vae
 
-    decoder = vae.build_vae((28, 28, 1), latent_dim=2, num_classes=10).generator()
-    inputs = {"latent": np.zeros((4, 2), np.float32), "labels": np.array([0, 1, 2, 3], np.int32)}
-    report = export.export_model(decoder, str(tmp_path / "generative" / "cvae"), input_names=["latent", "labels"],
+    keras.utils.set_random_seed(0)
+    if model == "cvae":
+        decoder = vae.build_vae((28, 28, 1), latent_dim=2, num_classes=10).generator()
+    else:  # the conditional DCGAN's generator: batch norm in inference mode, tanh rescaled to [0, 1]
+        decoder = gan.build_gan("cgan", (28, 28, 1), latent_dim=2, num_classes=10).generator
+    inputs = {"latent": np.repeat(np.random.default_rng(0).standard_normal((1, 2)).astype(np.float32), 4, axis=0),
+              "labels": np.array([0, 1, 2, 3], np.int32)}
+    report = export.export_model(decoder, str(tmp_path / "generative" / model), input_names=["latent", "labels"],
                                  output_names=["images"], sample_inputs=inputs)
     assert report["max_abs_diff"]["float"] < 1e-4 and set(report["tflite"]) == {"float", "dynamic"}
     served = export.run_saved_model(report["saved_model"], inputs)["images"]
@@ -96,22 +102,3 @@ def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
         main(["train", "--model", "cyclegan", "--domains", "seven"])
     with pytest.raises(UserError, match="--domains: class 12"):
         main(["train", "--model", "cyclegan", "--domains", "7,12", "--limit", "32", "--out", str(tmp_path / "c")])
-
-
-@pytest.mark.slow
-def test_a_short_gan_run_lowers_the_frechet_distance(tmp_path):
-    from apps.generative import quality
-    from apps.generative.common import arrays
-    from core import data
-
-    judge_dir, _ = quality.train_judge("fashion_mnist", out=str(tmp_path / "judge"), epochs=1, limit=3000)
-    judge = quality.load_judge(judge_dir)
-    real, _ = arrays(data.load_dataset("fashion_mnist", limit=1000).test)
-    out = str(tmp_path / "gan")
-    net = app.train(model="gan", dataset="fashion_mnist", epochs=1, batch_size=64, limit=64, latent_dim=16, out=out)
-    config = {"family": "gan", "latent_dim": 16, "class_names": []}
-    untrained = judge.scores(app.generate(config, net, 1000)[0], real)["frechet_distance"]
-    net = app.train(model="gan", dataset="fashion_mnist", epochs=4, batch_size=64, limit=5000, latent_dim=16,
-                    out=str(tmp_path / "gan_longer"))
-    trained = judge.scores(app.generate(config, net, 1000)[0], real)["frechet_distance"]
-    assert trained < 0.7 * untrained, (untrained, trained)

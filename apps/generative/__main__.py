@@ -1,7 +1,8 @@
-"""Command line: python -m apps.generative {train,evaluate,sample,export,judge,pretrain} ...
+"""Command line: python -m apps.generative {train,evaluate,sample,export,judge,pretrain,quality} ...
 
 Models (--model): ae, conv_ae, linear_ae, sparse_ae, denoising_ae (autoencoders); vae, cvae (variational);
 gan, dcgan, cgan, wgan_gp (adversarial); cyclegan (unpaired translation between two classes).
+`quality --models all` trains every sampling model at a stated budget and writes the sample-quality table.
 """
 
 import argparse
@@ -89,6 +90,16 @@ def parse_args(argv=None):
     p.add_argument("--classifier-epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="default: runs/generative/pretrain")
+
+    p = commands.add_parser("quality", help="train every model at a stated budget, score it: Markdown table + PNGs")
+    p.add_argument("--models", default="all", help="'all' or comma-separated rows (vae,cvae,gan,gan_minimax,...)")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--num-samples", type=int, default=1000, help="samples (and test images) per score")
+    p.add_argument("--judge", default=None, help="judge run folder (default: runs/generative/judge_DATASET)")
+    p.add_argument("--limit", type=int, default=None, help="override every row's training images (smoke runs)")
+    p.add_argument("--epochs", type=int, default=None, help="override every row's epochs (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="default: runs/generative/quality")
     return parser.parse_args(argv)
 
 
@@ -122,6 +133,13 @@ def main(argv=None):
         app.export_run(out=args.out, model=args.model, export_dir=args.export_dir, version=args.version)
     elif args.command == "judge":
         app.judge(dataset=args.dataset, epochs=args.epochs, limit=args.limit, out=args.out)
+    elif args.command == "quality":
+        from apps.generative import quality_table
+
+        quality_table.run_quality_table(names=quality_table.parse_models(args.models), dataset=args.dataset,
+                                        out=args.out or os.path.join(app.ROOT, "quality"), judge=args.judge,
+                                        num_samples=args.num_samples, seed=args.seed, limit=args.limit,
+                                        epochs=args.epochs)
     elif args.command == "pretrain":
         app.pretrain(dataset=args.dataset, limit=args.limit, labels=args.labels, sizes=args.sizes, epochs=args.epochs,
                      finetune_epochs=args.finetune_epochs, classifier_epochs=args.classifier_epochs, seed=args.seed,

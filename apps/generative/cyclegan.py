@@ -136,9 +136,11 @@ def build_cyclegan(image_shape, cycle_weight=10.0, identity_weight=5.0):
 
 
 def unpaired(dataset_a, dataset_b, batch_size, seed=0):
-    """Batches of (a, b): each domain shuffled on its own, so the pairs carry no correspondence."""
-    a = dataset_a.map(lambda x, y: x).cache().shuffle(10_000, seed=seed).repeat()
-    b = dataset_b.map(lambda x, y: x).cache().shuffle(10_000, seed=seed + 1).repeat()
+    """Batches of (a, b): each domain shuffled on its own (afresh every epoch), so the pairs carry no
+    correspondence. An epoch is one pass over the smaller domain: `zip` stops at the shorter one (with
+    `repeat()` on both, `fit` would never end an epoch)."""
+    a = dataset_a.map(lambda x, y: x).cache().shuffle(10_000, seed=seed)
+    b = dataset_b.map(lambda x, y: x).cache().shuffle(10_000, seed=seed + 1)
     return tf.data.Dataset.zip((a, b)).batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
