@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify zoo basics visualize style generative generative-quality rl dqn sequence caption tflite serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify zoo basics visualize style generative generative-quality rl dqn sequence caption segment tflite serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -84,6 +84,13 @@ caption: setup ## image captioning of multi-object scenes: CNN + GRU with attent
 	$(PY) -m apps.sequence caption train
 	$(PY) -m apps.sequence caption evaluate
 	$(PY) -m apps.sequence caption export
+
+SEG_MODEL ?= unet
+segment: setup ## semantic segmentation of generated scenes: train, evaluate, export, predict (SEG_MODEL=fcn|segnet|unet ARGS="--loss both")
+	$(PY) -m apps.segment train --model $(SEG_MODEL) $(ARGS)
+	$(PY) -m apps.segment evaluate --model $(SEG_MODEL)
+	$(PY) -m apps.segment export --model $(SEG_MODEL)
+	$(PY) -m apps.segment predict --model $(SEG_MODEL)
 
 tflite: setup ## TFLite table for every exported app: size, max abs diff vs SavedModel, accuracy, LiteRT vs SavedModel latency
 	$(PY) -m core.serving tflite $(ARGS)
