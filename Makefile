@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify zoo basics visualize style generative generative-quality rl dqn sequence caption segment tflite serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment tflite serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ classify: setup ## the classifier app: train, evaluate and export (ARGS="--model
 
 zoo: setup ## train and evaluate every classifier on one budget; writes runs/classify/zoo/zoo.md (ARGS="--epochs 5")
 	$(PY) -m apps.classify zoo $(ARGS)
+
+zoo-full: setup ## every classifier at its own budget (apps/classify/budgets.py) on the full Fashion-MNIST, ~1 h on 2 idle cores; writes runs/classify/zoo/zoo_full.md
+	$(PY) -m apps.classify zoo --full $(ARGS)
 
 basics: setup ## the fundamentals as experiments: perceptron, backprop, optimizers, initialization, activations, regularization, pre-training (ARGS="--small")
 	$(PY) -m apps.basics all $(ARGS)

@@ -1,10 +1,12 @@
-"""Command line: python -m apps.classify {train,demo,zoo,transfer,ensemble,evaluate,export,predict} ..."""
+"""Command line: python -m apps.classify {train,demo,zoo,cv,compare,transfer,ensemble,evaluate,export,predict} ..."""
 
 import argparse
 import os
+import shlex
 import time
 
-from core.errors import run_cli
+from apps.classify.budgets import DEFAULT_MODEL, budget
+from core.errors import UserError, run_cli
 
 DEFAULT_OUT = os.path.join("runs", "classify")
 
@@ -53,7 +55,8 @@ def parse_args(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_train_options(p, epochs):
-        p.add_argument("--model", default="resnet", help=f"model name: {', '.join(MODEL_NAMES)} (default: %(default)s)")
+        p.add_argument("--model", default=DEFAULT_MODEL,
+                       help=f"model name: {', '.join(MODEL_NAMES)} (default: %(default)s)")
         p.add_argument("--dataset", default="fashion_mnist",
                        help="fashion_mnist, mnist5k, digits, or tfds:NAME (default: %(default)s)")
         p.add_argument("--epochs", type=int, default=epochs, help="total epochs (default: %(default)s)")
@@ -76,6 +79,7 @@ def parse_args(argv=None):
         p.add_argument("--out", default=DEFAULT_OUT, help="run folder (default: %(default)s)")
         if name == "demo":
             p.add_argument("--export-dir", default="saved_models")
+            p.set_defaults(**budget(DEFAULT_MODEL))  # the default model's budget (budgets.py)
 
     p = commands.add_parser("zoo", help="train and evaluate every model on one budget; a Markdown table")
     add_train_options(p, 2)
@@ -83,6 +87,27 @@ def parse_args(argv=None):
     p.add_argument("--models", default=None, help="comma-separated model names (default: all but mlp)")
     p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "zoo"), help="runs and zoo.md (default: %(default)s)")
     p.add_argument("--table", default=None, help="where to write the Markdown table (default: OUT/zoo.md)")
+    p.add_argument("--full", action="store_true",
+                   help="each model with its own budget (apps/classify/budgets.py) on the whole dataset; "
+                        "the training flags above are then ignored, except --dataset, --seed, --models")
+
+    p = commands.add_parser("cv", help="stratified k-fold cross-validation on the training data: "
+                                       "accuracy per fold and mean ± std")
+    add_train_options(p, 5)
+    p.add_argument("--folds", type=int, default=5, help="K, the number of folds (default: %(default)s)")
+    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "cv"),
+                   help="fold runs, cv.json and cv.csv (default: %(default)s)")
+
+    p = commands.add_parser("compare", help="two training setups over N seeds on the same split: "
+                                            "mean ± std test accuracy, paired t-test and Wilcoxon p-values")
+    add_train_options(p, 5)
+    p.add_argument("--a", default="", help='training flags of setup A on top of the others, e.g. "--model lenet5"')
+    p.add_argument("--b", default="", help='training flags of setup B, e.g. "--model vgg --width 0.5"')
+    p.add_argument("--models", default=None, help="shortcut: M1,M2 means --a '--model M1' --b '--model M2'")
+    p.add_argument("--seeds", type=int, default=5, help="N, training seeds 0..N-1 (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: %(default)s)")
+    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "compare"),
+                   help="runs, compare.json and compare.png (default: %(default)s)")
 
     p = commands.add_parser("transfer", help="transfer a trained backbone to another dataset")
     p.add_argument("--backbone", required=True, help="run folder of the trained source model")
@@ -106,7 +131,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "ensemble"), help="run folder (default: %(default)s)")
 
     p = commands.add_parser("evaluate",
-                            help="test accuracy, top-k error, per-class precision/recall/F1, confusion matrix PNG")
+                            help="test accuracy, top-k error, per-class precision/recall/F1, one-vs-rest ROC AUC; "
+                                 "confusion-matrix and ROC PNGs")
     p.add_argument("--out", default=DEFAULT_OUT, help="run folder (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None)
 
@@ -122,6 +148,50 @@ def parse_args(argv=None):
     p.add_argument("--resize", action="store_true", help="resize images to the model's input size")
     p.add_argument("--top", type=int, default=3)
     return parser.parse_args(argv)
+
+
+SPLIT_KEYS = ("dataset", "limit", "val_fraction", "seed", "out")  # the data split and run folder, not a setup
+
+
+def compare_setups(args):
+    """The two setups of `compare`: the shared training flags, each updated by
+    its --a/--b flags (parsed like `train`'s), minus the split keys."""
+    if args.models:
+        names = [m.strip() for m in args.models.split(",")]
+        if len(names) != 2 or args.a or args.b:
+            raise UserError("--models takes exactly two comma-separated names (M1,M2) and replaces --a/--b")
+        args.a, args.b = f"--model {names[0]}", f"--model {names[1]}"
+    if args.a == args.b:
+        raise UserError("compare needs two different setups: give --a and --b (or --models M1,M2)")
+
+    def fail(message):
+        raise UserError(f"in --a/--b: {message}")
+
+    setups = []
+    for flags in (args.a, args.b):
+        setup = train_kwargs(argparse.Namespace(**{**vars(args), **_parse_setup(flags, vars(args), fail)}))
+        for key in SPLIT_KEYS:
+            setup.pop(key)
+        setups.append(setup)
+    return setups
+
+
+def _parse_setup(flags, base, fail):
+    """Flags of one setup, parsed with `train`'s options whose defaults are the shared values."""
+    parser = argparse.ArgumentParser(prog="compare --a/--b", add_help=False)
+    parser.error = fail
+    parser.add_argument("--model")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--patience", type=int)
+    add_trick_options(parser)
+    parser.set_defaults(**{k: base[k] for k in ("model", "epochs", "batch_size", "learning_rate", "patience",
+                                                  *TRICKS)})
+    try:
+        return vars(parser.parse_args(shlex.split(flags)))
+    except ValueError as error:  # shlex: an unbalanced quote
+        raise UserError(f"in --a/--b: {error}") from None
 
 
 def train_kwargs(args):
@@ -143,7 +213,23 @@ def main(argv=None):
         for key in ("model", "strategy", "val_fraction", "patience", "out"):
             kwargs.pop(key)
         models = [m.strip() for m in args.models.split(",")] if args.models else None
-        app.zoo(models=models, out=args.out, table=args.table, **kwargs)
+        if args.full:
+            app.zoo_full(models=models, dataset=args.dataset, seed=args.seed, out=args.out, table=args.table)
+        else:
+            app.zoo(models=models, out=args.out, table=args.table, **kwargs)
+    elif args.command == "cv":
+        from apps.classify import evaluation
+
+        kwargs = train_kwargs(args)
+        kwargs.pop("strategy")
+        evaluation.cross_validate(folds=args.folds, **kwargs)
+    elif args.command == "compare":
+        from apps.classify import evaluation
+
+        setup_a, setup_b = compare_setups(args)
+        evaluation.compare(setup_a, setup_b, seeds=args.seeds, alpha=args.alpha, dataset=args.dataset,
+                           limit=args.limit, val_fraction=args.val_fraction, split_seed=args.seed, out=args.out,
+                           name_a=args.a or "shared flags", name_b=args.b or "shared flags")
     elif args.command == "transfer":
         app.transfer(args.backbone, dataset=args.dataset, mode=args.mode, fine_tune_layers=args.fine_tune_layers,
                      epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -169,7 +255,7 @@ def main(argv=None):
         print(f"  {'SavedModel:':<16}{exported['saved_model']}")
         for kind, path in exported["tflite"].items():
             print(f"  {'TFLite ' + kind + ':':<16}{path}")
-        for png in ("learning_curves.png", "confusion_matrix.png", "test_predictions.png"):
+        for png in ("learning_curves.png", "confusion_matrix.png", "roc.png", "test_predictions.png"):
             print(f"  {'PNG:':<16}{os.path.join(args.out, png)}")
 
 

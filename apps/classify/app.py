@@ -4,8 +4,9 @@ The story of the app, top to bottom:
   train     load a dataset as tf.data, pick the distribution strategy, build
             and compile the model inside its scope, fit with checkpoints that
             resume after a kill; writes the learning curves.
-  evaluate  accuracy and per-class precision/recall on the held-out test split,
-            a confusion-matrix PNG and a PNG of sample predictions.
+  evaluate  accuracy, top-k error, per-class precision/recall/F1 and one-vs-rest
+            ROC AUC on the held-out test split; confusion-matrix, ROC and
+            sample-prediction PNGs.
   export    SavedModel for TF Serving + float/dynamic/int8 TFLite files, checked
             against each other on a test batch.
   predict   class probabilities for PNG/JPEG files.
@@ -14,6 +15,8 @@ Beyond one model on one task:
   zoo       every model of the registry on one budget: a Markdown table.
   transfer  a trained backbone reused on another dataset (frozen or fine-tuned).
   ensemble  the mean of several trained models, saved as a run.
+  cv, compare  k-fold cross-validation and paired comparisons over seeds
+            (evaluation.py).
   multi-task: `train(coarse_weight=w)` adds a coarse-category head.
 The training tricks (optimizers, schedules, augmentation, ...) are in recipes.py.
 """
@@ -24,8 +27,8 @@ import os
 import keras
 import numpy as np
 
-from apps.classify import recipes
-from apps.classify.models import MAIN_OUTPUT, MODELS, build_model, main_head
+from apps.classify import evaluation, recipes
+from apps.classify.models import DEFAULT_MODEL, MAIN_OUTPUT, MODELS, build_model, main_head
 from core import data, distribute, export, plots, training
 from core.errors import UserError
 
@@ -73,10 +76,13 @@ def compile_model(net, *, optimizer="adam", learning_rate=1e-3, momentum=0.9, lr
     return net
 
 
-def train(*, model="resnet", dataset="fashion_mnist", epochs=5, batch_size=128, learning_rate=1e-3,
-          strategy="auto", out="runs/classify", seed=0, limit=None, val_fraction=0.1, patience=None, **tricks):
+def train(*, model=DEFAULT_MODEL, dataset="fashion_mnist", epochs=5, batch_size=128, learning_rate=1e-3,
+          strategy="auto", out="runs/classify", seed=0, limit=None, val_fraction=0.1, patience=None, images=None,
+          **tricks):
     """Train `model` on `dataset`; `batch_size` is per replica. `tricks` are
-    the training options of TRAIN_DEFAULTS (see `python -m apps.classify train --help`)."""
+    the training options of TRAIN_DEFAULTS (see `python -m apps.classify train --help`).
+    `images`, an already loaded `ImageDataset`, replaces loading `dataset`:
+    cross-validation folds and paired comparisons train on splits they made."""
     unknown = set(tricks) - set(TRAIN_DEFAULTS)
     if unknown:
         raise TypeError(f"train() got unknown options {sorted(unknown)}")
@@ -86,7 +92,8 @@ def train(*, model="resnet", dataset="fashion_mnist", epochs=5, batch_size=128, 
     augment_names = recipes.parse_augment(o["augment"])
     strategy = distribute.get_strategy(strategy)  # before any TF work: multi-worker needs that
     training.set_seed(seed)
-    images = data.load_dataset(dataset, val_fraction=val_fraction, seed=seed, limit=limit)
+    if images is None:
+        images = data.load_dataset(dataset, val_fraction=val_fraction, seed=seed, limit=limit)
     global_batch = distribute.global_batch_size(batch_size, strategy)
 
     train_data, num_train = images.train, images.num_train
@@ -141,6 +148,12 @@ def _predict_all(net, dataset, batch_size=256):
     return labels, probabilities
 
 
+def score(run_dir, dataset):
+    """Accuracy of the run's best model on an unbatched (image, label) pipeline."""
+    labels, probabilities = _predict_all(main_head(training.load_trained_model(run_dir)), dataset)
+    return float((probabilities.argmax(axis=1) == labels).mean())
+
+
 def classification_report(labels, predictions, num_classes):
     """Confusion matrix, accuracy, and per-class precision and recall."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -168,13 +181,18 @@ def evaluate(*, out="runs/classify", limit=None):
     labels, probabilities = _predict_all(net, images.test)
     report = classification_report(labels, probabilities.argmax(axis=1), images.num_classes)
     report["top_k_error"] = {k: top_k_error(labels, probabilities, k) for k in (1, 3, 5) if k <= images.num_classes}
+    roc = evaluation.roc_report(labels, probabilities)
+    report["roc"] = roc
 
     print(f"test accuracy of {config['model']} on {images.name}: {report['accuracy']:.4f} "
           f"({len(labels)} examples; chance {1 / images.num_classes:.2f})")
     print("top-k error: " + ", ".join(f"top-{k} {e:.4f}" for k, e in report["top_k_error"].items()))
-    print(f"{'class':>14} {'precision':>9} {'recall':>7} {'F1':>6}")
-    for name, p, r, f in zip(images.class_names, report["precision"], report["recall"], report["f1"]):
-        print(f"{name:>14} {p:9.3f} {r:7.3f} {f:6.3f}")
+    print(f"{'class':>14} {'precision':>9} {'recall':>7} {'F1':>6} {'ROC AUC':>8}")
+    for c, (name, p, r, f) in enumerate(zip(images.class_names, report["precision"], report["recall"],
+                                            report["f1"])):
+        auc = roc["auc"][c]
+        print(f"{name:>14} {p:9.3f} {r:7.3f} {f:6.3f} {'n/a' if auc is None else f'{auc:.4f}':>8}")
+    print(f"ROC AUC (one class vs the rest): micro {roc['micro_auc']:.4f}, macro {roc['macro_auc']:.4f}")
 
     cm_png = plots.confusion_matrix(report["confusion_matrix"], images.class_names,
                                     os.path.join(out, "confusion_matrix.png"),
@@ -189,8 +207,12 @@ def evaluate(*, out="runs/classify", limit=None):
         json.dump({"accuracy": report["accuracy"], "num_examples": int(len(labels)),
                    "precision": report["precision"].tolist(), "recall": report["recall"].tolist(),
                    "f1": report["f1"].tolist(), "top_k_error": report["top_k_error"],
-                   "confusion_matrix": report["confusion_matrix"].tolist()}, f, indent=2)
-    print(f"wrote {cm_png}\nwrote {samples_png}")
+                   "confusion_matrix": report["confusion_matrix"].tolist(),
+                   "roc_auc": {name: roc["auc"][c] for c, name in enumerate(images.class_names)},
+                   "roc_auc_micro": roc["micro_auc"], "roc_auc_macro": roc["macro_auc"]}, f, indent=2)
+    roc_png = evaluation.roc_png(roc, images.class_names, os.path.join(out, "roc.png"),
+                                 title=f"{config['model']} on {images.name}: ROC, one class vs the rest")
+    print(f"wrote {cm_png}\nwrote {roc_png}\nwrote {samples_png}\nwrote {os.path.join(out, 'metrics.json')}")
     return report
 
 
@@ -266,10 +288,12 @@ def predict(paths, *, out="runs/classify", saved_model=None, resize=False, top=3
 
 
 def zoo(*, models=None, dataset="fashion_mnist", epochs=2, batch_size=64, limit=2000, out="runs/classify/zoo",
-        seed=0, table=None, **tricks):
-    """Train and evaluate each model of the zoo on the same budget; write a
-    Markdown table (parameters, test accuracy, training time) to `table`
-    (default: <out>/zoo.md) row by row, and return the rows."""
+        seed=0, table=None, budgets=None, **tricks):
+    """Train and evaluate each model of the zoo; write a Markdown table
+    (parameters, test accuracy, training wall and CPU time) to `table`
+    (default: <out>/zoo.md) row by row, and return the rows. Every model gets
+    the same budget (`epochs`, `batch_size`, `tricks`), or, with `budgets`
+    (a function: model name -> training options), its own."""
     import time
 
     from apps.classify.models import count_params
@@ -279,24 +303,42 @@ def zoo(*, models=None, dataset="fashion_mnist", epochs=2, batch_size=64, limit=
         MODELS.get(name)
     table = table or os.path.join(out, "zoo.md")
     os.makedirs(os.path.dirname(os.path.abspath(table)), exist_ok=True)
-    header = (f"| model | parameters | test accuracy | training time (s) |\n|---|---:|---:|---:|\n")
     with open(table, "w") as f:
-        f.write(f"{dataset}, {epochs} epoch(s), batch {batch_size}, limit {limit} examples per split, "
-                f"seed {seed}\n\n" + header)
+        if budgets:
+            f.write(f"{dataset}, each model with its budget (apps/classify/budgets.py), "
+                    f"limit {limit or 'none'}, seed {seed}\n\n")
+        else:
+            f.write(f"{dataset}, {epochs} epoch(s), batch {batch_size}, limit {limit} examples per split, "
+                    f"seed {seed}\n\n")
+        f.write("| model | budget | parameters | test accuracy | training wall time (s) | training CPU time (s) |\n"
+                "|---|---|---:|---:|---:|---:|\n")
     rows = []
     for name in names:
+        options = budgets(name) if budgets else dict(epochs=epochs, batch_size=batch_size, **tricks)
         run_dir = os.path.join(out, name)
-        start = time.time()
-        net = train(model=name, dataset=dataset, epochs=epochs, batch_size=batch_size, limit=limit, seed=seed,
-                    out=run_dir, **tricks)
-        seconds = time.time() - start
+        start, cpu_start = time.time(), time.process_time()
+        net = train(model=name, dataset=dataset, limit=limit, seed=seed, out=run_dir, **options)
+        seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
         report = evaluate(out=run_dir, limit=limit)
-        row = dict(model=name, parameters=count_params(net), accuracy=float(report["accuracy"]), seconds=seconds)
+        described = f"{options['epochs']} ep" + (f", width {options['width']}" if options.get("width") else "")
+        row = dict(model=name, budget=described, parameters=count_params(net), accuracy=float(report["accuracy"]),
+                   seconds=seconds, cpu_seconds=cpu_seconds)
         rows.append(row)
         with open(table, "a") as f:
-            f.write(f"| {name} | {row['parameters']:,} | {row['accuracy']:.4f} | {seconds:.0f} |\n")
-        print(f"zoo: {name}: accuracy {row['accuracy']:.4f} in {seconds:.0f} s -> {table}")
+            f.write(f"| {name} | {described} | {row['parameters']:,} | {row['accuracy']:.4f} | {seconds:.0f} "
+                    f"| {cpu_seconds:.0f} |\n")
+        print(f"zoo: {name}: accuracy {row['accuracy']:.4f} in {seconds:.0f} s ({cpu_seconds:.0f} CPU s) -> {table}")
     return rows
+
+
+def zoo_full(*, models=None, dataset="fashion_mnist", seed=0, out="runs/classify/zoo", table=None):
+    """The zoo at each model's full budget (budgets.py) on the whole dataset:
+    the table in docs/classify.md; about an hour on an idle 2-core machine."""
+    from apps.classify import budgets
+
+    return zoo(models=models or list(budgets.BUDGETS), dataset=dataset, limit=None, seed=seed,
+               out=os.path.join(out, "full"), table=table or os.path.join(out, "zoo_full.md"),
+               budgets=budgets.budget)
 
 
 def feature_extractor(net):

@@ -23,13 +23,13 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from apps.classify.budgets import DEFAULT_MODEL  # noqa: F401  (re-exported: the registry's default)
 from core.errors import UserError
 from core.registry import Registry
 from layers import (DenseBlock, DropConnect, InceptionBlock, NiNBlock, ResidualBlock, ResNeXtBlock,
                     SqueezeExcitation, StochasticDepth, TransitionLayer)
 
 MODELS = Registry("model")
-DEFAULT_MODEL = "resnet"
 MAIN_OUTPUT = "probabilities"
 OPTIONS = ("width", "batchnorm", "dropout", "dropconnect")
 
