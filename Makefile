@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment tflite serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench serve serve-config serve-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -94,6 +94,15 @@ segment: setup ## semantic segmentation of generated scenes: train, evaluate, ex
 	$(PY) -m apps.segment evaluate --model $(SEG_MODEL)
 	$(PY) -m apps.segment export --model $(SEG_MODEL)
 	$(PY) -m apps.segment predict --model $(SEG_MODEL)
+
+DET_MODEL ?= ssd
+detect: setup ## object detection on generated scenes, DET_MODEL=ssd|rcnn (ARGS="--limit 2000 --epochs 4"): train, evaluate, export
+	$(PY) -m apps.detect train --model $(DET_MODEL) $(ARGS)
+	$(PY) -m apps.detect evaluate --model $(DET_MODEL)
+	$(PY) -m apps.detect export --model $(DET_MODEL)
+
+bench: setup ## benchmarks: matmul ceiling, FLOP/s per app, classifier throughput, inference latency/size, DQN rates, peak RSS; rewrites docs/bench.md
+	$(PY) bench/run.py $(ARGS)
 
 tflite: setup ## TFLite table for every exported app: size, max abs diff vs SavedModel, accuracy, LiteRT vs SavedModel latency
 	$(PY) -m core.serving tflite $(ARGS)

@@ -1,0 +1,87 @@
+"""Detection end to end on small generated scenes: short training beats random boxes and the
+untrained model, SavedModel/TFLite parity of the post-NMS signature, predict PNGs."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apps.detect import app
+from apps.detect.data import ground_truths
+from apps.detect.metrics import detection_metrics
+from apps.detect.models import MODELS
+from core import export, scenes
+from core.errors import run_cli
+
+SPEC = scenes.SceneSpec(size=64, max_objects=3, min_scale=0.8, max_scale=1.4, clutter=3)
+NAMES = list(scenes.class_names("fashion_mnist"))
+
+
+@pytest.fixture(scope="module")
+def small_scenes():
+    return {"train": scenes.generate(SPEC, "train", count=320, seed=0),
+            "validation": scenes.generate(SPEC, "validation", count=48, seed=0),
+            "test": scenes.generate(SPEC, "test", count=64, seed=0)}
+
+
+@pytest.fixture(scope="module")
+def ssd_run(small_scenes, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ssd_run"))
+    app.train(model="ssd", epochs=8, batch_size=16, learning_rate=3e-3, out=out, class_names=NAMES,
+              scenes={k: small_scenes[k] for k in ("train", "validation")})
+    return out
+
+
+def test_short_ssd_training_beats_random_boxes_and_the_untrained_model(ssd_run, small_scenes):
+    test = small_scenes["test"]
+    untrained = MODELS.get("ssd").inference(MODELS.get("ssd").build(64, 10), 64, 10)
+    before, _ = app.score(untrained, test, 10)
+    report = app.evaluate(out=ssd_run, scenes=test)
+    random_boxes = detection_metrics(app.random_baseline(test, 10), ground_truths(test), 10)
+    assert random_boxes["map50"] < 0.05
+    assert report["map50"] > max(0.1, 5 * random_boxes["map50"], before["map50"] + 0.05), report
+    assert report["map50_95"] > report["random_boxes_map50_95"]
+    assert os.path.exists(os.path.join(ssd_run, "test_predictions.png"))
+
+
+def test_ssd_export_parity_and_predict_png(ssd_run, small_scenes, tmp_path, capsys):
+    sample = small_scenes["test"]["image"][:8]
+    report = app.export_run(out=ssd_run, export_dir=str(tmp_path / "exports"), sample_images=sample)
+    float_parity = report["parity"]["float"]
+    assert float_parity["same_detections"] and float_parity["max_abs_diff"] < app.FLOAT_TOLERANCE
+    served = export.run_saved_model(report["saved_model"], {"images": sample.astype(np.float32)})
+    assert set(served) == {"boxes", "classes", "scores", "num_detections"}
+    assert served["boxes"].shape == (8, 10, 4) and served["num_detections"].min() >= 1  # it finds things
+    tflite = export.run_tflite(report["tflite"]["float"], {"images": sample.astype(np.float32)})
+    assert np.array_equal(tflite["classes"], served["classes"])
+
+    scene = tmp_path / "scene.png"
+    Image.fromarray(small_scenes["test"]["image"][0, ..., 0]).save(scene)
+    from apps.detect.__main__ import main
+
+    run_cli(main, ["predict", str(scene), "--out", ssd_run], prog="apps.detect")
+    printed = capsys.readouterr().out
+    assert "scene.png:" in printed and os.path.exists(os.path.join(ssd_run, "predictions", "scene.png"))
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((96, 96), np.uint8)).save(big)
+    with pytest.raises(SystemExit):
+        run_cli(main, ["predict", str(big), "--out", ssd_run], prog="apps.detect")
+    assert "is 96x96 pixels, the detector expects 64x64; pass --resize" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # ~2 CPU-minutes: over the fast suite's budget on a loaded 2-core machine
+def test_two_stage_training_learns_and_exports_masks_with_parity(small_scenes, tmp_path):
+    test = small_scenes["test"]
+    out = str(tmp_path / "rcnn")
+    app.train(model="rcnn", epochs=6, batch_size=16, learning_rate=3e-3, out=out, class_names=NAMES,
+              scenes={k: small_scenes[k] for k in ("train", "validation")})
+    report = app.evaluate(out=out, scenes=test)
+    assert report["map50"] > max(0.1, 3 * report["random_boxes_map50"]), report
+    assert report["mask_iou"] > 0.3  # matched detections' masks overlap their objects' visible pixels
+
+    exported = app.export_run(out=out, export_dir=str(tmp_path / "exports"), sample_images=test["image"][:4])
+    parity = exported["parity"]["float"]
+    assert parity["same_detections"] and parity["max_abs_diff"] < app.FLOAT_TOLERANCE  # boxes, scores and masks
+    served = export.run_saved_model(exported["saved_model"], {"images": test["image"][:4].astype(np.float32)})
+    assert served["masks"].shape == (4, 10, 64, 64) and served["num_detections"].min() >= 1
