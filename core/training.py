@@ -9,6 +9,11 @@ A run folder holds everything one training run writes:
   history.csv      one row per epoch (appended across resumes)
   logs/            TensorBoard event files
   learning_curves.png
+
+A run whose loss becomes NaN or infinite stops with a `UserError` that names
+the epoch and batch, and the best checkpoint written before stays loadable.
+A run folder that cannot be written (read-only, under a file, disk full) is a
+`UserError` too, not a traceback.
 """
 
 import json
@@ -43,8 +48,28 @@ def save_config(run_dir, config, identity_keys=()):
         if clashes:
             details = ", ".join(f"{k}={old.get(k)!r}" for k in clashes)
             raise UserError(f"{run_dir} holds another run ({details}); pass a different --out or delete it")
-    os.makedirs(run_dir, exist_ok=True)
-    _write_json_atomically(path, config)
+    make_output_dir(run_dir)
+    try:
+        _write_json_atomically(path, config)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def make_output_dir(path):
+    """Create an output folder and check that files can be written in it.
+
+    A folder that cannot be created (a path under a regular file, no
+    permission) or written (read-only, full disk) is the user's to fix, so it
+    is a one-line `UserError` before any long work starts, not a traceback
+    at the first checkpoint.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write to the output folder {path}: {error.strerror or error}") from None
+    return path
 
 
 def start_run(run_dir, config, strategy, *, dataset_name, num_examples, global_batch,
@@ -118,11 +143,55 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is None or not self._improved(float(value)):
             return
-        self.best = float(value)
         tmp = f"{self.path}.tmp.keras"  # Keras wants the .keras suffix
-        self.model.save(tmp)
-        os.replace(tmp, self.path)
-        _write_json_atomically(self.state_path, {"best": self.best, "epoch": epoch, "monitor": self.monitor})
+        try:
+            self.model.save(tmp)
+            os.replace(tmp, self.path)
+            _write_json_atomically(self.state_path, {"best": float(value), "epoch": epoch, "monitor": self.monitor})
+        except OSError as error:  # a full disk: the previous checkpoint is still whole
+            if os.path.isfile(tmp):
+                os.remove(tmp)
+            raise UserError(f"cannot write the checkpoint {self.path}: {error.strerror or error}") from None
+        self.best = float(value)
+
+
+class StopOnNaN(keras.callbacks.TerminateOnNaN):
+    """Keras' `TerminateOnNaN` that watches every loss in the logs (a GAN
+    logs `d_loss` and `g_loss`, not `loss`) and remembers where it stopped,
+    so `fit` can say so. The stop is graceful: the other callbacks finish
+    (the NaN epoch is not better than the best checkpoint, so that stays)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped_at = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        for name, value in (logs or {}).items():
+            try:
+                value = float(value)
+            except (TypeError, ValueError):  # not a scalar
+                continue
+            if name.endswith("loss") and not math.isfinite(value):
+                self.stopped_at = dict(epoch=getattr(self, "epoch", 0), batch=batch, name=name, value=value)
+                self.model.stop_training = True
+                return
+
+    def message(self, best_path):
+        where = self.stopped_at
+        text = (f"training stopped: {where['name']} became {where['value']} at epoch {where['epoch'] + 1}, "
+                f"batch {where['batch'] + 1}")
+        state = f"{best_path}.best.json"
+        if os.path.exists(state):
+            with open(state) as f:
+                best = json.load(f)
+            text += (f"; the best checkpoint {best_path} (epoch {best['epoch'] + 1}, "
+                     f"{best['monitor']} {best['best']:.4g}) is kept")
+        else:
+            text += "; no checkpoint was saved before it"
+        return text + "; try a lower learning rate"
 
 
 def _write_json_atomically(path, value):
@@ -150,6 +219,7 @@ def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True):
         best,
         keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(folder, "logs")),
+        StopOnNaN(),
     ]
     if patience:
         result.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True))
@@ -162,15 +232,23 @@ def fit(model, train_data, val_data, *, epochs, run_dir, monitor="val_loss", pat
 
     Rerunning the same command after a kill resumes from the last finished
     epoch (BackupAndRestore) and stops at the same total number of epochs.
+
+    Raises `UserError` when a loss becomes NaN or infinite (after writing
+    the learning curves); the best checkpoint from before stays in place.
     """
     from core import plots
 
+    if epochs < 1:
+        raise UserError(f"the number of epochs must be at least 1, got {epochs}")
     verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs
+    run_callbacks = callbacks(run_dir, monitor=monitor, patience=patience, writes_files=writes_files)
     history = model.fit(
         train_data, validation_data=val_data, epochs=epochs, verbose=verbose, class_weight=class_weight,
         shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=callbacks(run_dir, monitor=monitor, patience=patience, writes_files=writes_files)
-        + list(extra_callbacks))
+        callbacks=run_callbacks + list(extra_callbacks))
     if writes_files:
         plots.learning_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "learning_curves.png"))
+    nan_stop = next(c for c in run_callbacks if isinstance(c, StopOnNaN))
+    if nan_stop.stopped_at:
+        raise UserError(nan_stop.message(os.path.join(run_dir, MODEL_FILE)))
     return history

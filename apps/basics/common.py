@@ -4,16 +4,14 @@ import os
 
 import numpy as np
 
-from core import plots
+from core import plots, training
 
 DEFAULT_OUT = os.path.join("runs", "basics")
 
 
 def out_dir(out, experiment):
-    """`<out>/<experiment>/`, created."""
-    path = os.path.join(out or DEFAULT_OUT, experiment)
-    os.makedirs(path, exist_ok=True)
-    return path
+    """`<out>/<experiment>/`, created (a `UserError` when it cannot be written)."""
+    return training.make_output_dir(os.path.join(out or DEFAULT_OUT, experiment))
 
 
 def save(fig, path):

@@ -11,7 +11,7 @@ random-weight CNN) or 'vgg19' with --weights PATH (ImageNet notop .h5) or
 
 import argparse
 
-from core.errors import run_cli
+from core.errors import UserError, run_cli
 
 
 def parse_args(argv=None):
@@ -47,7 +47,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Out-of-range sizes fail here, in a second, not after TensorFlow has loaded.
+    if args.steps < 1 or args.size < 16 or getattr(args, "batch_size", 1) < 1:
+        raise UserError(f"--steps and --batch-size must be at least 1 and --size at least 16 "
+                        f"(got --steps {args.steps}, --size {args.size})")
     from apps.style import app
+    from core import training
+
+    training.make_output_dir(args.out)  # before minutes of optimization, not after
 
     weights = dict(style_weight=args.style_weight, content_weight=args.content_weight, tv_weight=args.tv_weight)
     if args.command == "transfer":

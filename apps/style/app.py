@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from apps.style.features import build_extractor
-from core import plots
+from core import plots, training
 from core.errors import UserError
 from losses import content_loss, style_loss, total_variation_loss
 
@@ -135,7 +135,7 @@ def transfer(*, content=DEFAULT_CONTENT, style=DEFAULT_STYLE, size=128, steps=20
                 f"{k} {float(v):9.3f}" for k, v in parts.items()))
     result = image.numpy()[0]
     name = f"{_stem(content)}_{_stem(style)}_{extractor.name}"
-    os.makedirs(out, exist_ok=True)
+    training.make_output_dir(out)  # a one-line error when it cannot be written
     result_png = os.path.join(out, f"{name}.png")
     from PIL import Image
 
@@ -241,7 +241,7 @@ def train_fast(*, style=DEFAULT_STYLE, steps=300, size=64, batch_size=4, learnin
             history.append({"step": i, **{k: float(v) for k, v in parts.items()}})
             print(f"  step {i:4d}: total {float(total):9.3f}  " + "  ".join(
                 f"{k} {float(v):8.3f}" for k, v in parts.items()))
-    os.makedirs(out, exist_ok=True)
+    training.make_output_dir(out)  # a one-line error when it cannot be written
     model_path = os.path.join(out, f"fast_{_stem(style)}_{extractor.name}.keras")
     net.save(model_path)
     test = load_image(content, 128)

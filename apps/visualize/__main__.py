@@ -9,7 +9,7 @@ Every method writes PNG files under --out/<run name>/ and prints their paths.
 import argparse
 import os
 
-from core.errors import run_cli
+from core.errors import UserError, run_cli
 
 DEFAULT_OUT = os.path.join("runs", "visualize")
 GRADIENT_METHODS = {"saliency": "saliency", "deconvnet": "deconvnet", "guided-backprop": "guided",
@@ -208,8 +208,17 @@ def run_all(args, clf):
     return pngs
 
 
+POSITIVE_OPTIONS = ("count", "patch", "stride", "pool", "steps", "octaves")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    # Out-of-range counts fail here, in a second, not after TensorFlow has loaded.
+    for name in POSITIVE_OPTIONS:
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if getattr(args, "perplexity", 1) <= 0 or not 0 <= getattr(args, "share", 0) <= 1:
+        raise UserError("--perplexity must be positive and --share between 0 and 1")
     from apps.visualize import adversarial, common
 
     if args.command == "adversarial-train":

@@ -171,9 +171,9 @@ def target_classes(clf, x, class_name=None):
 
 
 def out_dir(root, clf):
-    path = os.path.join(root or DEFAULT_OUT, clf.name)
-    os.makedirs(path, exist_ok=True)
-    return path
+    from core import training
+
+    return training.make_output_dir(os.path.join(root or DEFAULT_OUT, clf.name))
 
 
 def get_layer(model, name):

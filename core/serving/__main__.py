@@ -98,9 +98,18 @@ def main(argv=None):
     if args.command == "config":
         return config_command(args)
     if args.command == "serve":
-        from core.serving import server
-        if not os.path.isfile(args.config):
+        if not os.path.isfile(args.config):  # before importing TensorFlow: a second, not ten
             raise UserError(f"{args.config} not found; run `python -m core.serving config` (make serve) first")
+        for flag, port in (("--rest-port", args.rest_port), ("--grpc-port", args.grpc_port)):
+            if not (0 <= port <= 65535 or (flag == "--grpc-port" and port == -1)):
+                raise UserError(f"{flag} must be a port number 0-65535{' or -1' if 'grpc' in flag else ''}, "
+                                f"got {port}")
+        for flag, value in (("--max-concurrency", args.max_concurrency), ("--max-connections", args.max_connections),
+                            ("--max-batch", args.max_batch), ("--max-body-mb", args.max_body_mb),
+                            ("--poll-seconds", args.poll_seconds)):
+            if value <= 0:
+                raise UserError(f"{flag} must be positive, got {value}")
+        from core.serving import server
         limit = int(args.max_body_mb * (1 << 20))
         server.serve(args.config, host=args.host, rest_port=args.rest_port, grpc_port=args.grpc_port,
                      poll_seconds=args.poll_seconds, container_root=args.container_root, max_body_bytes=limit,
@@ -110,6 +119,11 @@ def main(argv=None):
     if args.command == "client":
         return client_command(args)
     if args.command == "tflite":
+        if args.limit < 1 or args.latency_runs < 1:
+            raise UserError(f"--limit and --latency-runs must be at least 1 (got {args.limit}, {args.latency_runs})")
+        bad = [item for item in args.dataset if "=" not in item]
+        if bad:
+            raise UserError(f"--dataset takes APP=DATASET, got '{bad[0]}'")
         from core.serving import tflite_report
         datasets = dict(item.split("=", 1) for item in args.dataset)
         tflite_report.main(args.root, apps=args.apps, limit=args.limit, latency_runs=args.latency_runs,
@@ -162,6 +176,20 @@ def client_command(args):
 
     from core.serving.client import GrpcClient, RestClient, ServingClientError
 
+    if args.top < 1:
+        raise UserError(f"--top must be at least 1, got {args.top}")
+    # Local files are checked before the server is asked anything: a bad file is not a network error.
+    npy_batch = None
+    if args.npy:
+        if not os.path.isfile(args.npy):
+            raise UserError(f"--npy file not found: {args.npy}")
+        try:
+            npy_batch = np.load(args.npy, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise UserError(f"cannot read {args.npy} as a NumPy .npy array: {str(error).splitlines()[0]}") from None
+    missing = [p for p in args.image if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"image not found: {missing[0]}")
     rest = RestClient(args.url) if args.protocol == "rest" else None
     grpc_client = GrpcClient(args.target) if args.protocol == "grpc" else None
     try:
@@ -191,7 +219,7 @@ def client_command(args):
             raise UserError(f"model {args.model} takes inputs {sorted(inputs)}; this CLI sends one")
         (alias, (dtype, shape)), = inputs.items()
         if args.npy:
-            batch = np.load(args.npy, allow_pickle=False)
+            batch = npy_batch
         else:
             from core.serving.client import read_image
             batch = np.stack([read_image(p, tuple(shape[1:]), args.resize) for p in args.image])
