@@ -51,7 +51,11 @@ class TfliteModel:
             if name not in self.inputs:
                 raise RunnerError(f"unknown input '{name}'; the model takes {sorted(self.inputs)}")
             dtype, shape = self.inputs[name]
-            array = np.asarray(value, dtype=dtype)
+            try:
+                array = np.asarray(value, dtype=dtype)
+            except (TypeError, ValueError):
+                raise RunnerError(f"input '{name}' has dtype {np.asarray(value).dtype}, the model expects "
+                                  f"{np.dtype(dtype).name}") from None
             if len(array.shape) != len(shape) or any(s > 0 and s != a for s, a in zip(shape, array.shape)):
                 raise RunnerError(f"input '{name}' has shape {list(array.shape)}, the model expects {shape} "
                                   f"(-1: any size)")

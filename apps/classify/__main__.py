@@ -18,6 +18,17 @@ TRICKS = ("optimizer", "momentum", "lr_schedule", "warmup_epochs", "lr_step_epoc
           "class_weight", "aux_weight", "coarse_weight")
 
 
+def positive_int(text):
+    """argparse type: an integer of at least 1 (a batch of 0 would divide by zero deep in training)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
 def add_trick_options(p):
     """The training tricks (apps/classify/recipes.py), each a flag."""
     g = p.add_argument_group("training tricks")
@@ -59,8 +70,8 @@ def parse_args(argv=None):
                        help=f"model name: {', '.join(MODEL_NAMES)} (default: %(default)s)")
         p.add_argument("--dataset", default="fashion_mnist",
                        help="fashion_mnist, mnist5k, digits, or tfds:NAME (default: %(default)s)")
-        p.add_argument("--epochs", type=int, default=epochs, help="total epochs (default: %(default)s)")
-        p.add_argument("--batch-size", type=int, default=128, help="batch size per replica (default: %(default)s)")
+        p.add_argument("--epochs", type=positive_int, default=epochs, help="total epochs (default: %(default)s)")
+        p.add_argument("--batch-size", type=positive_int, default=128, help="batch size per replica (default: %(default)s)")
         p.add_argument("--learning-rate", type=float, default=1e-3)
         p.add_argument("--strategy", default="auto", help="auto, default, mirrored or multiworker")
         p.add_argument("--seed", type=int, default=0)
@@ -116,8 +127,8 @@ def parse_args(argv=None):
                    help="feature (frozen feature extractor + new head) or finetune (default: %(default)s)")
     p.add_argument("--fine-tune-layers", type=int, default=None,
                    help="finetune only the top N backbone layers with weights (default: all)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--seed", type=int, default=0)
@@ -181,8 +192,8 @@ def _parse_setup(flags, base, fail):
     parser = argparse.ArgumentParser(prog="compare --a/--b", add_help=False)
     parser.error = fail
     parser.add_argument("--model")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--patience", type=int)
     add_trick_options(parser)

@@ -264,12 +264,19 @@ def predict(paths, *, out="runs/classify", saved_model=None, resize=False, top=3
     if saved_model:
         if not os.path.isdir(saved_model):
             raise UserError(f"SavedModel folder not found: {saved_model}")
+        if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
+            raise UserError(f"not a SavedModel folder (no saved_model.pb): {saved_model}")
         labels_file = os.path.join(saved_model, "assets.extra", "labels.txt")
-        with open(labels_file) as f:
-            class_names = f.read().split("\n")[:-1]
+        class_names = None
+        if os.path.isfile(labels_file):  # written by `export`; other SavedModels get class indices
+            with open(labels_file) as f:
+                class_names = f.read().split("\n")[:-1]
         import tensorflow as tf
 
-        signature = tf.saved_model.load(saved_model).signatures[export.SIGNATURE]
+        signatures = tf.saved_model.load(saved_model).signatures
+        if export.SIGNATURE not in signatures:
+            raise UserError(f"{saved_model} has no '{export.SIGNATURE}' signature (it has {sorted(signatures)})")
+        signature = signatures[export.SIGNATURE]
         image_shape = tuple(signature.structured_input_signature[1]["images"].shape[1:])
         run = lambda batch: signature(images=batch)["probabilities"].numpy()  # noqa: E731
     else:
@@ -279,6 +286,7 @@ def predict(paths, *, out="runs/classify", saved_model=None, resize=False, top=3
         run = lambda batch: net.predict(batch, verbose=0)  # noqa: E731
     batch = np.stack([read_image(p, image_shape, resize) for p in paths])
     probabilities = run(batch)
+    class_names = class_names or [str(i) for i in range(probabilities.shape[-1])]
     results = []
     for path, probs in zip(paths, probabilities):
         best = np.argsort(probs)[::-1][:top]

@@ -94,6 +94,9 @@ def parse_args(argv=None):
 def run_bandits(args):
     from apps.rl import bandits
 
+    for flag, value in (("--arms", args.arms), ("--runs", args.runs), ("--steps", args.steps)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1 (got {value})")
     results = bandits.compare(arms=args.arms, steps=args.steps, runs=args.runs, seed=args.seed)
     png = bandits.plot(results, os.path.join(args.out, "bandits.png"), args.runs)
     print(f"{'setting':32s} {'reward (last 100)':>18s} {'% optimal (last 100)':>21s}")
