@@ -85,3 +85,22 @@ def test_two_stage_training_learns_and_exports_masks_with_parity(small_scenes, t
     assert parity["same_detections"] and parity["max_abs_diff"] < app.FLOAT_TOLERANCE  # boxes, scores and masks
     served = export.run_saved_model(exported["saved_model"], {"images": test["image"][:4].astype(np.float32)})
     assert served["masks"].shape == (4, 10, 64, 64) and served["num_detections"].min() >= 1
+
+
+def test_two_stage_export_has_masks_and_tflite_parity(small_scenes, tmp_path):
+    """The fast counterpart of the slow test above: a few training steps, then the
+    post-NMS signature with masks, SavedModel against TFLite."""
+    out = str(tmp_path / "rcnn_short")
+    train = {k: v[:64] for k, v in small_scenes["train"].items()}
+    validation = {k: v[:16] for k, v in small_scenes["validation"].items()}
+    app.train(model="rcnn", epochs=1, batch_size=16, learning_rate=3e-3, out=out, class_names=NAMES,
+              scenes={"train": train, "validation": validation})
+    sample = small_scenes["test"]["image"][:4]
+    exported = app.export_run(out=out, export_dir=str(tmp_path / "exports"), sample_images=sample)
+    parity = exported["parity"]["float"]
+    assert parity["same_detections"] and parity["max_abs_diff"] < app.FLOAT_TOLERANCE  # boxes, scores and masks
+    served = export.run_saved_model(exported["saved_model"], {"images": sample.astype(np.float32)})
+    assert set(served) == {"boxes", "classes", "scores", "num_detections", "masks"}
+    assert served["masks"].shape == (4, 10, 64, 64)
+    tflite = export.run_tflite(exported["tflite"]["float"], {"images": sample.astype(np.float32)})
+    np.testing.assert_array_equal(tflite["num_detections"], served["num_detections"])
