@@ -16,7 +16,7 @@ import math
 import keras
 from keras import layers, ops
 
-from layers._checks import check_last_dim, check_rank
+from layers._checks import check_rank
 
 _BTD = "(batch, time, features)"
 

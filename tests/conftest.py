@@ -26,3 +26,14 @@ def trained_run(tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("lenet5_run"))
     app.train(model="lenet5", dataset="fashion_mnist", epochs=3, batch_size=64, out=run_dir, limit=3000)
     return run_dir
+
+
+def tiny_dataset(seed):
+    """64 points of 4 features in 3 classes, batches of 16: for tests of the training plumbing."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 1).astype("int32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)

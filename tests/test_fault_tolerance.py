@@ -14,6 +14,8 @@ import pytest
 import tensorflow as tf
 
 from apps.classify.__main__ import main as classify_main
+from conftest import tiny_dataset
+
 from core import training
 from core.errors import UserError, run_cli
 
@@ -25,13 +27,6 @@ def _tiny_model():
     return model
 
 
-def _data(seed):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(64, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 1).astype("int32")
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-
-
 def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_best_checkpoint(tmp_path):
     run_dir = str(tmp_path)
     keras.utils.set_random_seed(0)
@@ -39,7 +34,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_best_checkpoint(tmp
     # Two sane epochs, then the learning rate explodes (a schedule gone wrong).
     explode = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 if epoch < 2 else 1e30)
     with pytest.raises(UserError) as error:
-        training.fit(model, _data(0), _data(1), epochs=6, run_dir=run_dir, extra_callbacks=[explode])
+        training.fit(model, tiny_dataset(0), tiny_dataset(1), epochs=6, run_dir=run_dir, extra_callbacks=[explode])
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith("training stopped: loss became ") and " at epoch 3, batch " in message, message
@@ -50,7 +45,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_best_checkpoint(tmp
     # The kept checkpoint is the good model: finite weights, and its validation loss is the recorded best.
     kept = training.load_trained_model(run_dir, compile=True)
     assert all(np.isfinite(w).all() for w in kept.get_weights())
-    assert kept.evaluate(_data(1), verbose=0) == pytest.approx(best["best"], rel=1e-4)
+    assert kept.evaluate(tiny_dataset(1), verbose=0) == pytest.approx(best["best"], rel=1e-4)
     # It stopped at the NaN epoch instead of running all six, and nothing half-written is left behind.
     epochs = [int(line.split(",")[0]) for line in open(os.path.join(run_dir, "history.csv")).read().split()[1:]]
     assert epochs == [0, 1, 2]
@@ -89,7 +84,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_a_message_and_keeps_the_
                 os.mkdir(os.path.join(run_dir, "model.keras.tmp.keras"))
 
     with pytest.raises(UserError, match=r"cannot write the checkpoint .*model.keras: "):
-        training.fit(_tiny_model(), _data(0), _data(1), epochs=4, run_dir=run_dir,
+        training.fit(_tiny_model(), tiny_dataset(0), tiny_dataset(1), epochs=4, run_dir=run_dir,
                      extra_callbacks=[BlockTheNextSave()])
     assert json.load(open(os.path.join(run_dir, "model.keras.best.json")))["epoch"] == 0
     assert all(np.isfinite(w).all() for w in training.load_trained_model(run_dir).get_weights())

@@ -6,7 +6,8 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+
+from conftest import tiny_dataset
 
 from core import training
 from core.errors import UserError
@@ -16,13 +17,6 @@ def _tiny_model():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     return model
-
-
-def _data(seed):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(64, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int32") + (x[:, 1] > 1).astype("int32")
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
 
 
 def test_best_checkpoint_saves_only_improvements_atomically(tmp_path):
@@ -60,13 +54,13 @@ def test_fit_resumes_from_the_previous_backup_when_the_latest_is_corrupt(tmp_pat
                 raise KeyboardInterrupt  # a kill after epoch 2's backup was written
 
     with pytest.raises(KeyboardInterrupt):
-        training.fit(model, _data(0), _data(1), epochs=5, run_dir=run_dir, extra_callbacks=[StopAfterTwoEpochs()])
+        training.fit(model, tiny_dataset(0), tiny_dataset(1), epochs=5, run_dir=run_dir, extra_callbacks=[StopAfterTwoEpochs()])
     backup = os.path.join(run_dir, "backup")
     assert json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 2
     with open(os.path.join(backup, "latest.weights.h5"), "wb") as f:
         f.write(b"half-written")  # as if the kill hit during the save
 
-    training.fit(_tiny_model(), _data(0), _data(1), epochs=5, run_dir=run_dir)
+    training.fit(_tiny_model(), tiny_dataset(0), tiny_dataset(1), epochs=5, run_dir=run_dir)
     epochs = [int(line.split(",")[0]) for line in open(os.path.join(run_dir, "history.csv")).read().split("\n")[1:]
               if line]
     # Epoch 0 and 1 ran before the kill; the previous backup (after epoch 0)
