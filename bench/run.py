@@ -17,7 +17,7 @@ Sections:
               (`tf.compat.v1.profiler` float_ops of the step's tf.function graph,
               forward + backward + optimizer), measured step time, achieved
               GFLOP/s and its fraction of the ceiling; peak RSS of training.
-  throughput  the default classifier (ResNet on Fashion-MNIST): plain `fit` on an
+  throughput  the default classifier (on Fashion-MNIST): plain `fit` on an
               untuned tf.data pipeline vs `jit_compile=True` (XLA) vs a tuned
               pipeline (cache, parallel map, prefetch: `core.data.batched`), and
               the keras-io "Simple MNIST convnet" example side by side.
@@ -52,6 +52,20 @@ VARIANTS = ("plain", "xla", "tuned", "keras_io")
 DOCS_BEGIN, DOCS_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
+def _default_classifier_name():
+    from apps.classify.budgets import BUDGETS, DEFAULT_MODEL
+
+    width = BUDGETS[DEFAULT_MODEL].get("width")
+    return DEFAULT_MODEL + (f" width {width}" if width else "")
+
+
+def _default_classifier(build_model, input_shape, num_classes):
+    """The classify app's default model at its default width (apps/classify/budgets.py)."""
+    from apps.classify.budgets import BUDGETS, DEFAULT_MODEL
+
+    return build_model(DEFAULT_MODEL, input_shape, num_classes, width=BUDGETS[DEFAULT_MODEL].get("width"))
+
+
 def peak_rss_mb():
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -80,12 +94,12 @@ def spec_classify(batch_size=64):
     from apps.classify.app import compile_model
     from apps.classify.models import build_model
 
-    model = compile_model(build_model("resnet", (28, 28, 1), 10))
+    model = compile_model(_default_classifier(build_model, (28, 28, 1), 10))
 
     def batch(n):
         return (_uniform((n, 28, 28, 1)), keras.utils.to_categorical(np.arange(n) % 10, 10))
 
-    return dict(name="resnet (default classifier), 28x28x1", model=model, step=_keras_step(model), batch=batch,
+    return dict(name=f"{_default_classifier_name()} (default classifier), 28x28x1", model=model, step=_keras_step(model), batch=batch,
                 batch_size=batch_size, inputs=lambda n: {"images": _uniform((n, 28, 28, 1))}, output="probabilities")
 
 
@@ -334,7 +348,7 @@ def _classifier_data(limit):
 
 
 def case_throughput(variant, epochs=2, limit=1200, batch_size=128, **_):
-    """Training examples/s of the default classifier (ResNet) on Fashion-MNIST, one way of feeding `fit`."""
+    """Training examples/s of the default classifier on Fashion-MNIST, one way of feeding `fit`."""
     import keras
 
     from apps.classify.app import compile_model
@@ -371,7 +385,7 @@ def case_throughput(variant, epochs=2, limit=1200, batch_size=128, **_):
         model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[Timer()])
         name = "keras-io Simple MNIST convnet (NumPy fit)"
     else:
-        model = build_model("resnet", images.image_shape, images.num_classes)
+        model = _default_classifier(build_model, images.image_shape, images.num_classes)
         compile_model(model)
         if variant == "xla":
             model.jit_compile = True  # what compile(jit_compile=True) sets
@@ -380,8 +394,9 @@ def case_throughput(variant, epochs=2, limit=1200, batch_size=128, **_):
         else:  # decode every epoch, map one batch at a time, no prefetch
             train = images.train.shuffle(10_000, seed=0).batch(batch_size).map(batch_fn)
         model.fit(train, epochs=epochs, verbose=0, callbacks=[Timer()])
-        name = {"plain": "ResNet, plain fit (untuned tf.data)", "xla": "ResNet, fit jit_compile=True (XLA)",
-                "tuned": "ResNet, tuned tf.data (cache, parallel map, prefetch)"}[variant]
+        name = _default_classifier_name() + {"plain": ", plain fit (untuned tf.data)",
+                                              "xla": ", fit jit_compile=True (XLA)",
+                                              "tuned": ", tuned tf.data (cache, parallel map, prefetch)"}[variant]
     steady = min(times[1:])  # the first epoch traces (and compiles, with XLA)
     return dict(case=f"throughput:{variant}", variant=name, examples=images.num_train,
                 examples_per_s=images.num_train / steady, first_epoch_s=times[0], steady_epoch_s=steady,
