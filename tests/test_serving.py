@@ -302,7 +302,9 @@ def test_client_cli_rest_and_grpc(served, tmp_path, capsys):
         assert len(lines) == 2
         for line, row in zip(lines, reference):
             assert f"class{int(row.argmax())} {row.max():.3f}" in line
-    result = run_python(["-m", "core.serving", "client", "--model", "nothing", "--npy", paths[0],
+    npy = str(tmp_path / "pixels.npy")
+    np.save(npy, pixels)
+    result = run_python(["-m", "core.serving", "client", "--model", "nothing", "--npy", npy,
                          "--url", server.url], timeout=60)
     assert result.returncode == 2 and "404" in result.stderr
 
