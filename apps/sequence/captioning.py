@@ -40,6 +40,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from apps.sequence import decoding
+from apps.sequence.models import load_run
 from core import export, scenes, training
 from core.errors import UserError
 from layers import AdditiveAttention, GRUCell
@@ -310,10 +311,8 @@ class CaptionModel:
     """A trained run: the captioner with the best checkpoint's weights, its vocabulary and data source."""
 
     def __init__(self, out):
-        self.config = config = training.load_config(out)
-        if config.get("task") != "caption":
-            raise UserError(f"{out} is not an image-captioning run")
-        trained = training.load_trained_model(out)
+        self.config, trained = load_run(out, "caption", "image-captioning")
+        config = self.config
         self.vocab = config["vocab"]
         self.net = Captioner(len(self.vocab), config["image_size"], **config.get("sizes", {}))
         self.net.model.set_weights(trained.get_weights())

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from apps.sequence import data, decoding
-from apps.sequence.models import NUM_STATES, RNNS, char_lm
+from apps.sequence.models import NUM_STATES, RNNS, char_lm, load_run
 from core import distribute, export, training
 from core.errors import UserError
 
@@ -141,10 +141,8 @@ class Generator:
     """A trained LM with explicit states: `step` for the decoders of decoding.py."""
 
     def __init__(self, out):
-        self.config = config = training.load_config(out)
-        if config.get("task") != "charlm":
-            raise UserError(f"{out} is not a character language-model run")
-        trained = training.load_trained_model(out)
+        self.config, trained = load_run(out, "charlm", "character language-model")
+        config = self.config
         self.vocab = config["vocab"]
         self.model = char_lm(len(self.vocab), cell=config["cell"], units=config["units"],
                              num_layers=config["num_layers"], embed_dim=config["embed_dim"],

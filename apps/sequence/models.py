@@ -11,8 +11,19 @@ id 0 is padding and is masked out in every model.
 import keras
 from keras import layers, ops
 
+from core import training
+from core.errors import UserError
 from core.registry import Registry
 from layers import ElmanCell, GRUCell, LSTMCell, PositionalEncoding, TransformerEncoder
+
+
+def load_run(out, task, description):
+    """(config, best model) of a run folder of this app, refusing a run of another task."""
+    config = training.load_config(out)
+    if config.get("task") != task:
+        raise UserError(f"{out} is not a {description} run")
+    return config, training.load_trained_model(out)
+
 
 RNNS = Registry("recurrent cell")
 NUM_STATES = {"elman": 1, "lstm": 2, "gru": 1, "keras-elman": 1, "keras-lstm": 2, "keras-gru": 1}

@@ -29,7 +29,7 @@ import tensorflow as tf
 from keras import layers
 
 from apps.sequence import data, decoding
-from apps.sequence.models import KeyMask
+from apps.sequence.models import KeyMask, load_run
 from core import export, training
 from core.errors import UserError
 from core.registry import Registry
@@ -267,10 +267,8 @@ def train(*, model="bahdanau", epochs=10, batch_size=64, learning_rate=2e-3, tra
 
 class Normalizer:
     def __init__(self, out):
-        self.config = config = training.load_config(out)
-        if config.get("task") != "dates":
-            raise UserError(f"{out} is not a date-normalisation run")
-        trained = training.load_trained_model(out)
+        self.config, trained = load_run(out, "dates", "date-normalisation")
+        config = self.config
         self.net = build(config["model"], len(config["vocab"]), **config.get("sizes", {}))
         self.net.model.set_weights(trained.get_weights())
         self.vectorizer = make_vectorizer(config["vocab"])

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from apps.sequence import data
-from apps.sequence.models import CLASSIFIERS, build_classifier
+from apps.sequence.models import CLASSIFIERS, build_classifier, load_run
 from core import distribute, export, plots, training
 from core.errors import UserError
 
@@ -76,10 +76,7 @@ def scores(labels, predictions, num_classes):
 
 
 def evaluate(*, out="runs/sequence/textclass", split="test"):
-    config = training.load_config(out)
-    if config.get("task") != "textclass":
-        raise UserError(f"{out} is not a text-classification run")
-    net = training.load_trained_model(out)
+    config, net = load_run(out, "textclass", "text-classification")
     fortunes = data.load_fortunes(data.CLASS_CATEGORIES, limit=config.get("limit"))
     vectorizer = make_vectorizer(config["vocab"], config["sequence_length"])
     labels = fortunes.labels(split)
