@@ -179,15 +179,15 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
                 self.model.stop_training = True
                 return
 
-    def message(self, best_path):
+    def message(self, checkpoint):
+        """Where the loss broke, and what `checkpoint` (the run's BestModelCheckpoint) kept."""
         where = self.stopped_at
         text = (f"training stopped: {where['name']} became {where['value']} at epoch {where['epoch'] + 1}, "
                 f"batch {where['batch'] + 1}")
-        state = f"{best_path}.best.json"
-        if os.path.exists(state):
-            with open(state) as f:
+        if os.path.exists(checkpoint.state_path):
+            with open(checkpoint.state_path) as f:
                 best = json.load(f)
-            text += (f"; the best checkpoint {best_path} (epoch {best['epoch'] + 1}, "
+            text += (f"; the best checkpoint {checkpoint.path} (epoch {best['epoch'] + 1}, "
                      f"{best['monitor']} {best['best']:.4g}) is kept")
         else:
             text += "; no checkpoint was saved before it"
@@ -250,5 +250,5 @@ def fit(model, train_data, val_data, *, epochs, run_dir, monitor="val_loss", pat
         plots.learning_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "learning_curves.png"))
     nan_stop = next(c for c in run_callbacks if isinstance(c, StopOnNaN))
     if nan_stop.stopped_at:
-        raise UserError(nan_stop.message(os.path.join(run_dir, MODEL_FILE)))
+        raise UserError(nan_stop.message(next(c for c in run_callbacks if isinstance(c, BestModelCheckpoint))))
     return history
