@@ -31,6 +31,7 @@ from apps.classify import evaluation, recipes
 from apps.classify.models import DEFAULT_MODEL, MAIN_OUTPUT, MODELS, build_model, main_head
 from core import data, distribute, export, plots, training
 from core.errors import UserError
+from core.metrics import classification_report
 
 APP = "classify"
 COARSE_OUTPUT = "coarse_probabilities"
@@ -152,18 +153,6 @@ def score(run_dir, dataset):
     """Accuracy of the run's best model on an unbatched (image, label) pipeline."""
     labels, probabilities = _predict_all(main_head(training.load_trained_model(run_dir)), dataset)
     return float((probabilities.argmax(axis=1) == labels).mean())
-
-
-def classification_report(labels, predictions, num_classes):
-    """Confusion matrix, accuracy, and per-class precision and recall."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    true_positives = np.diag(matrix).astype(np.float64)
-    precision = true_positives / np.maximum(matrix.sum(axis=0), 1)
-    recall = true_positives / np.maximum(matrix.sum(axis=1), 1)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-    return {"confusion_matrix": matrix, "accuracy": true_positives.sum() / max(matrix.sum(), 1),
-            "precision": precision, "recall": recall, "f1": f1}
 
 
 def top_k_error(labels, probabilities, k):

@@ -22,6 +22,7 @@ from apps.sequence import data
 from apps.sequence.models import CLASSIFIERS, build_classifier, load_run
 from core import distribute, export, plots, training
 from core.errors import UserError
+from core.metrics import classification_report
 
 APP = "sequence"
 
@@ -65,14 +66,8 @@ def train(*, model="bag", epochs=10, batch_size=32, learning_rate=2e-3, sequence
 
 def scores(labels, predictions, num_classes):
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    tp = np.diag(matrix).astype(np.float64)
-    precision = tp / np.maximum(matrix.sum(axis=0), 1)
-    recall = tp / np.maximum(matrix.sum(axis=1), 1)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-    return {"accuracy": float(tp.sum() / max(matrix.sum(), 1)), "macro_f1": float(f1.mean()),
-            "precision": precision, "recall": recall, "f1": f1, "confusion_matrix": matrix}
+    report = classification_report(labels, predictions, num_classes)
+    return {**report, "accuracy": float(report["accuracy"]), "macro_f1": float(report["f1"].mean())}
 
 
 def evaluate(*, out="runs/sequence/textclass", split="test"):
