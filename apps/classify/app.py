@@ -31,6 +31,7 @@ from apps.classify import evaluation, recipes
 from apps.classify.models import DEFAULT_MODEL, MAIN_OUTPUT, MODELS, build_model, main_head
 from core import data, distribute, export, plots, training
 from core.errors import UserError
+from core.images import read_image
 from core.metrics import classification_report
 
 APP = "classify"
@@ -222,27 +223,6 @@ def export_run(*, out="runs/classify", export_dir="saved_models", version=None):
         print(f"wrote TFLite {path} ({os.path.getsize(path) / 1024:.0f} KiB, "
               f"max |difference| vs SavedModel {report['max_abs_diff'][kind]:.2g})")
     return report
-
-
-def read_image(path, image_shape, resize=False):
-    """Load a PNG/JPEG as raw float pixels of `image_shape` (H, W, C)."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.exists(path):
-        raise UserError(f"image not found: {path}")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if image_shape[-1] == 1 else "RGB")
-            height, width = image_shape[:2]
-            if image.size != (width, height):
-                if not resize:
-                    raise UserError(f"{path} is {image.size[0]}x{image.size[1]} pixels, the model expects "
-                                    f"{width}x{height}; pass --resize to resize it")
-                image = image.resize((width, height), Image.BILINEAR)
-            pixels = np.asarray(image, dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"cannot read image {path}: {error}") from None
-    return pixels.reshape(image_shape)
 
 
 def predict(paths, *, out="runs/classify", saved_model=None, resize=False, top=3):

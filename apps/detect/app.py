@@ -20,6 +20,7 @@ from apps.detect.metrics import detection_metrics
 from apps.detect.models import MODELS
 from core import distribute, export, scenes as scene_lib, training
 from core.errors import UserError
+from core.images import read_image
 
 APP = "detect"
 DEFAULT_DATASET = "fashion_mnist_96"
@@ -223,30 +224,12 @@ def parity(reference, candidate):
     return {"same_detections": same, "max_abs_diff": diff if same else float("inf")}
 
 
-def read_image(path, image_size, resize=False):
-    """A PNG/JPEG as (S, S, 1) float pixels in [0, 255]."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.exists(path):
-        raise UserError(f"image not found: {path}")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L")
-            if image.size != (image_size, image_size):
-                if not resize:
-                    raise UserError(f"{path} is {image.size[0]}x{image.size[1]} pixels, the detector expects "
-                                    f"{image_size}x{image_size}; pass --resize")
-                image = image.resize((image_size, image_size), Image.BILINEAR)
-            return np.asarray(image, np.float32)[..., None]
-    except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image PIL can read") from None
-
-
 def predict(paths, *, out, resize=False):
     """Detect objects in image files; writes OUT/predictions/<name>.png with boxes, labels,
     scores (and masks) and prints the detections."""
     inference, config = inference_model(out)
-    images = np.stack([read_image(p, config["image_size"], resize) for p in paths])
+    shape = (config["image_size"], config["image_size"], 1)
+    images = np.stack([read_image(p, shape, resize, what="detector") for p in paths])
     detections = detect(inference, images)
     folder = training.make_output_dir(os.path.join(out, "predictions"))
     written = []

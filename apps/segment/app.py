@@ -335,7 +335,7 @@ def predict(paths, *, out="runs/segment/unet", saved_model=None, resize=False, c
     """Colour-coded mask overlays as one PNG: of the image files `paths` (image |
     prediction), or, with no paths, of the first `count` test scenes (image | truth |
     prediction). Uses the run's model, or an exported SavedModel version folder."""
-    from apps.classify.app import read_image  # PNG/JPEG -> raw float pixels, with one-line errors
+    from core.images import read_image  # PNG/JPEG -> raw float pixels, with one-line errors
 
     if saved_model:
         if not os.path.isdir(saved_model):

@@ -150,7 +150,7 @@ def test_examples(clf, count, *, split="test", seed=0):
 def input_images(clf, *, images=None, count=8, seed=0, resize=False):
     """Image files when given (labels unknown: -1), else `count` test images."""
     if images:
-        from apps.classify.app import read_image
+        from core.images import read_image
 
         x = np.stack([read_image(p, clf.image_shape, resize) for p in images]).astype(np.float32)
         return x, np.full(len(x), -1)

@@ -221,7 +221,7 @@ def client_command(args):
         if args.npy:
             batch = npy_batch
         else:
-            from core.serving.client import read_image
+            from core.images import read_image
             batch = np.stack([read_image(p, tuple(shape[1:]), args.resize) for p in args.image])
         send_dtype = np.int32 if str(dtype) in ("DT_INT32", "3") else np.float32
         batch = batch.astype(send_dtype)

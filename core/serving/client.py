@@ -16,27 +16,6 @@ import urllib.parse
 import numpy as np
 
 
-def read_image(path, shape, resize=False):
-    """A PNG/JPEG as raw float pixels of `shape` (H, W, C), as the exported image models take."""
-    from PIL import Image, UnidentifiedImageError
-
-    from core.errors import UserError
-
-    if len(shape) != 3 or shape[-1] not in (1, 3) or min(shape) < 1:
-        raise UserError(f"the model's input {list(shape)} is not an image (H, W, 1 or 3)")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if shape[-1] == 1 else "RGB")
-            if image.size != (shape[1], shape[0]):
-                if not resize:
-                    raise UserError(f"{path} is {image.size[0]}x{image.size[1]} pixels, the model expects "
-                                    f"{shape[1]}x{shape[0]}; pass --resize")
-                image = image.resize((shape[1], shape[0]), Image.BILINEAR)
-            return np.asarray(image, dtype=np.float32).reshape(shape)
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"cannot read image {path}: {error}") from None
-
-
 class ServingClientError(Exception):
     def __init__(self, status, message):
         super().__init__(f"{status}: {message}")

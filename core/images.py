@@ -1,0 +1,31 @@
+"""Reading image files for the models, without TensorFlow (the serving client uses it too)."""
+
+import os
+
+import numpy as np
+
+from core.errors import UserError
+
+
+def read_image(path, shape, resize=False, what="model"):
+    """A PNG/JPEG as raw float pixels (0-255) of `shape` (H, W, 1 or 3), as the image models take.
+
+    An image of another size is an error naming both sizes unless `resize`; `what` names the
+    model in that message ("model", "detector")."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(shape) != 3 or shape[-1] not in (1, 3) or min(shape) < 1:
+        raise UserError(f"the {what}'s input {list(shape)} is not an image (H, W, 1 or 3)")
+    if not os.path.exists(path):
+        raise UserError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if shape[-1] == 1 else "RGB")
+            if image.size != (shape[1], shape[0]):
+                if not resize:
+                    raise UserError(f"{path} is {image.size[0]}x{image.size[1]} pixels, the {what} expects "
+                                    f"{shape[1]}x{shape[0]}; pass --resize")
+                image = image.resize((shape[1], shape[0]), Image.BILINEAR)
+            return np.asarray(image, dtype=np.float32).reshape(shape)
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"cannot read image {path}: {error}") from None
