@@ -63,8 +63,10 @@ def convert_to_tflite(saved_model_dir, tflite_path, quantization="float", repres
 
     quantization: "float" (no quantization), "dynamic" (int8 weights, float
     activations) or "int8" (weights and activations, calibrated on
-    `representative_data`, an iterable of input batches; inputs and outputs
-    stay float so callers need not know the quantization parameters).
+    `representative_data`, an iterable of input batches -- arrays, or dicts
+    name -> array for several inputs, in the model's own dtypes (integer ids
+    stay integers); float inputs and outputs stay float so callers need not
+    know the quantization parameters).
     """
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
     if quantization not in TOLERANCES:
@@ -74,7 +76,8 @@ def convert_to_tflite(saved_model_dir, tflite_path, quantization="float", repres
     if quantization == "int8":
         if representative_data is None:
             raise ValueError("int8 quantization needs representative_data")
-        converter.representative_dataset = lambda: ([np.asarray(batch, np.float32)] for batch in representative_data)
+        converter.representative_dataset = lambda: (
+            _as_arrays(batch) if isinstance(batch, dict) else [_as_array(batch)] for batch in representative_data)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     flatbuffer = converter.convert()
     os.makedirs(os.path.dirname(os.path.abspath(tflite_path)), exist_ok=True)
@@ -112,9 +115,14 @@ def run_saved_model(saved_model_dir, inputs):
     return {name: value.numpy() for name, value in outputs.items()}
 
 
+def _as_array(value):
+    """float64 (numpy's default) becomes the models' float32; integer ids and strings keep their dtype."""
+    value = np.asarray(value)
+    return value.astype(np.float32) if value.dtype == np.float64 else value
+
+
 def _as_arrays(inputs):
-    return {name: np.asarray(value, np.float32) if np.asarray(value).dtype == np.float64 else np.asarray(value)
-            for name, value in inputs.items()}
+    return {name: _as_array(value) for name, value in inputs.items()}
 
 
 def max_abs_difference(reference, candidate):
@@ -137,15 +145,30 @@ def latest_version_dir(app_dir):
     return os.path.join(app_dir, str(version))
 
 
+def absolute_parity(kind, reference, candidate):
+    """The default parity rule: every output within TOLERANCES[kind] of the
+    SavedModel's, by its largest absolute difference."""
+    difference = max_abs_difference(reference, candidate)
+    problem = None if difference <= TOLERANCES[kind] else f"by {difference:.3g} (tolerance {TOLERANCES[kind]})"
+    return {"max_abs_diff": difference}, problem
+
+
 def export_model(model, app_dir, *, input_names, output_names, sample_inputs, representative_data=None,
-                 class_names=None, version=None, log=print):
+                 class_names=None, version=None, kinds=("float", "dynamic"), check=absolute_parity,
+                 extra_files=None, log=print):
     """Export `model` for Serving and TFLite, and check that they agree.
 
-    `sample_inputs` (dict name -> batch) runs through the SavedModel and each
-    TFLite file; a file that differs beyond `TOLERANCES` raises `ParityError`.
-    Full-int8 conversion is attempted when `representative_data` is given and
-    skipped with a note when the model has ops TFLite cannot quantize.
-    Returns a dict with the paths written and the measured differences.
+    Writes `app_dir/<version>/` (SavedModel; `assets.extra/labels.txt` from
+    `class_names`; `extra_files`, a dict relative path -> text) atomically, then
+    `app_dir/tflite/<version>/<kind>.tflite` for each of `kinds` (+ "int8" when
+    `representative_data` is given; skipped with a note when the model has ops
+    TFLite cannot quantize). `sample_inputs` (dict name -> batch) runs through
+    the SavedModel and each TFLite file; `check(kind, reference, candidate)`
+    returns (figures dict, problem or None) and a problem raises `ParityError`.
+    The default check bounds every output's largest absolute difference;
+    outputs such as masks, argmax actions or post-NMS detections need their own.
+    Returns a dict with the paths written and each file's figures
+    (`parity[kind]`, and `max_abs_diff[kind]` where the check measured it).
     """
     version = int(version or next_version(app_dir))
     saved_model_dir = os.path.join(app_dir, str(version))
@@ -153,18 +176,21 @@ def export_model(model, app_dir, *, input_names, output_names, sample_inputs, re
         raise UserError(f"{saved_model_dir} already exists; choose another --version")
     tmp_dir = os.path.join(app_dir, f".tmp-{version}")
     export_saved_model(model, tmp_dir, input_names, output_names)
+    files = dict(extra_files or {})
     if class_names:
-        os.makedirs(os.path.join(tmp_dir, "assets.extra"), exist_ok=True)
-        with open(os.path.join(tmp_dir, "assets.extra", "labels.txt"), "w") as f:
-            f.write("\n".join(class_names) + "\n")
+        files[os.path.join("assets.extra", "labels.txt")] = "\n".join(class_names) + "\n"
+    for relative_path, text in files.items():
+        path = os.path.join(tmp_dir, relative_path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
     # TF Serving watches the folder: the version appears whole or not at all.
     os.replace(tmp_dir, saved_model_dir)
 
     reference = run_saved_model(saved_model_dir, sample_inputs)
     tflite_dir = os.path.join(app_dir, "tflite", str(version))
-    report = {"version": version, "saved_model": saved_model_dir, "tflite": {}, "max_abs_diff": {}}
-    kinds = ["float", "dynamic"] + (["int8"] if representative_data is not None else [])
-    for kind in kinds:
+    report = {"version": version, "saved_model": saved_model_dir, "tflite": {}, "parity": {}, "max_abs_diff": {}}
+    for kind in list(kinds) + (["int8"] if representative_data is not None else []):
         path = os.path.join(tflite_dir, f"{kind}.tflite")
         try:
             convert_to_tflite(saved_model_dir, path, kind, representative_data)
@@ -173,10 +199,11 @@ def export_model(model, app_dir, *, input_names, output_names, sample_inputs, re
                 raise
             log(f"note: full-int8 conversion skipped: {str(error).splitlines()[0][:200]}")
             continue
-        difference = max_abs_difference(reference, run_tflite(path, sample_inputs))
+        figures, problem = check(kind, reference, run_tflite(path, sample_inputs))
         report["tflite"][kind] = path
-        report["max_abs_diff"][kind] = difference
-        if difference > TOLERANCES[kind]:
-            raise ParityError(f"{path} differs from the SavedModel by {difference:.3g} "
-                              f"(tolerance {TOLERANCES[kind]})")
+        report["parity"][kind] = figures
+        if "max_abs_diff" in figures:
+            report["max_abs_diff"][kind] = figures["max_abs_diff"]
+        if problem:
+            raise ParityError(f"{path} differs from the SavedModel {problem}")
     return report

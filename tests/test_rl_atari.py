@@ -145,7 +145,8 @@ def test_dqn_pong_smoke_train_evaluate_export_play(tmp_path, capsys):
     report = dqn.evaluate(out, episodes=1, max_steps=20, log=lambda *a: None)
     assert os.path.getsize(report["gif"]) > 1000 and report["strip"].endswith(".png")
     exported = dqn.export(out, export_dir=export_dir, kinds=("float",), log=lambda *a: None)
-    assert exported["q_max_abs_diff"]["float"] < 1e-4 and exported["action_agreement"]["float"] == 1.0
+    assert exported["parity"]["float"]["q_max_abs_diff"] < 1e-4
+    assert exported["parity"]["float"]["action_agreement"] == 1.0
     assert exported["saved_model_vs_keras"] < 1e-5
     frames = dqn.sample_observations(config, agent, count=4, seed=3)
     served = core_export.run_saved_model(exported["saved_model"], {"frames": frames})

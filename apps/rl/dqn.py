@@ -757,43 +757,31 @@ def export(out, export_dir="saved_models/rl/dqn", version=None, kinds=("float", 
     from core import export as core_export
 
     config, agent = load_agent(out)
-    model = policy_model(agent)
-    version = int(version or core_export.next_version(export_dir))
-    saved_model_dir = os.path.join(export_dir, str(version))
-    if os.path.exists(saved_model_dir):
-        raise UserError(f"{saved_model_dir} already exists; choose another --version")
-    tmp = os.path.join(export_dir, f".tmp-{version}")
-    core_export.export_saved_model(model, tmp, ["frames"], ["q_values", "action"])
-    with open(os.path.join(tmp, "dqn_config.json"), "w") as f:
-        json.dump(asdict(config), f, indent=2)
-    os.replace(tmp, saved_model_dir)
     observations = sample_observations(config, agent)
-    inputs = {"frames": observations}
-    reference = core_export.run_saved_model(saved_model_dir, inputs)
-    keras_q = agent.q_values(observations)
-    report = {"version": version, "saved_model": saved_model_dir, "tflite": {}, "q_max_abs_diff": {},
-              "action_agreement": {}}
-    report["saved_model_vs_keras"] = float(np.abs(reference["q_values"] - keras_q).max())
-    scale = 1.0 + float(np.abs(reference["q_values"]).max())
-    top2 = np.sort(reference["q_values"], axis=1)[:, -2:]
-    decisive = (top2[:, 1] - top2[:, 0]) > 1e-4 * scale
-    for kind in kinds:
-        path = os.path.join(export_dir, "tflite", str(version), f"{kind}.tflite")
-        core_export.convert_to_tflite(saved_model_dir, path, kind)
-        result = core_export.run_tflite(path, inputs)
-        diff = float(np.abs(result["q_values"] - reference["q_values"]).max())
-        agreement = float((result["action"] == reference["action"]).mean())
-        report["tflite"][kind] = path
-        report["q_max_abs_diff"][kind] = diff
-        report["action_agreement"][kind] = agreement
+
+    def parity(kind, reference, candidate):
+        scale = 1.0 + float(np.abs(reference["q_values"]).max())
+        top2 = np.sort(reference["q_values"], axis=1)[:, -2:]
+        decisive = (top2[:, 1] - top2[:, 0]) > 1e-4 * scale
+        diff = float(np.abs(candidate["q_values"] - reference["q_values"]).max())
+        agreement = float((candidate["action"] == reference["action"]).mean())
+        problem = None
         if kind == "float" and (diff > 1e-4 * scale or
-                                np.any(result["action"][decisive] != reference["action"][decisive])):
-            raise core_export.ParityError(f"{path} differs from the SavedModel: Q by {diff:.3g}, "
-                                          f"actions agree on {agreement:.1%}")
-    log(f"SavedModel: {saved_model_dir}")
+                                np.any(candidate["action"][decisive] != reference["action"][decisive])):
+            problem = f"in Q by {diff:.3g}, actions agree on {agreement:.1%}"
+        return {"q_max_abs_diff": diff, "action_agreement": agreement}, problem
+
+    report = core_export.export_model(policy_model(agent), export_dir, input_names=["frames"],
+                                      output_names=["q_values", "action"], sample_inputs={"frames": observations},
+                                      version=version, kinds=kinds, check=parity, log=log,
+                                      extra_files={"dqn_config.json": json.dumps(asdict(config), indent=2)})
+    reference = core_export.run_saved_model(report["saved_model"], {"frames": observations})
+    report["saved_model_vs_keras"] = float(np.abs(reference["q_values"] - agent.q_values(observations)).max())
+    log(f"SavedModel: {report['saved_model']}")
     for kind, path in report["tflite"].items():
-        log(f"TFLite {kind}: {path} (max |ΔQ| {report['q_max_abs_diff'][kind]:.2g}, "
-            f"same action {report['action_agreement'][kind]:.0%})")
+        figures = report["parity"][kind]
+        log(f"TFLite {kind}: {path} (max |ΔQ| {figures['q_max_abs_diff']:.2g}, "
+            f"same action {figures['action_agreement']:.0%})")
     return report
 
 

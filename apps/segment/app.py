@@ -270,60 +270,47 @@ def serving_model(net):
     return keras.Model(net.input, [net.output, ClassMask(name=MASK_OUTPUT)(net.output)], name=f"{net.name}_serving")
 
 
-def parity(reference, candidate):
-    """(largest |difference| of the probabilities, share of mask pixels that agree,
-    number of flipped mask pixels that the probability difference cannot explain)."""
+def parity(kind, reference, candidate):
+    """export.export_model's check for the segmenter: the probabilities within
+    PROBABILITY_TOLERANCES[kind], and no mask pixel flipped where the two most
+    likely classes were further apart than that difference could explain (an
+    integer mask fails a plain absolute check as soon as one tied pixel flips)."""
     probabilities = reference[OUTPUT].astype(np.float64)
     difference = float(np.max(np.abs(probabilities - candidate[OUTPUT])))
     flipped = reference[MASK_OUTPUT] != candidate[MASK_OUTPUT]
     top_two = np.sort(probabilities, axis=-1)[..., -2:]
-    unexplained = flipped & (top_two[..., 1] - top_two[..., 0] > 2 * difference + 1e-6)
-    return difference, float(1.0 - flipped.mean()), int(unexplained.sum())
+    unexplained = int((flipped & (top_two[..., 1] - top_two[..., 0] > 2 * difference + 1e-6)).sum())
+    figures = {"max_abs_diff": difference, "mask_agreement": float(1.0 - flipped.mean()),
+               "mask_unexplained_flips": unexplained}
+    problem = None
+    if difference > PROBABILITY_TOLERANCES[kind] or unexplained:
+        problem = (f"in probabilities by {difference:.3g} (tolerance {PROBABILITY_TOLERANCES[kind]}); "
+                   f"{unexplained} mask pixels flipped where the classes were not tied")
+    return figures, problem
 
 
 def export_run(*, out="runs/segment/unet", export_dir="saved_models", version=None, data_dir=None, num_samples=16):
     """saved_models/segment/<version>/ (signature images -> probabilities, mask) and
-    saved_models/segment/tflite/<version>/{float,dynamic}.tflite, parity-checked on test scenes.
-
-    core.export.export_model checks every output by its largest absolute
-    difference, which an integer mask cannot pass once one pixel flips class,
-    so the steps are its lower-level functions with the check above."""
+    saved_models/segment/tflite/<version>/{float,dynamic}.tflite, parity-checked on test scenes."""
     config = training.load_config(out)
     net = serving_model(training.load_trained_model(out))
     test = load_split(config["dataset"], "test", data_dir or config.get("data_dir"), num_samples)
     sample = {"images": np.stack([image for image, _ in test.as_numpy_iterator()])}
     app_dir = os.path.join(export_dir, APP)
-    version = int(version or export.next_version(app_dir))
-    saved_model_dir = os.path.join(app_dir, str(version))
-    if os.path.exists(saved_model_dir):
-        raise UserError(f"{saved_model_dir} already exists; choose another --version")
     training.make_output_dir(app_dir)
-    tmp_dir = os.path.join(app_dir, f".tmp-{version}")
-    export.export_saved_model(net, tmp_dir, ["images"], [OUTPUT, MASK_OUTPUT])
-    os.makedirs(os.path.join(tmp_dir, "assets.extra"), exist_ok=True)
-    with open(os.path.join(tmp_dir, "assets.extra", "labels.txt"), "w") as f:
-        f.write("\n".join(config["class_names"]) + "\n")
-    os.replace(tmp_dir, saved_model_dir)  # TF Serving sees the version whole or not at all
-
-    reference = export.run_saved_model(saved_model_dir, sample)
+    report = export.export_model(net, app_dir, input_names=["images"], output_names=[OUTPUT, MASK_OUTPUT],
+                                 sample_inputs=sample, class_names=config["class_names"], version=version,
+                                 check=parity)
     keras_probabilities = np.asarray(net(sample["images"], training=False)[0])
-    report = {"version": version, "saved_model": saved_model_dir, "tflite": {}, "max_abs_diff": {},
-              "mask_agreement": {}, "mask_unexplained_flips": {},
-              "keras_vs_saved_model": float(np.max(np.abs(keras_probabilities - reference[OUTPUT])))}
-    print(f"wrote SavedModel {saved_model_dir} (signature '{export.SIGNATURE}': images -> {OUTPUT}, {MASK_OUTPUT}); "
-          f"max |difference| vs Keras {report['keras_vs_saved_model']:.2g}")
-    for kind in ("float", "dynamic"):
-        path = export.convert_to_tflite(saved_model_dir, os.path.join(app_dir, "tflite", str(version),
-                                                                      f"{kind}.tflite"), kind)
-        difference, agreement, unexplained = parity(reference, export.run_tflite(path, sample))
-        report["tflite"][kind], report["max_abs_diff"][kind] = path, difference
-        report["mask_agreement"][kind], report["mask_unexplained_flips"][kind] = agreement, unexplained
+    served = export.run_saved_model(report["saved_model"], sample)[OUTPUT]
+    report["keras_vs_saved_model"] = float(np.max(np.abs(keras_probabilities - served)))
+    print(f"wrote SavedModel {report['saved_model']} (signature '{export.SIGNATURE}': images -> {OUTPUT}, "
+          f"{MASK_OUTPUT}); max |difference| vs Keras {report['keras_vs_saved_model']:.2g}")
+    for kind, path in report["tflite"].items():
+        figures = report["parity"][kind]
         print(f"wrote TFLite {path} ({os.path.getsize(path) / 1024:.0f} KiB): max |difference| of the probabilities "
-              f"{difference:.2g}, mask agrees on {100 * agreement:.3f} % of {sample['images'].shape[0]} scenes' pixels")
-        if difference > PROBABILITY_TOLERANCES[kind] or unexplained:
-            raise export.ParityError(f"{path} differs from the SavedModel: probabilities by {difference:.3g} "
-                                     f"(tolerance {PROBABILITY_TOLERANCES[kind]}); {unexplained} mask pixels flipped "
-                                     f"where the classes were not tied")
+              f"{figures['max_abs_diff']:.2g}, mask agrees on {100 * figures['mask_agreement']:.3f} % of "
+              f"{sample['images'].shape[0]} scenes' pixels")
     return report
 
 
