@@ -39,7 +39,7 @@ def learning_curves(csv_path, png_path, title="Learning curves"):
     epochs = history.get("epoch", np.arange(len(next(iter(history.values()), [])))) + 1
     for ax, metric in zip(axes[0], metrics):
         ax.plot(epochs, history[metric], "o-", label="train")
-        if f"val_{metric}" in history:
+        if not np.all(np.isnan(history.get(f"val_{metric}", np.nan))):  # CSVLogger's NA when none
             ax.plot(epochs, history[f"val_{metric}"], "s-", label="validation")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

@@ -121,18 +121,21 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     kill mid-save never leaves a half-written checkpoint. The best value is
     kept beside it (`<path>.best.json`) so a resumed run keeps comparing
     against the best epoch before the kill, not against infinity.
+
+    `monitor=None` keeps the last epoch instead (a GAN has no validation loss
+    to pick the best by), except an epoch whose logged losses are not finite.
     """
 
     def __init__(self, path, monitor="val_loss", mode=None):
         super().__init__()
         self.path, self.monitor = path, monitor
-        self.mode = mode or ("max" if "acc" in monitor else "min")
+        self.mode = mode or ("max" if monitor and "acc" in monitor else "min")
         self.state_path = f"{path}.best.json"
         self.best = None
 
     def on_train_begin(self, logs=None):
         self.best = -math.inf if self.mode == "max" else math.inf
-        if os.path.exists(self.state_path):
+        if self.monitor and os.path.exists(self.state_path):
             with open(self.state_path) as f:
                 self.best = json.load(f)["best"]
 
@@ -140,19 +143,26 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         return value > self.best if self.mode == "max" else value < self.best
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not self._improved(float(value)):
-            return
+        logs = logs or {}
+        if self.monitor is None:
+            value = None
+            if not all(math.isfinite(float(v)) for k, v in logs.items() if k.endswith("loss")):
+                return
+        else:
+            value = logs.get(self.monitor)
+            if value is None or not self._improved(float(value)):
+                return
+            value = float(value)
         tmp = f"{self.path}.tmp.keras"  # Keras wants the .keras suffix
         try:
             self.model.save(tmp)
             os.replace(tmp, self.path)
-            _write_json_atomically(self.state_path, {"best": float(value), "epoch": epoch, "monitor": self.monitor})
+            _write_json_atomically(self.state_path, {"best": value, "epoch": epoch, "monitor": self.monitor})
         except OSError as error:  # a full disk: the previous checkpoint is still whole
             if os.path.isfile(tmp):
                 os.remove(tmp)
             raise UserError(f"cannot write the checkpoint {self.path}: {error.strerror or error}") from None
-        self.best = float(value)
+        self.best = value
 
 
 class StopOnNaN(keras.callbacks.TerminateOnNaN):
@@ -187,8 +197,8 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         if os.path.exists(checkpoint.state_path):
             with open(checkpoint.state_path) as f:
                 best = json.load(f)
-            text += (f"; the best checkpoint {checkpoint.path} (epoch {best['epoch'] + 1}, "
-                     f"{best['monitor']} {best['best']:.4g}) is kept")
+            score = f", {best['monitor']} {best['best']:.4g}" if best["monitor"] else ""
+            text += f"; the checkpoint {checkpoint.path} (epoch {best['epoch'] + 1}{score}) is kept"
         else:
             text += "; no checkpoint was saved before it"
         return text + "; try a lower learning rate"
@@ -203,6 +213,7 @@ def _write_json_atomically(path, value):
 
 def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True):
     """Checkpoint, resume, early stopping, TensorBoard and CSV history.
+    `monitor=None` checkpoints the last finite epoch (no early stopping then).
 
     On a non-chief multi-worker task (`writes_files=False`) the checkpoints go
     to a throwaway folder: every worker must run the same callbacks, but
@@ -222,6 +233,8 @@ def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True):
         StopOnNaN(),
     ]
     if patience:
+        if monitor is None:
+            raise UserError("early stopping (--patience) needs a validation loss to watch; this model has none")
         result.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True))
     return result
 

@@ -61,6 +61,27 @@ def test_a_nan_from_the_first_batch_says_no_checkpoint_exists(tmp_path):
     assert not os.path.exists(tmp_path / "model.keras")
 
 
+def test_keep_last_mode_saves_every_finite_epoch_and_stops_on_nan_with_the_last_good_one(tmp_path):
+    """monitor=None (GANs: no validation loss) keeps the last epoch, not the lowest loss."""
+    keras.utils.set_random_seed(0)
+    model = _tiny_model()
+    training.fit(model, tiny_dataset(0), None, epochs=2, run_dir=str(tmp_path / "a"), monitor=None)
+    assert json.load(open(tmp_path / "a" / "model.keras.best.json")) == {"best": None, "epoch": 1, "monitor": None}
+    kept = training.load_trained_model(str(tmp_path / "a"))
+    assert all(np.array_equal(a, b) for a, b in zip(kept.get_weights(), model.get_weights()))
+
+    explode = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 if epoch < 2 else 1e30)
+    with pytest.raises(UserError, match=r"loss became .* at epoch 3, batch .*; the checkpoint .*model\.keras "
+                                        r"\(epoch 2\) is kept"):
+        training.fit(_tiny_model(), tiny_dataset(0), None, epochs=5, run_dir=str(tmp_path / "b"), monitor=None,
+                     extra_callbacks=[explode])
+    kept = training.load_trained_model(str(tmp_path / "b"))
+    assert all(np.isfinite(w).all() for w in kept.get_weights())
+    with pytest.raises(UserError, match="needs a validation loss"):
+        training.fit(_tiny_model(), tiny_dataset(0), None, epochs=1, run_dir=str(tmp_path / "c"), monitor=None,
+                     patience=2)
+
+
 def test_classify_cli_with_an_absurd_learning_rate_exits_with_one_line(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--model", "lenet5", "--dataset", "digits", "--limit", "300", "--epochs", "3",

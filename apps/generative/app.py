@@ -105,38 +105,6 @@ class EpochTranslations(keras.callbacks.Callback):
         print(f"wrote {path}")
 
 
-def _fit_keep_last(net, train_data, *, epochs, run_dir, writes_files, extra_callbacks):
-    """`fit` with the suite's callbacks, but the checkpoint keeps the last epoch:
-    a GAN has no validation loss to pick the best one by."""
-    import sys
-
-    callbacks = training.callbacks(run_dir, monitor="g_loss", writes_files=writes_files)
-    for callback in callbacks:
-        if isinstance(callback, keras.callbacks.ModelCheckpoint):
-            callback.save_best_only = False
-    net.fit(train_data, epochs=epochs, verbose=1 if sys.stdout.isatty() else 2, shuffle=False,
-            callbacks=callbacks + list(extra_callbacks))
-    if writes_files:
-        _learning_curves_without_validation(run_dir)
-
-
-def _learning_curves_without_validation(run_dir):
-    """CSVLogger writes NA val_* columns when there is no validation data; plot the rest."""
-    import csv
-    import tempfile
-
-    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    keep = [k for k in (rows[0] if rows else []) if all(row[k] not in ("NA", "") for row in rows)]
-    with tempfile.TemporaryDirectory() as tmp:
-        clean = os.path.join(tmp, "history.csv")
-        with open(clean, "w", newline="") as f:
-            writer = csv.DictWriter(f, keep, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        plots.learning_curves(clean, os.path.join(run_dir, "learning_curves.png"))
-
-
 def train(*, model="vae", dataset="fashion_mnist", epochs=5, batch_size=128, latent_dim=None, learning_rate=None,
           strategy="auto", out=None, seed=0, limit=None, val_fraction=0.1, patience=None, callbacks=(),
           **model_options):
@@ -178,8 +146,10 @@ def train(*, model="vae", dataset="fashion_mnist", epochs=5, batch_size=128, lat
                                                      net.num_classes, images.class_names, seed)]
                                         if writes_files else [])
         # Whole batches only: minibatch discrimination and batch norm see full batches.
-        _fit_keep_last(net, data.batched(train_ds, global_batch, shuffle=True, seed=seed, drop_remainder=True),
-                       epochs=epochs, run_dir=out, writes_files=writes_files, extra_callbacks=callbacks)
+        # No validation loss tells a better generator: keep the last (finite) epoch.
+        training.fit(net, data.batched(train_ds, global_batch, shuffle=True, seed=seed, drop_remainder=True), None,
+                     epochs=epochs, run_dir=out, monitor=None, patience=patience, writes_files=writes_files,
+                     extra_callbacks=callbacks)
     else:
         from apps.generative import cyclegan
 
