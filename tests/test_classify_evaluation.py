@@ -147,8 +147,18 @@ def test_every_model_has_a_budget_and_demo_uses_the_default_one(tmp_path):
     assert demo["model"] == budgets.DEFAULT_MODEL
     assert {k: demo[k] for k in budgets.budget(budgets.DEFAULT_MODEL)} == budgets.budget(budgets.DEFAULT_MODEL)
     # The full-budget zoo writes one row per model with its budget, wall and CPU time.
-    rows = app.zoo(models=["mlp"], dataset="digits", limit=200, out=str(tmp_path),
-                   budgets=lambda name: {**budgets.budget(name), "epochs": 1, "width": 0.25})
+    quick = lambda name: {**budgets.budget(name), "epochs": 1, "width": 0.25}  # noqa: E731
+    rows = app.zoo(models=["mlp"], dataset="digits", limit=200, out=str(tmp_path), budgets=quick)
     table = open(os.path.join(tmp_path, "zoo.md")).read()
     assert "| mlp | 1 ep, width 0.25 |" in table and "training CPU time" in table
     assert rows[0]["cpu_seconds"] > 0
+    # Rerun (after a kill, or with more models): the finished row is reused, not retrained.
+    model_file = os.path.join(tmp_path, "mlp", "model.keras")
+    trained_at = os.path.getmtime(model_file)
+    assert app.zoo(models=["mlp"], dataset="digits", limit=200, out=str(tmp_path), budgets=quick) == rows
+    assert os.path.getmtime(model_file) == trained_at
+    assert open(os.path.join(tmp_path, "zoo.md")).read() == table
+    # Another budget is another row: trained again.
+    other = app.zoo(models=["mlp"], dataset="digits", limit=200, out=str(tmp_path),
+                    budgets=lambda name: {**quick(name), "width": 0.5})
+    assert other[0]["budget"] == "1 ep, width 0.5" and os.path.getmtime(model_file) > trained_at

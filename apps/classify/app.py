@@ -270,7 +270,11 @@ def zoo(*, models=None, dataset="fashion_mnist", epochs=2, batch_size=64, limit=
     (parameters, test accuracy, training wall and CPU time) to `table`
     (default: <out>/zoo.md) row by row, and return the rows. Every model gets
     the same budget (`epochs`, `batch_size`, `tricks`), or, with `budgets`
-    (a function: model name -> training options), its own."""
+    (a function: model name -> training options), its own.
+
+    Each finished row is also kept in its run folder (`zoo_row.json`, with the
+    options it was trained with): rerunning the same command after a kill, or
+    with more models, reuses those rows and trains only what is missing."""
     import time
 
     from apps.classify.models import count_params
@@ -293,19 +297,40 @@ def zoo(*, models=None, dataset="fashion_mnist", epochs=2, batch_size=64, limit=
     for name in names:
         options = budgets(name) if budgets else dict(epochs=epochs, batch_size=batch_size, **tricks)
         run_dir = os.path.join(out, name)
-        start, cpu_start = time.time(), time.process_time()
-        net = train(model=name, dataset=dataset, limit=limit, seed=seed, out=run_dir, **options)
-        seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
-        report = evaluate(out=run_dir, limit=limit)
-        described = f"{options['epochs']} ep" + (f", width {options['width']}" if options.get("width") else "")
-        row = dict(model=name, budget=described, parameters=count_params(net), accuracy=float(report["accuracy"]),
-                   seconds=seconds, cpu_seconds=cpu_seconds)
+        setup = dict(dataset=dataset, limit=limit, seed=seed, options=options)
+        row = _finished_zoo_row(run_dir, setup)
+        if row is None:
+            start, cpu_start = time.time(), time.process_time()
+            net = train(model=name, dataset=dataset, limit=limit, seed=seed, out=run_dir, **options)
+            seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
+            report = evaluate(out=run_dir, limit=limit)
+            described = f"{options['epochs']} ep" + (f", width {options['width']}" if options.get("width") else "")
+            row = dict(model=name, budget=described, parameters=count_params(net),
+                       accuracy=float(report["accuracy"]), seconds=seconds, cpu_seconds=cpu_seconds)
+            with open(os.path.join(run_dir, ZOO_ROW), "w") as f:
+                json.dump(dict(setup=setup, row=row), f, indent=2)
+        else:
+            print(f"zoo: {name}: reusing the finished row in {os.path.join(run_dir, ZOO_ROW)}")
         rows.append(row)
         with open(table, "a") as f:
-            f.write(f"| {name} | {described} | {row['parameters']:,} | {row['accuracy']:.4f} | {seconds:.0f} "
-                    f"| {cpu_seconds:.0f} |\n")
-        print(f"zoo: {name}: accuracy {row['accuracy']:.4f} in {seconds:.0f} s ({cpu_seconds:.0f} CPU s) -> {table}")
+            f.write(f"| {name} | {row['budget']} | {row['parameters']:,} | {row['accuracy']:.4f} "
+                    f"| {row['seconds']:.0f} | {row['cpu_seconds']:.0f} |\n")
+        print(f"zoo: {name}: accuracy {row['accuracy']:.4f} in {row['seconds']:.0f} s "
+              f"({row['cpu_seconds']:.0f} CPU s) -> {table}")
     return rows
+
+
+ZOO_ROW = "zoo_row.json"
+
+
+def _finished_zoo_row(run_dir, setup):
+    """The row a previous zoo run finished in `run_dir` with the same setup, or None."""
+    try:
+        with open(os.path.join(run_dir, ZOO_ROW)) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return saved["row"] if saved.get("setup") == json.loads(json.dumps(setup)) else None
 
 
 def zoo_full(*, models=None, dataset="fashion_mnist", seed=0, out="runs/classify/zoo", table=None):
