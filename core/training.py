@@ -114,6 +114,18 @@ def load_trained_model(run_dir, compile=False):
         raise UserError(f"cannot load {path}: {str(error).splitlines()[0][:200]}") from None
 
 
+def first_non_finite_loss(logs):
+    """(name, value) of the first scalar `*loss` entry of Keras logs that is NaN or infinite, or None."""
+    for name, value in (logs or {}).items():
+        try:
+            value = float(value)
+        except (TypeError, ValueError):  # not a scalar
+            continue
+        if name.endswith("loss") and not math.isfinite(value):
+            return name, value
+    return None
+
+
 class BestModelCheckpoint(keras.callbacks.Callback):
     """Save the whole model when `monitor` improves, atomically.
 
@@ -146,7 +158,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         logs = logs or {}
         if self.monitor is None:
             value = None
-            if not all(math.isfinite(float(v)) for k, v in logs.items() if k.endswith("loss")):
+            if first_non_finite_loss(logs):
                 return
         else:
             value = logs.get(self.monitor)
@@ -179,15 +191,11 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         self.epoch = epoch
 
     def on_batch_end(self, batch, logs=None):
-        for name, value in (logs or {}).items():
-            try:
-                value = float(value)
-            except (TypeError, ValueError):  # not a scalar
-                continue
-            if name.endswith("loss") and not math.isfinite(value):
-                self.stopped_at = dict(epoch=getattr(self, "epoch", 0), batch=batch, name=name, value=value)
-                self.model.stop_training = True
-                return
+        broken = first_non_finite_loss(logs)
+        if broken:
+            name, value = broken
+            self.stopped_at = dict(epoch=getattr(self, "epoch", 0), batch=batch, name=name, value=value)
+            self.model.stop_training = True
 
     def message(self, checkpoint):
         """Where the loss broke, and what `checkpoint` (the run's BestModelCheckpoint) kept."""
