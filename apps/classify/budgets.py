@@ -2,9 +2,8 @@
 
 `demo` trains DEFAULT_MODEL with BUDGETS[DEFAULT_MODEL]; `zoo --full` trains
 each model with its own budget on the whole of Fashion-MNIST. The budgets are
-sized from measured CPU time per training image, so that the whole `zoo --full`
-table takes about an hour on an idle 2-core machine (docs/classify.md has the
-measurements); the default model's budget is the best recipe measured for
+sized so that the whole `zoo --full` table takes about 1.5 hours on an idle
+2-core machine (training ~83 minutes; docs/classify.md has the measurements); the default model's budget is the best recipe measured for
 the 15-minute target (92.1 % Fashion-MNIST test accuracy, but in about 31 minutes
 on an idle machine: 188 s per epoch; the 93 %-in-15-minutes goal is not reached
 yet, see docs/classify.md).
@@ -22,18 +21,14 @@ DEFAULT_MODEL = "vgg"
 COMMON = dict(batch_size=128, learning_rate=2e-3, optimizer="adam", lr_schedule="cosine", warmup_epochs=0.5,
               label_smoothing=0.1, augment="flip")
 
-# Epochs (and a width where a full-width epoch would eat the hour) per model.
-# Measured CPU seconds per training image (full width, batch 128, on the
-# loaded 2-core machine) as seconds per 54,000-image epoch on an idle one
-# (CPU time / 2 -- about 3x optimistic: vgg width 0.5 then measured 188 s per
-# epoch idle), with the forward multiply-accumulates per 28x28 image:
-#   mlp 11 s (0.2 M MACs), lenet5 18 s (0.4 M), vgg 220 s (29.5 M; width 0.5:
-#   see docs/classify.md), resnet 106 s (9.4 M), alexnet 373 s (80.7 M),
-#   nin 429 s (91.3 M), googlenet 791 s (70.8 M), resnet_bottleneck 390 s
-#   (26.1 M); the others estimated from their MACs (resnet_preact 20.3 M,
-#   wide_resnet 127 M, densenet 33.6 M, se_resnet 20.4 M, resnet_sd 31.3 M)
-#   at ~15 s per M MACs (batch-norm-heavy nets pay more than their MACs) and,
-#   for ResNeXt (grouped convolutions, slow on CPU), the reduced-budget table.
+# Epochs (and a width where a full-width epoch would take too long) per model.
+# They were first sized from CPU time on the loaded machine (CPU time / 2 per
+# epoch, which proved optimistic). Measured since on the idle 2-core machine,
+# steady-state seconds per 54,000-image epoch at the width below, batch 128:
+#   mlp 3, lenet5 18, vgg 140, resnet 116, alexnet 281, nin 283, googlenet 463,
+#   resnet_bottleneck 174, resnet_preact 288, wide_resnet 262, resnext 402,
+#   densenet 310, se_resnet 139, resnet_sd 270 -- about 83 minutes of training
+#   for the whole table (docs/classify.md).
 BUDGETS = {
     "mlp": dict(epochs=10),
     "lenet5": dict(epochs=10),
