@@ -158,7 +158,7 @@ def test_every_model_has_a_budget_and_demo_uses_the_default_one(tmp_path):
     assert app.zoo(models=["mlp"], dataset="digits", limit=200, out=str(tmp_path), budgets=quick) == rows
     assert os.path.getmtime(model_file) == trained_at
     assert open(os.path.join(tmp_path, "zoo.md")).read() == table
-    # Another budget is another row: trained again.
+    # Another budget is another row: trained again; an optimizer other than Adam is named in the row.
     other = app.zoo(models=["mlp"], dataset="digits", limit=200, out=str(tmp_path),
-                    budgets=lambda name: {**quick(name), "width": 0.5})
-    assert other[0]["budget"] == "1 ep, width 0.5" and os.path.getmtime(model_file) > trained_at
+                    budgets=lambda name: {**quick(name), "width": 0.5, "optimizer": "nesterov", "learning_rate": 0.05})
+    assert other[0]["budget"] == "1 ep, width 0.5, nesterov lr 0.05" and os.path.getmtime(model_file) > trained_at

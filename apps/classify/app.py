@@ -304,7 +304,7 @@ def zoo(*, models=None, dataset="fashion_mnist", epochs=2, batch_size=64, limit=
             net = train(model=name, dataset=dataset, limit=limit, seed=seed, out=run_dir, **options)
             seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
             report = evaluate(out=run_dir, limit=limit)
-            described = f"{options['epochs']} ep" + (f", width {options['width']}" if options.get("width") else "")
+            described = _describe_budget(options)
             row = dict(model=name, budget=described, parameters=count_params(net),
                        accuracy=float(report["accuracy"]), seconds=seconds, cpu_seconds=cpu_seconds)
             with open(os.path.join(run_dir, ZOO_ROW), "w") as f:
@@ -321,6 +321,14 @@ def zoo(*, models=None, dataset="fashion_mnist", epochs=2, batch_size=64, limit=
 
 
 ZOO_ROW = "zoo_row.json"
+
+
+def _describe_budget(options):
+    """The budget column: epochs, width, and the optimizer where it is not the usual Adam."""
+    described = f"{options['epochs']} ep" + (f", width {options['width']}" if options.get("width") else "")
+    if options.get("optimizer", "adam") != "adam":
+        described += f", {options['optimizer']} lr {options['learning_rate']:g}"
+    return described
 
 
 def _finished_zoo_row(run_dir, setup):
