@@ -167,8 +167,10 @@ def export_model(model, app_dir, *, input_names, output_names, sample_inputs, re
     returns (figures dict, problem or None) and a problem raises `ParityError`.
     The default check bounds every output's largest absolute difference;
     outputs such as masks, argmax actions or post-NMS detections need their own.
-    Returns a dict with the paths written and each file's figures
-    (`parity[kind]`, and `max_abs_diff[kind]` where the check measured it).
+    Returns a dict with the paths written, each file's figures (`parity[kind]`,
+    and `max_abs_diff[kind]` where the check measured it), and the SavedModel's
+    outputs on `sample_inputs` (`saved_model_outputs`, for a caller's own
+    comparison with Keras without running the SavedModel again).
     """
     version = int(version or next_version(app_dir))
     saved_model_dir = os.path.join(app_dir, str(version))
@@ -189,7 +191,8 @@ def export_model(model, app_dir, *, input_names, output_names, sample_inputs, re
 
     reference = run_saved_model(saved_model_dir, sample_inputs)
     tflite_dir = os.path.join(app_dir, "tflite", str(version))
-    report = {"version": version, "saved_model": saved_model_dir, "tflite": {}, "parity": {}, "max_abs_diff": {}}
+    report = {"version": version, "saved_model": saved_model_dir, "tflite": {}, "parity": {}, "max_abs_diff": {},
+              "saved_model_outputs": reference}
     for kind in list(kinds) + (["int8"] if representative_data is not None else []):
         path = os.path.join(tflite_dir, f"{kind}.tflite")
         try:

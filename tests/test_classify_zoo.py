@@ -127,11 +127,12 @@ def test_local_response_normalization_matches_the_papers_formula():
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name,shape", [("googlenet", (28, 28, 1)), ("alexnet", (32, 32, 3)),
-                                        ("resnext", (32, 32, 3))])
-def test_representative_models_export_with_tflite_parity(name, shape, tmp_path):
-    """GoogLeNet (auxiliary heads dropped), AlexNet (LRN) and ResNeXt (grouped conv) through the app's
-    export path: SavedModel `images -> probabilities` and a float TFLite file that agree with Keras.
+@pytest.mark.parametrize("name,shape", [(name, [(28, 28, 1), (32, 32, 3)][i % 2])
+                                        for i, name in enumerate(["mlp", *ZOO])])
+def test_every_model_exports_with_tflite_parity(name, shape, tmp_path):
+    """Every model (gray and colour inputs alternately) through the app's export path: SavedModel
+    `images -> probabilities` and a float TFLite file that agree with Keras (GoogLeNet: auxiliary
+    heads dropped; AlexNet: LRN; ResNeXt: grouped convs; stochastic depth: identity at inference).
     (`app.export_run` on a trained run, with all three TFLite kinds, is tested in test_classify.py.)"""
     model = main_head(build_model(name, shape, 10, width=TINY))
     sample = {"images": pixels(shape, 8, seed=1)}

@@ -29,6 +29,9 @@ def test_int8_keeps_integer_inputs_and_matches(tmp_path):
     runner = export.tflite_signature_runner(report["tflite"]["int8"])
     assert runner.get_input_details()["ids"]["dtype"] == np.int32
     assert report["max_abs_diff"]["float"] < 1e-6 and report["max_abs_diff"]["int8"] < 0.05
+    # The SavedModel's own outputs on the sample come back for callers' Keras comparisons.
+    np.testing.assert_allclose(report["saved_model_outputs"]["probabilities"],
+                               export.run_saved_model(report["saved_model"], {"ids": ids})["probabilities"])
 
 
 def test_a_custom_check_sees_each_file_and_its_problem_fails_the_export(tmp_path):

@@ -302,7 +302,7 @@ def export_run(*, out="runs/segment/unet", export_dir="saved_models", version=No
                                  sample_inputs=sample, class_names=config["class_names"], version=version,
                                  check=parity)
     keras_probabilities = np.asarray(net(sample["images"], training=False)[0])
-    served = export.run_saved_model(report["saved_model"], sample)[OUTPUT]
+    served = report["saved_model_outputs"][OUTPUT]
     report["keras_vs_saved_model"] = float(np.max(np.abs(keras_probabilities - served)))
     print(f"wrote SavedModel {report['saved_model']} (signature '{export.SIGNATURE}': images -> {OUTPUT}, "
           f"{MASK_OUTPUT}); max |difference| vs Keras {report['keras_vs_saved_model']:.2g}")
