@@ -37,7 +37,7 @@ classify: setup ## the classifier app: train, evaluate and export (ARGS="--model
 zoo: setup ## train and evaluate every classifier on one budget; writes runs/classify/zoo/zoo.md (ARGS="--epochs 5")
 	$(PY) -m apps.classify zoo $(ARGS)
 
-zoo-full: setup ## every classifier at its own budget (apps/classify/budgets.py) on the full Fashion-MNIST, ~1.5 h on 2 idle cores; writes runs/classify/zoo/zoo_full.md
+zoo-full: setup ## every classifier at its own budget (apps/classify/budgets.py) on the full Fashion-MNIST, ~75 min on 2 idle cores; writes runs/classify/zoo/zoo_full.md
 	$(PY) -m apps.classify zoo --full $(ARGS)
 
 basics: setup ## the fundamentals as experiments: perceptron, backprop, optimizers, initialization, activations, regularization, pre-training (ARGS="--small")

@@ -343,7 +343,7 @@ def _finished_zoo_row(run_dir, setup):
 
 def zoo_full(*, models=None, dataset="fashion_mnist", seed=0, out="runs/classify/zoo", table=None):
     """The zoo at each model's full budget (budgets.py) on the whole dataset:
-    the table in docs/classify.md; about 1.5 hours on an idle 2-core machine."""
+    the table in docs/classify.md; about 75 minutes on an idle 2-core machine."""
     from apps.classify import budgets
 
     return zoo(models=models or list(budgets.BUDGETS), dataset=dataset, limit=None, seed=seed,

@@ -2,8 +2,8 @@
 
 `demo` trains DEFAULT_MODEL with BUDGETS[DEFAULT_MODEL]; `zoo --full` trains
 each model with its own budget on the whole of Fashion-MNIST. The budgets are
-sized so that the whole `zoo --full` table takes about 1.5 hours on an idle
-2-core machine (training ~75 minutes; docs/classify.md has the measurements).
+sized so that the whole `zoo --full` table takes about 75 minutes on an idle
+2-core machine (72 measured, 66 of them training; docs/classify.md has the table).
 The default model's budget is the 15-minute recipe: VGG at half width, 6
 epochs of Nesterov SGD at a high rate (docs/classify.md: how it was found and
 what it reaches).
@@ -28,7 +28,8 @@ COMMON = dict(batch_size=128, learning_rate=2e-3, optimizer="adam", lr_schedule=
 #   mlp 3, lenet5 18, vgg 140, resnet 116, alexnet 281, nin 283, googlenet 463,
 #   resnet_bottleneck 174, resnet_preact 288, wide_resnet 262, resnext 402,
 #   densenet 310, se_resnet 139, resnet_sd 270 -- about 74 minutes of training
-#   for the whole table (docs/classify.md).
+#   for the whole table; the measured table took 66 (the machine's speed
+#   varies: vgg ran at ~80 s per epoch then; docs/classify.md).
 BUDGETS = {
     "mlp": dict(epochs=10),
     "lenet5": dict(epochs=10),
