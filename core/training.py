@@ -230,13 +230,16 @@ def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True):
     folder = run_dir if writes_files else tempfile.mkdtemp(prefix="worker-")
     backup = os.path.join(folder, "backup")
     best = BestModelCheckpoint(os.path.join(folder, MODEL_FILE), monitor=monitor)
-    if not os.path.exists(backup) and os.path.exists(best.state_path):
-        os.remove(best.state_path)  # a fresh run (not a resume) starts its own "best so far"
+    history = os.path.join(folder, "history.csv")
+    if not os.path.exists(backup):  # a fresh run, not a resume: its own "best so far" and history
+        for finished_run_file in (best.state_path, history):
+            if os.path.exists(finished_run_file):
+                os.remove(finished_run_file)
     result = [
         # double_checkpoint keeps the previous backup, used if the latest is corrupt.
         keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
         best,
-        keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),
+        keras.callbacks.CSVLogger(history, append=True),  # appended across resumes
         keras.callbacks.TensorBoard(os.path.join(folder, "logs")),
         StopOnNaN(),
     ]

@@ -68,6 +68,9 @@ def test_fit_resumes_from_the_previous_backup_when_the_latest_is_corrupt(tmp_pat
     assert epochs[:2] == [0, 1] and epochs[-1] == 4 and epochs[2] == 1
     assert os.path.exists(os.path.join(run_dir, "model.keras"))
     assert os.path.exists(os.path.join(run_dir, "learning_curves.png"))
+    # A new run in the finished run's folder (no backup left: not a resume) keeps only its own epochs.
+    training.fit(_tiny_model(), tiny_dataset(0), tiny_dataset(1), epochs=2, run_dir=run_dir)
+    assert [line.split(",")[0] for line in open(os.path.join(run_dir, "history.csv")).read().split()[1:]] == ["0", "1"]
 
 
 def test_run_folder_config_refuses_a_different_run(tmp_path):
