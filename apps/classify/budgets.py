@@ -38,7 +38,8 @@ BUDGETS = {
     # 0.3 beat Adam at 2e-3 by ~1.5 points of test accuracy at 6 epochs in a
     # search over rates, optimizers, dropout, crops and batch sizes
     # (docs/classify.md). Six epochs gave 0.9300 and 0.9291 (two runs, ~80 s per
-    # epoch); eight, ~11 minutes, leave margin on both the 93 % and the 15 minutes.
+    # epoch); eight (10-13 minutes measured) leave margin on both the 93 % and
+    # the 15 minutes.
     "vgg": dict(epochs=8, width=0.5, optimizer="nesterov", learning_rate=0.2, l2=2.5e-4, dropout=0.3),
     "alexnet": dict(epochs=2, width=0.5),
     "nin": dict(epochs=1, width=0.5),
