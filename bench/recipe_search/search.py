@@ -7,6 +7,7 @@ validation images held out), run on a lent GPU so that ~60 recipes take
 minutes instead of days; it is not part of the suite and nothing imports it.
 Usage: python search.py CONFIGS_JSON RESULTS_JSONL (driver.py calls it).
 """
+import functools
 import gzip
 import json
 import math
@@ -120,7 +121,8 @@ def augment(x, flip, crop, gen):
     return x
 
 
-def accuracy(model, x, y, tta=False):
+def accuracy(model, x, y):
+    """Accuracy, and accuracy of the image and its mirror image's averaged probabilities."""
     model.eval()
     correct = correct_tta = 0
     with torch.no_grad():
@@ -133,14 +135,19 @@ def accuracy(model, x, y, tta=False):
     return correct / len(x), correct_tta / len(x)
 
 
+@functools.lru_cache(maxsize=1)
+def fashion_mnist():
+    """(train images, train labels, test images, test labels), read once per worker."""
+    d = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist") + "/"
+    return tuple(idx(d + name) for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                            "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"))
+
+
 def run(cfg):
     seed = cfg.get("seed", 0)
     torch.manual_seed(seed)
     dev = "cuda"
-    d = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist") + "/"
-    xtr = idx(d + "train-images-idx3-ubyte.gz")
-    ytr = idx(d + "train-labels-idx1-ubyte.gz")
-    xte, yte = idx(d + "t10k-images-idx3-ubyte.gz"), idx(d + "t10k-labels-idx1-ubyte.gz")
+    xtr, ytr, xte, yte = fashion_mnist()
     order = np.random.default_rng(seed).permutation(60000)
     nval = 0 if cfg.get("full_train") else 6000
     val, tr = order[:nval], order[nval:]
@@ -161,7 +168,7 @@ def run(cfg):
         opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-7, weight_decay=cfg.get("wd", 0.0))
     elif cfg["opt"] == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=lr, eps=1e-7, weight_decay=cfg.get("wd", 0.05))
-    else:
+    else:  # weight_decay adds wd * w to every gradient, as the app's --l2 wd / 2 does on the kernels
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
                               weight_decay=cfg.get("wd", 5e-4))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
@@ -170,7 +177,7 @@ def run(cfg):
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     start = time.time()
-    curve = []
+    curve = []  # (test accuracy, with flip averaging) after each epoch
     for epoch in range(epochs):
         perm = torch.randperm(len(X), device=dev, generator=gen)
         for i in range(steps_per_epoch):
@@ -181,11 +188,11 @@ def run(cfg):
             loss.backward()
             opt.step()
             sched.step()
-        curve.append(round(accuracy(model, XT, YT)[0], 4))
-    test, test_tta = accuracy(model, XT, YT)
+        curve.append(accuracy(model, XT, YT))
+    test, test_tta = curve[-1]
     valacc = accuracy(model, XV, YV)[0] if nval else None
-    return dict(cfg=cfg, params=params, test=test, test_tta=test_tta, val=valacc, curve=curve,
-                gpu_s=round(time.time() - start, 1))
+    return dict(cfg=cfg, params=params, test=test, test_tta=test_tta, val=valacc,
+                curve=[round(plain, 4) for plain, _ in curve], gpu_s=round(time.time() - start, 1))
 
 
 if __name__ == "__main__":
