@@ -28,6 +28,16 @@ def main():
     import keras
     import numpy as np
 
+    # float64: the strategies sum gradients in a different order than one
+    # device (per-replica partial sums, then an all-reduce), and oneDNN and
+    # Eigen kernels order their sums differently again. In float32 those
+    # rounding differences (~1e-7 relative per sum) grow through 16 SGD steps
+    # to ~1e-4; in float64 they stay ~1e-13, so a tight tolerance can only be
+    # missed by a real difference (a wrong batch split or a missing all-reduce).
+    # oneDNN has no float64 kernels, so this also runs the same Eigen code on
+    # every CPU.
+    keras.config.set_floatx("float64")
+
     from apps.classify.models import build_model
     from core import data
 
