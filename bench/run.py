@@ -294,7 +294,7 @@ def case_inference(app, export_dir, **_):
 
     app_dir = os.path.join(export_dir, app)
     rows = []
-    sample = np.load(os.path.join(app_dir, "sample.npz"))
+    sample = np.load(os.path.join(app_dir, "sample.npz"), allow_pickle=False)
     batches = {size: {name: sample[name][:size] for name in sample.files} for size in (1, 64)}
 
     # SavedModel first: its peak RSS is the serving footprint (TF Serving loads exactly this).

@@ -18,6 +18,9 @@ the first time.
 
 The validation split is always carved from the training data (a seeded
 permutation), so the test split is never looked at while training.
+
+A dataset with a NaN or infinite value is refused when it is loaded, with the
+index of the first bad example (`core.finite`), instead of being learned.
 """
 
 import dataclasses
@@ -28,6 +31,7 @@ import struct
 import numpy as np
 import tensorflow as tf
 
+from core import finite
 from core.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -202,6 +206,8 @@ def _load_tfds(name, val_fraction, limit):
     shape = tuple(info.features["image"].shape)
     if limit:
         train, val, test = train.take(limit), val.take(limit), test.take(limit)
+    for split, dataset in zip(splits, (train, val, test)):  # a pass only for float features
+        finite.check_finite(dataset, f"dataset 'tfds:{name}' (split {split})", batched=False)
     num_train = info.splits["train"].num_examples * (100 - val_percent) // 100
     return ImageDataset(
         name=f"tfds:{name}", class_names=tuple(label.names), image_shape=shape,
@@ -224,6 +230,9 @@ def load_dataset(name, *, val_fraction=0.1, seed=0, limit=None):
         raise UserError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     loader, class_names = OFFLINE_DATASETS[name]
     (x_train, y_train), (x_test, y_test) = loader()
+    # Before the labels are cast to int32 (a NaN label would become an arbitrary class).
+    finite.check_finite((x_train, y_train), f"dataset '{name}' (train split)")
+    finite.check_finite((x_test, y_test), f"dataset '{name}' (test split)")
     (x_train, y_train), (x_val, y_val) = _carve_validation(x_train, y_train, val_fraction, seed)
     x_train, y_train = _limit(x_train, y_train, limit)
     x_val, y_val = _limit(x_val, y_val, limit)
@@ -235,8 +244,10 @@ def load_dataset(name, *, val_fraction=0.1, seed=0, limit=None):
 
 
 def batched(dataset, batch_size, *, shuffle=False, seed=0, cache=True, augment=None,
-            drop_remainder=False):
+            drop_remainder=False, what="the data"):
     """Turn an unbatched pipeline into the batches `fit` reads.
+
+    A NaN or infinity in the pipeline is a `UserError` naming `what`.
 
     cache -> shuffle -> batch -> (augment per batch) -> prefetch: caching before
     the shuffle keeps decoding out of every epoch while each epoch still sees a
@@ -244,9 +255,13 @@ def batched(dataset, batch_size, *, shuffle=False, seed=0, cache=True, augment=N
     """
     if cache:
         dataset = dataset.cache()
+    # Checked here, in order and before any random op, so the check's pass
+    # fills the cache instead of costing a decode and leaves the shuffle's and
+    # augmentation's random state alone; `fit` then skips it.
+    finite.check_finite(dataset.batch(finite.FLAGS_PER_READ), what)
     if shuffle:
         dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if augment is not None:
         dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE)
-    return dataset.prefetch(AUTOTUNE)
+    return finite.mark_checked(dataset.prefetch(AUTOTUNE))

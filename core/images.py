@@ -4,7 +4,33 @@ import os
 
 import numpy as np
 
+from core import finite
 from core.errors import UserError
+
+# PIL's 32-bit float pixels (a float TIFF, say): the only mode that can hold NaN or infinity.
+FLOAT_MODES = ("F",)
+
+
+def non_finite_pixels(image, path):
+    """The one-line error for a float PIL image with a NaN or infinite pixel, or None.
+
+    Converted to 8-bit grey or RGB, a NaN pixel silently becomes black and the
+    model answers with confidence, so the caller refuses the file instead."""
+    if image.mode not in FLOAT_MODES:
+        return None  # 8- or 16-bit integer pixels are always finite
+    found = finite.first_non_finite(np.asarray(image))
+    if not found:
+        return None
+    (row, column), value = found
+    return finite.message(f"image {path}", value, f"at pixel (row {row}, column {column})")
+
+
+def check_finite_pixels(image, path):
+    """Raise `UserError` for a float image with a NaN or infinite pixel; return the image otherwise."""
+    problem = non_finite_pixels(image, path)
+    if problem:
+        raise UserError(problem)
+    return image
 
 
 def read_image(path, shape, resize=False, what="model"):
@@ -20,7 +46,7 @@ def read_image(path, shape, resize=False, what="model"):
         raise UserError(f"image not found: {path}")
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if shape[-1] == 1 else "RGB")
+            image = check_finite_pixels(image, path).convert("L" if shape[-1] == 1 else "RGB")
             if image.size != (shape[1], shape[0]):
                 if not resize:
                     raise UserError(f"{path} is {image.size[0]}x{image.size[1]} pixels, the {what} expects "

@@ -9,7 +9,8 @@ It imports `ai_edge_litert` and NumPy and nothing from TensorFlow, like a
 device. Arrays are cast to the input's dtype; an input whose first dimension
 is dynamic takes a batch. For a classifier exported by `core.export`, the
 labels are read from `<app>/<version>/assets.extra/labels.txt` next to the
-`tflite/<version>/` folder (or --labels).
+`tflite/<version>/` folder (or --labels). An input holding NaN or infinity, or
+a file that is not what its name says, is a one-line error (exit status 2).
 """
 
 import argparse
@@ -18,6 +19,9 @@ import os
 import sys
 
 import numpy as np
+
+from core import finite  # NumPy only, like this runner
+from core.images import non_finite_pixels
 
 SIGNATURE = "serving_default"
 
@@ -66,13 +70,41 @@ class TfliteModel:
         return {name: np.asarray(value) for name, value in self.runner(**arrays).items()}
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_npy(path):
+    """A .npy file's array; a text file, a pickle, object arrays or a truncated file are a one-line
+    `RunnerError` (NumPy's own message for a text file speaks of pickles and trust)."""
+    advice = "write it with numpy.save"
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise RunnerError(f"cannot read {path}: not a NumPy .npy file; {advice}")
+        return np.load(path, allow_pickle=False)  # never unpickle: a .npy input is data, not code
+    except OSError as error:
+        raise RunnerError(f"cannot read {path}: {error.strerror or error}") from None
+    except (ValueError, EOFError) as error:  # truncated, or object arrays
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RunnerError(f"cannot read {path}: {first_line}; {advice}") from None
+
+
+def refuse_non_finite(array, path):
+    """NaN or infinity in an input gets a confident but meaningless answer: refuse the file instead."""
+    problem = finite.non_finite_message(array, path)
+    if problem:
+        raise RunnerError(problem)
+    return array
+
+
 def read_input(path, dtype, shape):
     """An example or a batch from .npy, or an image (H, W, C raw pixels) when Pillow is installed."""
     if not os.path.isfile(path):
         raise RunnerError(f"input file not found: {path}")
     if path.endswith(".npy"):
-        array = np.load(path, allow_pickle=False)
-        return array[None] if array.ndim == len(shape) - 1 else array
+        array = load_npy(path)
+        array = array[None] if array.ndim == len(shape) - 1 else array
+        return refuse_non_finite(array, path)
     try:
         from PIL import Image
     except ImportError:
@@ -80,6 +112,9 @@ def read_input(path, dtype, shape):
     height, width, channels = shape[1:4]
     try:
         with Image.open(path) as image:
+            problem = non_finite_pixels(image, path)
+            if problem:
+                raise RunnerError(problem)
             image = image.convert("L" if channels == 1 else "RGB")
             if image.size != (width, height):
                 image = image.resize((width, height))

@@ -53,12 +53,28 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_best_checkpoint(tmp
     assert os.path.exists(os.path.join(run_dir, "learning_curves.png"))
 
 
-def test_a_nan_from_the_first_batch_says_no_checkpoint_exists(tmp_path):
+def test_a_loss_that_overflows_in_the_first_batch_says_no_checkpoint_exists(tmp_path):
+    # Finite data whose loss overflows float32 whatever the CPU: a linear model's outputs are about
+    # 1e30, their squares 1e60 > 3.4e38 = inf (no ReLU in the way that could map a NaN to 0).
+    keras.utils.set_random_seed(0)
+    x = np.full((32, 4), 1e30, np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, np.zeros((32, 1), np.float32))).batch(16)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    with pytest.raises(UserError, match=r"loss became inf at epoch 1, batch 1; no checkpoint was saved"):
+        training.fit(model, data, data, epochs=3, run_dir=str(tmp_path))
+    assert not os.path.exists(tmp_path / "model.keras")
+
+
+def test_nan_data_is_refused_before_training_not_learned(tmp_path):
+    # On oneDNN CPUs the ReLU maps NaN to 0 and the loss stays finite: only a look at the data catches it.
     x = np.full((32, 4), np.nan, np.float32)  # corrupt data: every feature NaN
     data = tf.data.Dataset.from_tensor_slices((x, np.zeros(32, np.int32))).batch(16)
-    with pytest.raises(UserError, match=r"loss became nan at epoch 1, batch 1; no checkpoint was saved"):
-        training.fit(_tiny_model(), data, data, epochs=3, run_dir=str(tmp_path))
-    assert not os.path.exists(tmp_path / "model.keras")
+    model = _tiny_model()
+    with pytest.raises(UserError, match=r"^the training data has a non-finite value \(nan\) in its inputs at "
+                                        r"example 0 .*; clean the data first$"):
+        training.fit(model, data, data, epochs=3, run_dir=str(tmp_path / "run"))
+    assert int(model.optimizer.iterations.numpy()) == 0 and not os.path.exists(tmp_path / "run")
 
 
 def test_keep_last_mode_saves_every_finite_epoch_and_stops_on_nan_with_the_last_good_one(tmp_path):

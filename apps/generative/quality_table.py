@@ -163,6 +163,15 @@ def _save_overview(run_dir, images):
     return path
 
 
+def _load_overview(path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"cannot read {path} ({first_line}); delete the folder {os.path.dirname(path)} "
+                        "to rerun that row") from None
+
+
 def _real_reference(scorer, dataset, num_samples, seed):
     """Validation images against test images: about the Fréchet distance a perfect model would get
     with this many samples (not zero: two finite samples of one distribution)."""
@@ -209,7 +218,7 @@ def _write_outputs(rows, real, out, dataset, judge, num_samples):
     with open(os.path.join(out, "quality.json"), "w") as f:
         json.dump({"real": real, "rows": rows}, f, indent=2)
     if rows:  # one row of ten images per model: the table at a glance
-        images = [np.load(row["overview"]) for row in rows]
+        images = [_load_overview(row["overview"]) for row in rows]
         overview = np.concatenate(images)
         titles = [title for row, some in zip(rows, images) for title in [row["name"]] + [""] * (len(some) - 1)]
         png = plots.image_grid(np.clip(overview, 0, 1), titles, os.path.join(out, "quality_samples.png"), columns=10,

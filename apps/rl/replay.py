@@ -151,7 +151,7 @@ class ReplayBuffer:
 
     def load(self, path):
         try:
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
                 for name in self.FIELDS:
                     if data[name].shape != getattr(self, name).shape:
                         raise UserError(f"{path}: replay field {name} has shape {data[name].shape}, "

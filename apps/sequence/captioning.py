@@ -442,13 +442,15 @@ def read_images(paths, size):
     """Image files -> (N, size, size, 1) uint8 grayscale (resized to the captioner's input)."""
     from PIL import Image, UnidentifiedImageError
 
+    from core.images import check_finite_pixels  # a float image with NaN: refused, not captioned
+
     images = []
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"image not found: {path}")
         try:
             with Image.open(path) as image:
-                image = image.convert("L").resize((size, size), Image.BILINEAR)
+                image = check_finite_pixels(image, path).convert("L").resize((size, size), Image.BILINEAR)
         except (UnidentifiedImageError, OSError) as error:
             raise UserError(f"cannot read the image {path}: {error}") from None
         images.append(np.asarray(image, np.uint8)[..., None])

@@ -41,9 +41,11 @@ def load_image(name_or_path, size):
     if os.path.exists(name_or_path):
         from PIL import Image, UnidentifiedImageError
 
+        from core.images import check_finite_pixels  # a float image with NaN: refused, not stylized
+
         try:
             with Image.open(name_or_path) as image:
-                pixels = np.asarray(image.convert("RGB"), np.float32)
+                pixels = np.asarray(check_finite_pixels(image, name_or_path).convert("RGB"), np.float32)
         except (UnidentifiedImageError, OSError) as error:
             raise UserError(f"cannot read image {name_or_path}: {error}") from None
     elif name_or_path in PHOTOS:
