@@ -12,15 +12,21 @@ and serves the integer version folders in it; it ignores the rest):
 
 Keras 3 models go to TFLite through the SavedModel (`from_saved_model`):
 `TFLiteConverter.from_keras_model` fails for many Keras 3 models.
+
+A version folder appears whole or not at all: it is written as `.tmp-<version>`
+and renamed. A write that fails (full disk, read-only folder) removes what it
+wrote and is a one-line `UserError`; the versions before it are untouched.
 """
 
 import os
 import re
+import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from core.checkpoints import quiet_write_failures, write_error_reason, write_errors
 from core.errors import UserError
 
 SIGNATURE = "serving_default"
@@ -80,16 +86,21 @@ def convert_to_tflite(saved_model_dir, tflite_path, quantization="float", repres
             _as_arrays(batch) if isinstance(batch, dict) else [_as_array(batch)] for batch in representative_data)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     flatbuffer = converter.convert()
-    os.makedirs(os.path.dirname(os.path.abspath(tflite_path)), exist_ok=True)
     _atomic_write(tflite_path, flatbuffer)
     return tflite_path
 
 
 def _atomic_write(path, data):
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as error:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise UserError(f"cannot write {path}: {write_error_reason(error)}") from None
 
 
 def tflite_signature_runner(tflite_path, num_threads=None):
@@ -153,6 +164,26 @@ def absolute_parity(kind, reference, candidate):
     return {"max_abs_diff": difference}, problem
 
 
+def _write_version(model, saved_model_dir, input_names, output_names, files):
+    """The SavedModel and `files` (relative path -> text) in `saved_model_dir`, whole or not at all:
+    TF Serving watches the folder and loads any integer version folder that appears."""
+    tmp_dir = os.path.join(os.path.dirname(saved_model_dir), f".tmp-{os.path.basename(saved_model_dir)}")
+    try:
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # left by a killed export
+        with quiet_write_failures():
+            export_saved_model(model, tmp_dir, input_names, output_names)
+        for relative_path, text in files.items():
+            path = os.path.join(tmp_dir, relative_path)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+        os.replace(tmp_dir, saved_model_dir)
+    except write_errors() as error:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise UserError(f"cannot write the export {saved_model_dir}: {write_error_reason(error)}; "
+                        f"the versions before it are untouched") from None
+
+
 def export_model(model, app_dir, *, input_names, output_names, sample_inputs, representative_data=None,
                  class_names=None, version=None, kinds=("float", "dynamic"), check=absolute_parity,
                  extra_files=None, log=print):
@@ -176,18 +207,10 @@ def export_model(model, app_dir, *, input_names, output_names, sample_inputs, re
     saved_model_dir = os.path.join(app_dir, str(version))
     if os.path.exists(saved_model_dir):
         raise UserError(f"{saved_model_dir} already exists; choose another --version")
-    tmp_dir = os.path.join(app_dir, f".tmp-{version}")
-    export_saved_model(model, tmp_dir, input_names, output_names)
     files = dict(extra_files or {})
     if class_names:
         files[os.path.join("assets.extra", "labels.txt")] = "\n".join(class_names) + "\n"
-    for relative_path, text in files.items():
-        path = os.path.join(tmp_dir, relative_path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-    # TF Serving watches the folder: the version appears whole or not at all.
-    os.replace(tmp_dir, saved_model_dir)
+    _write_version(model, saved_model_dir, input_names, output_names, files)
 
     reference = run_saved_model(saved_model_dir, sample_inputs)
     tflite_dir = os.path.join(app_dir, "tflite", str(version))
@@ -197,6 +220,8 @@ def export_model(model, app_dir, *, input_names, output_names, sample_inputs, re
         path = os.path.join(tflite_dir, f"{kind}.tflite")
         try:
             convert_to_tflite(saved_model_dir, path, kind, representative_data)
+        except UserError:  # the file could not be written
+            raise
         except Exception as error:  # the converter raises ConverterError and friends
             if kind != "int8":
                 raise

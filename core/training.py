@@ -5,8 +5,9 @@ A run folder holds everything one training run writes:
   config.json      the arguments the run was started with
   model.keras      the best model so far on the validation loss (written atomically)
   model.keras.best.json  its validation loss and epoch
-  backup/          BackupAndRestore state: a killed run resumes from here
-  history.csv      one row per epoch (appended across resumes)
+  backup/          resume state (weights, optimizer, epoch and batch): the last
+                   two checkpoints, after each epoch and where a SIGTERM arrived
+  history.csv      one row per epoch (appended across resumes, never twice)
   logs/            TensorBoard event files
   learning_curves.png
 
@@ -14,17 +15,26 @@ A run whose loss becomes NaN or infinite stops with a `UserError` that names
 the epoch and batch, and the best checkpoint written before stays loadable.
 A run folder that cannot be written (read-only, under a file, disk full) is a
 `UserError` too, not a traceback.
+
+Rerunning the command of a killed run resumes it (see `core.checkpoints`):
+from the newest backup, or with one line saying why from the one before when
+the newest is damaged. SIGTERM (preemption, `docker stop`) saves a backup at
+the next batch boundary and stops with `Preempted` (exit 143 from `run_cli`);
+the rerun goes on with the batches of that epoch the run had not trained on.
 """
 
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 
 import keras
 
-from core.errors import UserError
+from core import checkpoints
+from core.checkpoints import CheckpointFolder, CorruptCheckpoint, first_line
+from core.errors import Preempted, UserError
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -103,7 +113,7 @@ def load_trained_model(run_dir, compile=False):
 
     Not compiled by default: the optimizer (and any custom learning-rate
     schedule in it) is not needed for inference; resuming training goes
-    through the BackupAndRestore state instead.
+    through the resume backups instead (`ResumeBackup`).
     """
     path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.exists(path):
@@ -219,27 +229,145 @@ def _write_json_atomically(path, value):
     os.replace(tmp, path)
 
 
-def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True):
-    """Checkpoint, resume, early stopping, TensorBoard and CSV history.
-    `monitor=None` checkpoints the last finite epoch (no early stopping then).
+BACKUP_WEIGHTS, BACKUP_STATE = "model.weights.h5", "state.json"
+
+
+class ResumeBackup(keras.callbacks.Callback):
+    """The resume state of `fit` in `backup/`: weights and optimizer (`model.weights.h5`) with the
+    epoch, batch and optimizer step they belong to (`state.json`), one folder per checkpoint,
+    `epoch-<E>-batch-<B>` (E epochs done, then B batches of the next). Saved after every epoch and
+    at the batch where a SIGTERM arrived; the last two are kept (`core.checkpoints`).
+
+    It runs after the other callbacks of an epoch, so the epoch's history row and best model are
+    written before its backup: a kill in between redoes the epoch, whose row is then trimmed."""
+
+    def __init__(self, folder, log=print):
+        super().__init__()
+        self.checkpoints = CheckpointFolder(folder, "epoch-")
+        self.log = log
+        self.epoch = 0
+        self.batch_offset = 0  # batches of this epoch trained before a resume (not seen by this `fit`)
+        self.mid_epoch = True  # whether a SIGTERM may save mid-epoch (the data can skip batches to resume)
+        self._to_load = None
+
+    def resume_point(self):
+        """(epochs done, batches of the next done) of the newest usable backup, or None (a fresh
+        run). Files only: the weights are loaded when training begins (the model is built then)."""
+        chosen = self.checkpoints.restore(_check_backup, _backup_label, log=self.log)
+        if chosen is None:
+            if os.path.exists(os.path.join(self.checkpoints.folder, "training_metadata.json")):
+                self.log(f"{self.checkpoints.folder} holds the resume state of an older version: starting over")
+            return None
+        self._to_load = chosen
+        return chosen[1]["epoch"], chosen[1]["batch"]
+
+    def on_train_begin(self, logs=None):
+        if self._to_load:
+            path, state = self._to_load
+            self._to_load = None
+            _load_backup(self.model, path, state, self.checkpoints.folder)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        last_batch = self.params.get("steps") == batch + 1  # on_epoch_end saves in a moment
+        if checkpoints.stop_requested() and self.mid_epoch and not self.model.stop_training and not last_batch:
+            done = self.batch_offset + batch + 1
+            path = self.save(self.epoch, done)
+            raise Preempted(f"stopped by SIGTERM at epoch {self.epoch + 1}, batch {done}; saved {path}; "
+                            f"rerun the same command to resume")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.batch_offset = 0
+        if self.model.stop_training:  # NaN loss or early stopping: the run ends here, no resume
+            return
+        path = self.save(epoch + 1, 0)
+        if checkpoints.stop_requested():
+            raise Preempted(f"stopped by SIGTERM after epoch {epoch + 1}; saved {path}; "
+                            f"rerun the same command to resume")
+
+    def save(self, epoch, batch):
+        optimizer = self.model.optimizer
+        state = {"epoch": epoch, "batch": batch,
+                 "iterations": _step_of(optimizer) if optimizer is not None else None}
+
+        def write(folder):
+            self.model.save_weights(os.path.join(folder, BACKUP_WEIGHTS))
+            _write_json_atomically(os.path.join(folder, BACKUP_STATE), state)
+
+        return self.checkpoints.save(_backup_name(epoch, batch), write)
+
+    def remove(self):
+        """The run is over: a rerun starts afresh."""
+        shutil.rmtree(self.checkpoints.folder, ignore_errors=True)
+
+
+def _backup_name(epoch, batch):
+    return f"epoch-{epoch:06d}-batch-{batch:06d}"
+
+
+def _backup_label(chosen):
+    _, state = chosen
+    return f"epoch {state['epoch']}" + (f", batch {state['batch']}" if state["batch"] else "")
+
+
+def _check_backup(path):
+    """(path, state) when the backup's files are whole and agree; else `CorruptCheckpoint`."""
+    import h5py
+
+    try:
+        with open(os.path.join(path, BACKUP_STATE)) as f:
+            state = json.load(f)
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+    except FileNotFoundError:
+        raise CorruptCheckpoint(f"{BACKUP_STATE} is missing") from None
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise CorruptCheckpoint(f"{BACKUP_STATE}: {first_line(error)}") from None
+    if os.path.basename(path) != _backup_name(epoch, batch):
+        raise CorruptCheckpoint(f"{BACKUP_STATE} says epoch {epoch}, batch {batch}")
+    weights = os.path.join(path, BACKUP_WEIGHTS)
+    if not os.path.exists(weights):
+        raise CorruptCheckpoint(f"{BACKUP_WEIGHTS} is missing")
+    try:
+        with h5py.File(weights, "r") as f:  # read every array: a damaged file fails here, not in fit
+            f.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
+    except Exception as error:  # h5py raises OSError, KeyError, RuntimeError, ...
+        raise CorruptCheckpoint(f"{BACKUP_WEIGHTS}: {first_line(error)}") from None
+    return path, state
+
+
+def _load_backup(model, path, state, folder):
+    optimizer = model.optimizer
+    if optimizer is not None and not optimizer.built:  # its slots must exist to be loaded
+        optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(os.path.join(path, BACKUP_WEIGHTS))
+    except Exception as error:  # a model that changed since, ...
+        raise UserError(f"cannot resume from {path}: {first_line(error)}; delete {folder} to start over") from None
+    saved = state.get("iterations")
+    if optimizer is not None and saved is not None and _step_of(optimizer) != saved:
+        raise UserError(f"cannot resume from {path}: its weights are of optimizer step {_step_of(optimizer)}, "
+                        f"its {BACKUP_STATE} says {saved}; delete {folder} to start over")
+
+
+def _step_of(optimizer):
+    return int(keras.ops.convert_to_numpy(optimizer.iterations))
+
+
+def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True, extra=()):
+    """Best checkpoint, CSV history, TensorBoard, NaN stop, early stopping, the `extra` callbacks
+    and, last, the resume backup (`ResumeBackup`). `monitor=None` checkpoints the last finite
+    epoch (no early stopping then).
 
     On a non-chief multi-worker task (`writes_files=False`) the checkpoints go
     to a throwaway folder: every worker must run the same callbacks, but
     only the chief's files are kept.
     """
     folder = run_dir if writes_files else tempfile.mkdtemp(prefix="worker-")
-    backup = os.path.join(folder, "backup")
-    best = BestModelCheckpoint(os.path.join(folder, MODEL_FILE), monitor=monitor)
-    history = os.path.join(folder, "history.csv")
-    if not os.path.exists(backup):  # a fresh run, not a resume: its own "best so far" and history
-        for finished_run_file in (best.state_path, history):
-            if os.path.exists(finished_run_file):
-                os.remove(finished_run_file)
     result = [
-        # double_checkpoint keeps the previous backup, used if the latest is corrupt.
-        keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
-        best,
-        keras.callbacks.CSVLogger(history, append=True),  # appended across resumes
+        BestModelCheckpoint(os.path.join(folder, MODEL_FILE), monitor=monitor),
+        keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),  # appended across resumes
         keras.callbacks.TensorBoard(os.path.join(folder, "logs")),
         StopOnNaN(),
     ]
@@ -247,32 +375,79 @@ def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True):
         if monitor is None:
             raise UserError("early stopping (--patience) needs a validation loss to watch; this model has none")
         result.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True))
-    return result
+    return result + list(extra) + [ResumeBackup(os.path.join(folder, "backup"))]
+
+
+def _find(callback_list, kind):
+    return next(c for c in callback_list if isinstance(c, kind))
+
+
+def _start_files(callback_list, start):
+    """A fresh run (`start` None) gets its own "best so far" and history; a resumed one keeps the
+    history rows of the epochs before `start` only (a redone epoch is not logged twice)."""
+    best, history = _find(callback_list, BestModelCheckpoint), _find(callback_list, keras.callbacks.CSVLogger)
+    if start is None:
+        for finished_run_file in (best.state_path, history.filename):
+            if os.path.exists(finished_run_file):
+                os.remove(finished_run_file)
+    else:
+        checkpoints.trim_csv(history.filename, lambda row: int(row["epoch"]) < start[0])
+
+
+def _fit_from(model, train_data, start, epochs, backup, **fit_args):
+    """`model.fit` from `start` (epochs done, batches of the next done) to `epochs`. A run stopped
+    mid-epoch first finishes that epoch on the batches it had not trained on."""
+    epoch, batch = start or (0, 0)
+    if batch:
+        backup.batch_offset = batch
+        first = model.fit(train_data.skip(batch), initial_epoch=epoch, epochs=epoch + 1, **fit_args)
+        epoch += 1
+        if model.stop_training or epoch >= epochs:
+            return first
+        rest = model.fit(train_data, initial_epoch=epoch, epochs=epochs, **fit_args)
+        rest.epoch = first.epoch + rest.epoch
+        rest.history = {k: first.history.get(k, []) + v for k, v in rest.history.items()}
+        return rest
+    return model.fit(train_data, initial_epoch=epoch, epochs=epochs, **fit_args)
 
 
 def fit(model, train_data, val_data, *, epochs, run_dir, monitor="val_loss", patience=None,
         writes_files=True, extra_callbacks=(), class_weight=None):
     """`model.fit` with the suite's callbacks; writes the learning-curve PNG.
 
-    Rerunning the same command after a kill resumes from the last finished
-    epoch (BackupAndRestore) and stops at the same total number of epochs.
+    Rerunning the same command after a kill resumes from the last backup
+    (the last finished epoch, or the batch where a SIGTERM stopped it) and
+    stops at the same total number of epochs; `Preempted` is raised after
+    a SIGTERM (see the module's doc).
 
     Raises `UserError` when a loss becomes NaN or infinite (after writing
     the learning curves); the best checkpoint from before stays in place.
+    Data holding a NaN or infinity is refused before any step or file (one
+    pass over each dataset: on some CPUs a NaN input never reaches the loss).
     """
-    from core import plots
+    import tensorflow as tf
+
+    from core import finite, plots
 
     if epochs < 1:
         raise UserError(f"the number of epochs must be at least 1, got {epochs}")
+    finite.check_finite(train_data, "the training data")
+    finite.check_finite(val_data, "the validation data")
     verbose = 1 if sys.stdout.isatty() else 2  # one line per epoch in logs
-    run_callbacks = callbacks(run_dir, monitor=monitor, patience=patience, writes_files=writes_files)
-    history = model.fit(
-        train_data, validation_data=val_data, epochs=epochs, verbose=verbose, class_weight=class_weight,
-        shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=run_callbacks + list(extra_callbacks))
+    run_callbacks = callbacks(run_dir, monitor=monitor, patience=patience, writes_files=writes_files,
+                              extra=extra_callbacks)
+    backup = run_callbacks[-1]
+    backup.mid_epoch = isinstance(train_data, tf.data.Dataset)  # else SIGTERM waits for the epoch's end
+    start = backup.resume_point()
+    _start_files(run_callbacks, start)
+    with checkpoints.stop_on_sigterm():
+        history = _fit_from(model, train_data, start, epochs, backup, validation_data=val_data, verbose=verbose,
+                            class_weight=class_weight, callbacks=run_callbacks,
+                            shuffle=False)  # the tf.data pipeline shuffles
+    backup.remove()
     if writes_files:
         plots.learning_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "learning_curves.png"))
-    nan_stop = next(c for c in run_callbacks if isinstance(c, StopOnNaN))
+    nan_stop = _find(run_callbacks, StopOnNaN)
     if nan_stop.stopped_at:
-        raise UserError(nan_stop.message(next(c for c in run_callbacks if isinstance(c, BestModelCheckpoint))))
+        raise UserError(nan_stop.message(_find(run_callbacks, BestModelCheckpoint)))
     return history

@@ -66,7 +66,7 @@ def test_killed_cartpole_run_resumes_exactly(tmp_path):
     assert [float(r["epsilon"]) for r in rows] == pytest.approx(
         [dqn.epsilon_at(s, config) for s in (116, 236, 356, 396)], abs=1e-4)  # ε of the last step acted on
     assert int(rows[-1]["episodes"]) >= 10  # random CartPole games of ~20 steps ended on both sides of 200
-    assert sorted(os.listdir(os.path.join(run_b, dqn.CHECKPOINTS))) == [dqn.LATEST, "step-000000000400"]
+    assert sorted(os.listdir(os.path.join(run_b, dqn.CHECKPOINTS))) == ["step-000000000200", "step-000000000400"]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def truncate(path):
         f.write(data[:len(data) // 2])
 
 
-@pytest.mark.parametrize("damage", ["model", "replay", "envs", "state", "pointer", "partial"])
+@pytest.mark.parametrize("damage", ["model", "replay", "envs", "state", "partial"])
 def test_damaged_checkpoint_is_a_one_line_error(small_run, tmp_path, damage, capsys):
     from apps.rl.__main__ import main
     from core.errors import run_cli
@@ -101,9 +101,6 @@ def test_damaged_checkpoint_is_a_one_line_error(small_run, tmp_path, damage, cap
         truncate(os.path.join(checkpoint, f"{damage}.npz"))
     elif damage == "state":
         truncate(os.path.join(checkpoint, "state.json"))
-    elif damage == "pointer":  # `latest` names a checkpoint that is not there
-        with open(os.path.join(out, dqn.CHECKPOINTS, dqn.LATEST), "w") as f:
-            f.write("step-000000000099\n")
     else:  # killed while writing: a file of the folder is missing
         os.remove(os.path.join(checkpoint, "envs.npz"))
     capsys.readouterr()
@@ -129,7 +126,7 @@ def test_a_kill_while_writing_leaves_the_previous_checkpoint(small_run, tmp_path
     after = dqn.checkpoint_contents(out)
     assert after["state/env_steps"] == before["state/env_steps"] == 16
     dqn.train(dqn.DQNConfig.from_dict(dict(vars(config), steps=24)), out, strategy="default", log=lambda *a: None)
-    assert sorted(os.listdir(os.path.join(out, dqn.CHECKPOINTS))) == [dqn.LATEST, "step-000000000024"]
+    assert sorted(os.listdir(os.path.join(out, dqn.CHECKPOINTS))) == ["step-000000000016", "step-000000000024"]
 
 
 def test_checkpoint_of_the_older_flat_layout_still_loads_and_resumes(small_run, tmp_path):
@@ -163,5 +160,5 @@ def test_checkpoint_of_the_older_flat_layout_still_loads_and_resumes(small_run, 
     dqn.train(dqn.DQNConfig.from_dict(dict(vars(config), steps=24)), out, strategy="default", log=messages.append)
     assert any("resumed" in m and "at agent step 16" in m for m in messages)
     assert any("no environment state" in m for m in messages)
-    assert sorted(os.listdir(folder)) == [dqn.LATEST, "step-000000000024"]
+    assert sorted(os.listdir(folder)) == ["step-000000000024"]
     assert dqn.checkpoint_contents(out)["replay/has_action"].sum() == 24  # the 16 old transitions were kept

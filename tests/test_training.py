@@ -49,23 +49,23 @@ def test_fit_resumes_from_the_previous_backup_when_the_latest_is_corrupt(tmp_pat
     model = _tiny_model()
 
     class StopAfterTwoEpochs(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
                 raise KeyboardInterrupt  # a kill after epoch 2's backup was written
 
     with pytest.raises(KeyboardInterrupt):
         training.fit(model, tiny_dataset(0), tiny_dataset(1), epochs=5, run_dir=run_dir, extra_callbacks=[StopAfterTwoEpochs()])
     backup = os.path.join(run_dir, "backup")
-    assert json.load(open(os.path.join(backup, "training_metadata.json")))["epoch"] == 2
-    with open(os.path.join(backup, "latest.weights.h5"), "wb") as f:
-        f.write(b"half-written")  # as if the kill hit during the save
+    assert sorted(os.listdir(backup)) == ["epoch-000001-batch-000000", "epoch-000002-batch-000000"]
+    with open(os.path.join(backup, "epoch-000002-batch-000000", "model.weights.h5"), "wb") as f:
+        f.write(b"half-written")  # as if the disk had lost it
 
     training.fit(_tiny_model(), tiny_dataset(0), tiny_dataset(1), epochs=5, run_dir=run_dir)
     epochs = [int(line.split(",")[0]) for line in open(os.path.join(run_dir, "history.csv")).read().split("\n")[1:]
               if line]
     # Epoch 0 and 1 ran before the kill; the previous backup (after epoch 0)
-    # was used, so epoch 1 is redone, then 2..4: nothing starts from scratch.
-    assert epochs[:2] == [0, 1] and epochs[-1] == 4 and epochs[2] == 1
+    # was used, so epoch 1 is redone (its first row trimmed), then 2..4.
+    assert epochs == [0, 1, 2, 3, 4]
     assert os.path.exists(os.path.join(run_dir, "model.keras"))
     assert os.path.exists(os.path.join(run_dir, "learning_curves.png"))
     # A new run in the finished run's folder (no backup left: not a resume) keeps only its own epochs.

@@ -24,7 +24,6 @@ Counting: an "agent step" is one action in one environment (4 Atari frames).
 import csv
 import json
 import os
-import shutil
 import time
 import zipfile
 from dataclasses import asdict, dataclass, fields
@@ -35,8 +34,9 @@ import tensorflow as tf
 
 from apps.rl import atari
 from apps.rl.replay import ReplayBuffer
-from core import distribute
-from core.errors import UserError
+from core import checkpoints, distribute
+from core.checkpoints import CheckpointFolder, CorruptCheckpoint, first_line
+from core.errors import Preempted, UserError
 from core.registry import Registry
 
 
@@ -302,62 +302,73 @@ def build_agent(config, strategy):
 # never stopped: model.* (online and target nets, optimizer slots, counters: tf.train.Checkpoint),
 # replay.npz (the buffer and its sampler RNG), envs.npz (every sub-environment's emulator and
 # wrapper state, the vector env's autoreset flags, the actor's stacked observations) and
-# state.json (actor RNG, recent returns, update credit, the not yet logged losses). A folder is
-# written under a temporary name and renamed once complete; then the one-line `latest` file is
-# replaced (atomically) to name it, so a kill at any moment leaves the previous checkpoint whole.
+# state.json (actor RNG, recent returns, update credit, the not yet logged losses). The last two
+# are kept, each written under a temporary name and renamed once complete (core.checkpoints): a
+# kill at any moment leaves them whole, and a damaged newest one is reported in one line and the
+# one before it used.
 CHECKPOINTS = "checkpoints"
-LATEST = "latest"
 CHECKPOINT_FILES = ("model.index", "state.json")  # what every use needs; training also reads the .npz files
 
 
-def _checkpoint_error(path, error):
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    return UserError(f"corrupt or partial checkpoint {path} ({lines[0]}); delete it to start over, "
-                     f"or restore an intact copy")
+def _checkpoint_folder(out):
+    return CheckpointFolder(os.path.join(out, CHECKPOINTS), "step-")
+
+
+def _step_of(path):
+    return int(os.path.basename(path)[len("step-"):])
 
 
 def latest_checkpoint(out):
-    """The folder of the newest complete checkpoint of run `out`, or None."""
-    folder = os.path.join(out, CHECKPOINTS)
-    pointer = os.path.join(folder, LATEST)
-    if not os.path.exists(pointer):
-        return None
-    with open(pointer) as f:
-        name = f.read().strip()
-    path = os.path.join(folder, name)
-    missing = [f for f in CHECKPOINT_FILES if not os.path.exists(os.path.join(path, f))]
-    if not name.startswith("step-") or missing:
-        raise _checkpoint_error(path, f"{pointer} names it, but it lacks {', '.join(missing) or 'a step-<N> name'}")
-    return path
+    """The folder of the newest complete checkpoint of run `out` (not checked), or None."""
+    return _checkpoint_folder(out).newest()
 
 
 def _restore_model(agent, prefix):
+    """Raises CorruptCheckpoint when the checkpoint cannot be read into the agent."""
     try:
         agent.checkpoint().read(prefix).assert_existing_objects_matched()
     except (tf.errors.OpError, ValueError, AssertionError, IndexError, KeyError) as error:  # TF raises all of these
-        raise _checkpoint_error(prefix, error) from None
+        raise CorruptCheckpoint(first_line(error)) from None
 
 
-def restore(agent, out, buffer=None, with_envs=False):
-    """Load the newest checkpoint of `out` into agent (and buffer). Returns None when there is
-    none, else the run state of state.json, with the arrays of envs.npz as "envs" when asked
-    (None for a checkpoint of the older flat layout, which did not save the environments)."""
-    path = latest_checkpoint(out)
-    if path is None:
-        return _restore_flat_layout(agent, out, buffer)
+def _load_checkpoint(agent, path, buffer, with_envs):
+    """Read checkpoint folder `path` into agent (and buffer); its run state, or CorruptCheckpoint."""
+    needed = CHECKPOINT_FILES + (("replay.npz",) if buffer is not None else ()) + (("envs.npz",) if with_envs else ())
+    missing = [f for f in needed if not os.path.exists(os.path.join(path, f))]
+    if missing:
+        raise CorruptCheckpoint(f"{', '.join(missing)} missing")
     _restore_model(agent, os.path.join(path, "model"))
     try:
         with open(os.path.join(path, "state.json")) as f:
             state = json.load(f)
         state["envs"] = None
         if with_envs:
-            with np.load(os.path.join(path, "envs.npz")) as data:
+            with np.load(os.path.join(path, "envs.npz"), allow_pickle=False) as data:
                 state["envs"] = dict(data)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise _checkpoint_error(path, error) from None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as error:
+        raise CorruptCheckpoint(first_line(error)) from None
+    counters = {"folder": _step_of(path), "state.json": state.get("env_steps"), "model": int(agent.env_steps.numpy())}
+    if len(set(counters.values())) != 1:
+        raise CorruptCheckpoint("its agent step counters disagree (" +
+                                ", ".join(f"{k} {v}" for k, v in counters.items()) + ")")
     if buffer is not None:
-        buffer.load(os.path.join(path, "replay.npz"))
+        try:
+            buffer.load(os.path.join(path, "replay.npz"))
+        except UserError as error:
+            raise CorruptCheckpoint(str(error)) from None
     return state
+
+
+def restore(agent, out, buffer=None, with_envs=False, log=print):
+    """Load the newest usable checkpoint of `out` into agent (and buffer): a damaged newest one is
+    reported through `log` and the one before used. Returns None when there is none, else the run
+    state of state.json, with the arrays of envs.npz as "envs" when asked (None for a checkpoint
+    of the older flat layout, which did not save the environments)."""
+    folder = _checkpoint_folder(out)
+    if not folder.names():
+        return _restore_flat_layout(agent, out, buffer)
+    return folder.restore(lambda path: _load_checkpoint(agent, path, buffer, with_envs),
+                          label=lambda state: f"agent step {state['env_steps']}", log=log)
 
 
 def _restore_flat_layout(agent, out, buffer):
@@ -367,47 +378,29 @@ def _restore_flat_layout(agent, out, buffer):
     prefix = tf.train.latest_checkpoint(folder)
     if prefix is None:
         return None
-    _restore_model(agent, prefix)
     try:
+        _restore_model(agent, prefix)
         with open(os.path.join(folder, "state.json")) as f:
             state = json.load(f)
-    except (OSError, ValueError) as error:
-        raise _checkpoint_error(folder, error) from None
+    except (CorruptCheckpoint, OSError, ValueError) as error:
+        raise UserError(f"corrupt or partial checkpoint {prefix} ({first_line(error)}); delete {folder} "
+                        f"to start over") from None
     if buffer is not None:
         buffer.load(os.path.join(folder, "replay.npz"))
     return dict(state, envs=None)
 
 
 def save_checkpoint(agent, out, buffer, state, envs_state):
-    """Write checkpoints/step-<N>/ completely, then point `latest` at it and remove older ones."""
-    folder = os.path.join(out, CHECKPOINTS)
-    name = f"step-{int(agent.env_steps.numpy()):012d}"
-    final = os.path.join(folder, name)
-    current = latest_checkpoint(out)
-    if current is not None and os.path.basename(current) == name:
-        return final  # resumed and stopped without a step: that checkpoint is this state
-    partial = os.path.join(folder, f".partial-{name}")
-    for stale in (partial, final):  # left by a kill before `latest` was updated
-        shutil.rmtree(stale, ignore_errors=True)
-    os.makedirs(partial)
-    agent.checkpoint().write(os.path.join(partial, "model"))
-    buffer.save(os.path.join(partial, "replay.npz"))
-    np.savez(os.path.join(partial, "envs.npz"), **envs_state)
-    with open(os.path.join(partial, "state.json"), "w") as f:
-        json.dump(state, f)
-    os.rename(partial, final)
-    with open(os.path.join(folder, LATEST + ".tmp"), "w") as f:
-        f.write(name + "\n")
-    os.replace(os.path.join(folder, LATEST + ".tmp"), os.path.join(folder, LATEST))
-    for entry in os.listdir(folder):  # older checkpoints, including those of the flat layout
-        path = os.path.join(folder, entry)
-        if entry in (name, LATEST):
-            continue
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
-    return final
+    """Write checkpoints/step-<N>/ completely; keep it and the one before (core.checkpoints)."""
+
+    def write(folder):
+        agent.checkpoint().write(os.path.join(folder, "model"))
+        buffer.save(os.path.join(folder, "replay.npz"))
+        np.savez(os.path.join(folder, "envs.npz"), **envs_state)
+        with open(os.path.join(folder, "state.json"), "w") as f:
+            json.dump(state, f)
+
+    return _checkpoint_folder(out).save(f"step-{int(agent.env_steps.numpy()):012d}", write)
 
 
 def checkpoint_contents(out):
@@ -420,7 +413,7 @@ def checkpoint_contents(out):
     contents = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
                 if not key.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
     for prefix, file in (("replay", "replay.npz"), ("envs", "envs.npz")):
-        with np.load(os.path.join(path, file)) as data:
+        with np.load(os.path.join(path, file), allow_pickle=False) as data:
             contents.update({f"{prefix}/{key}": data[key] for key in data.files})
     with open(os.path.join(path, "state.json")) as f:
         contents.update({f"state/{key}": value for key, value in json.load(f).items()})
@@ -444,21 +437,6 @@ class CSVLog:
         self.file.close()
 
 
-def _truncate_csv(path, step_column, max_step):
-    """Drop rows logged after the checkpoint we resume from (they will be logged again)."""
-    if not os.path.exists(path):
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-        columns = rows[0].keys() if rows else None
-    if columns is None:
-        return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(r for r in rows if int(r[step_column]) <= max_step)
-
-
 def train(config, out, strategy="auto", stop_after=None, log=print):
     """Train (or resume) the run in `out` until `config.steps` agent steps.
 
@@ -472,15 +450,15 @@ def train(config, out, strategy="auto", stop_after=None, log=print):
     _save_config(out, config)
     agent = Agent(config, frame_shape, stack, num_actions, strategy)
     buffer = ReplayBuffer(config.buffer_size, frame_shape, config.num_envs, stack, dtype, seed=config.seed)
-    state = restore(agent, out, buffer, with_envs=True)
+    state = restore(agent, out, buffer, with_envs=True, log=log)
     rng = np.random.default_rng(config.seed + 1)
     if state is not None:
         rng.bit_generator.state = state["rng"]
         log(f"resumed {out} at agent step {int(agent.env_steps.numpy())} "
             f"({int(agent.updates.numpy())} updates, {len(buffer)} transitions in replay)")
     step = int(agent.env_steps.numpy())
-    for name in ("episodes.csv", "train.csv"):
-        _truncate_csv(os.path.join(out, name), "env_step", step)
+    for name in ("episodes.csv", "train.csv"):  # rows logged after the checkpoint are logged again
+        checkpoints.trim_csv(os.path.join(out, name), lambda row: int(row["env_step"]) <= step)
     episodes_log = CSVLog(os.path.join(out, "episodes.csv"), ["env_step", "episode", "return", "length", "epsilon"])
     train_log = CSVLog(os.path.join(out, "train.csv"),
                        ["env_step", "frames", "updates", "loss", "q_mean", "epsilon", "env_steps_per_s",
@@ -520,84 +498,94 @@ def train(config, out, strategy="auto", stop_after=None, log=print):
         f"({buffer.nbytes / 2**20:.0f} MiB), {strategy.num_replicas_in_sync} replica(s), global batch {global_batch}, "
         f"{'Double ' if config.double else ''}{'dueling ' if config.dueling else ''}DQN; "
         f"agent steps {step} -> {end}")
+    preempted = None  # the checkpoint saved on SIGTERM
     try:
-        while step < end:
-            epsilon = epsilon_at(step, config)
-            actions = agent.act(agent.observations(stacks) if stack > 1 else stacks[:, 0], epsilon, rng) \
-                if step >= config.learning_starts else rng.integers(0, num_actions, n)
-            if step < config.learning_starts:
-                epsilon = 1.0
-            frames, rewards, terminated, truncated, infos = envs.step(actions)
-            done = terminated | truncated
-            next_frames = frames.copy()
-            if done.any():
+        with checkpoints.stop_on_sigterm():
+            while step < end:
+                epsilon = epsilon_at(step, config)
+                actions = agent.act(agent.observations(stacks) if stack > 1 else stacks[:, 0], epsilon, rng) \
+                    if step >= config.learning_starts else rng.integers(0, num_actions, n)
+                if step < config.learning_starts:
+                    epsilon = 1.0
+                frames, rewards, terminated, truncated, infos = envs.step(actions)
+                done = terminated | truncated
+                next_frames = frames.copy()
+                if done.any():
+                    for e in np.flatnonzero(done):
+                        next_frames[e] = infos["final_obs"][e]
+                buffer.add_batch(actions, rewards, terminated, next_frames)
+                stacks = np.concatenate([stacks[:, 1:], next_frames[:, None]], axis=1)
+                step += n
                 for e in np.flatnonzero(done):
-                    next_frames[e] = infos["final_obs"][e]
-            buffer.add_batch(actions, rewards, terminated, next_frames)
-            stacks = np.concatenate([stacks[:, 1:], next_frames[:, None]], axis=1)
-            step += n
-            for e in np.flatnonzero(done):
-                buffer.start(e, frames[e])
-                stacks[e] = frames[e]
-                final_info = infos.get("final_info", {})
-                if "game_return" in final_info and final_info.get("_game_return", np.ones(n, bool))[e]:
-                    agent.episodes.assign_add(1)
-                    game_return = float(final_info["game_return"][e])
-                    recent_returns = (recent_returns + [game_return])[-100:]
-                    episodes_log.write(dict(env_step=step, episode=int(agent.episodes.numpy()), epsilon=f"{epsilon:.4f}",
-                                            **{"return": game_return}, length=int(final_info["game_length"][e])))
+                    buffer.start(e, frames[e])
+                    stacks[e] = frames[e]
+                    final_info = infos.get("final_info", {})
+                    if "game_return" in final_info and final_info.get("_game_return", np.ones(n, bool))[e]:
+                        agent.episodes.assign_add(1)
+                        game_return = float(final_info["game_return"][e])
+                        recent_returns = (recent_returns + [game_return])[-100:]
+                        episodes_log.write(dict(env_step=step, episode=int(agent.episodes.numpy()),
+                                                epsilon=f"{epsilon:.4f}", **{"return": game_return},
+                                                length=int(final_info["game_length"][e])))
+                        with writer.as_default(step=step):
+                            tf.summary.scalar("episode/return", game_return)
+                if step >= config.learning_starts:
+                    update_credit += n / config.train_freq
+                    k = config.updates_per_call
+                    while update_credit >= k:
+                        update_credit -= k
+                        batches = [buffer.sample(global_batch) for _ in range(k)]
+                        loss, q = agent.update(*(np.stack(parts) for parts in zip(*batches)))
+                        losses.append(loss)
+                        qs.append(q)
+                    if step - int(agent.last_sync.numpy()) >= config.target_update:
+                        agent.sync_target()
+                        agent.last_sync.assign(step)
+                agent.env_steps.assign(step)
+                if checkpoints.stop_requested():  # SIGTERM (preemption): save here and stop
+                    end = step
+                if step >= next_log or step >= config.steps:
+                    next_log = (step // config.log_every + 1) * config.log_every
+                    now = time.time()
+                    updates = int(agent.updates.numpy())
+                    row = dict(env_step=step, frames=step * frame_factor, updates=updates,
+                               loss=f"{np.mean(losses):.5f}" if losses else "",
+                               q_mean=f"{np.mean(qs):.4f}" if qs else "", epsilon=f"{epsilon:.4f}",
+                               env_steps_per_s=f"{(step - last_log_step) / (now - last_log_time):.1f}",
+                               updates_per_s=f"{(updates - last_log_updates) / (now - last_log_time):.1f}",
+                               episodes=int(agent.episodes.numpy()),
+                               mean_return_100=f"{np.mean(recent_returns):.2f}" if recent_returns else "",
+                               replay_size=len(buffer), wall_s=f"{now - started:.1f}")
+                    train_log.write(row)
                     with writer.as_default(step=step):
-                        tf.summary.scalar("episode/return", game_return)
-            if step >= config.learning_starts:
-                update_credit += n / config.train_freq
-                k = config.updates_per_call
-                while update_credit >= k:
-                    update_credit -= k
-                    batches = [buffer.sample(global_batch) for _ in range(k)]
-                    loss, q = agent.update(*(np.stack(parts) for parts in zip(*batches)))
-                    losses.append(loss)
-                    qs.append(q)
-                if step - int(agent.last_sync.numpy()) >= config.target_update:
-                    agent.sync_target()
-                    agent.last_sync.assign(step)
-            agent.env_steps.assign(step)
-            if step >= next_log or step >= config.steps:
-                next_log = (step // config.log_every + 1) * config.log_every
-                now = time.time()
-                updates = int(agent.updates.numpy())
-                row = dict(env_step=step, frames=step * frame_factor, updates=updates,
-                           loss=f"{np.mean(losses):.5f}" if losses else "", q_mean=f"{np.mean(qs):.4f}" if qs else "",
-                           epsilon=f"{epsilon:.4f}",
-                           env_steps_per_s=f"{(step - last_log_step) / (now - last_log_time):.1f}",
-                           updates_per_s=f"{(updates - last_log_updates) / (now - last_log_time):.1f}",
-                           episodes=int(agent.episodes.numpy()),
-                           mean_return_100=f"{np.mean(recent_returns):.2f}" if recent_returns else "",
-                           replay_size=len(buffer), wall_s=f"{now - started:.1f}")
-                train_log.write(row)
-                with writer.as_default(step=step):
-                    for key in ("loss", "q_mean", "epsilon", "env_steps_per_s", "updates_per_s", "mean_return_100"):
-                        if row[key] != "":
-                            tf.summary.scalar(f"train/{key}", float(row[key]))
-                log(f"step {step:>9} | updates {updates:>8} | return(100) {row['mean_return_100'] or '-':>7} | "
-                    f"loss {row['loss'] or '-':>8} | Q {row['q_mean'] or '-':>7} | ε {epsilon:.3f} | "
-                    f"{row['env_steps_per_s']} steps/s, {row['updates_per_s']} updates/s")
-                losses, qs = [], []
-                last_log_time, last_log_step, last_log_updates = now, step, updates
-            elif step >= end:  # the sitting ends between two rows: the pending losses go into the checkpoint
-                log(f"step {step:>9} | updates {int(agent.updates.numpy()):>8} | stopping here; "
-                    f"rerun the same command to resume")
-            if step >= next_checkpoint or step >= end:
-                next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
-                run_state = dict(rng=rng.bit_generator.state, recent_returns=recent_returns,
-                                 update_credit=update_credit, env_steps=step, pending_losses=losses, pending_qs=qs)
-                save_checkpoint(agent, out, buffer, run_state,
-                                dict(atari.vector_env_state(envs), actor_stacks=stacks))
+                        for key in ("loss", "q_mean", "epsilon", "env_steps_per_s", "updates_per_s", "mean_return_100"):
+                            if row[key] != "":
+                                tf.summary.scalar(f"train/{key}", float(row[key]))
+                    log(f"step {step:>9} | updates {updates:>8} | return(100) {row['mean_return_100'] or '-':>7} | "
+                        f"loss {row['loss'] or '-':>8} | Q {row['q_mean'] or '-':>7} | ε {epsilon:.3f} | "
+                        f"{row['env_steps_per_s']} steps/s, {row['updates_per_s']} updates/s")
+                    losses, qs = [], []
+                    last_log_time, last_log_step, last_log_updates = now, step, updates
+                elif step >= end:  # the sitting ends between two rows: the pending losses go into the checkpoint
+                    log(f"step {step:>9} | updates {int(agent.updates.numpy()):>8} | stopping here; "
+                        f"rerun the same command to resume")
+                if step >= next_checkpoint or step >= end:
+                    next_checkpoint = (step // config.checkpoint_every + 1) * config.checkpoint_every
+                    run_state = dict(rng=rng.bit_generator.state, recent_returns=recent_returns,
+                                     update_credit=update_credit, env_steps=step, pending_losses=losses, pending_qs=qs)
+                    path = save_checkpoint(agent, out, buffer, run_state,
+                                           dict(atari.vector_env_state(envs), actor_stacks=stacks))
+                    if checkpoints.stop_requested() and step < config.steps:
+                        preempted = path
     finally:
         envs.close()
         episodes_log.close()
         train_log.close()
         writer.close()
     plot_training(out)
+    if preempted:
+        raise Preempted(f"stopped by SIGTERM at agent step {step}; saved {preempted}; rerun the same command "
+                        f"to resume")
     return agent
 
 
