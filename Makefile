@@ -3,11 +3,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench serve serve-config serve-bench clean
+.PHONY: help setup debian demo test classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench serve serve-config serve-bench serve-chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -116,6 +116,9 @@ serve-config: setup ## only write models.config + the compose file and print the
 
 serve-bench: setup ## requests/s and p50/p99 latency of the local server, REST and gRPC
 	$(PY) bench/serving_load.py $(ARGS)
+
+serve-chaos: setup ## the local server under change: hot swap under load, 100 stalled clients, 100k-request soak (RSS), SIGTERM drain (~5 min)
+	$(PY) bench/serving_load.py --chaos $(ARGS)
 
 clean: ## remove runs and exports (keeps the venv)
 	rm -rf runs saved_models/*/ saved_models/models.config

@@ -318,7 +318,7 @@ def case_inference(app, export_dir, **_):
     import layers  # noqa: F401  (registers the suite's custom layers for loading)
 
     importlib.import_module(MODEL_MODULES[app])
-    model = keras.models.load_model(os.path.join(app_dir, "model.keras"), compile=False)
+    model = keras.models.load_model(os.path.join(app_dir, "model.keras"), compile=False, safe_mode=True)
     runners["Keras predict"] = lambda b: model.predict(list(b.values())[0] if len(b) == 1 else b, verbose=0)
     sizes["Keras predict"] = _size_mb(os.path.join(app_dir, "model.keras"))
     for name, run in runners.items():
@@ -673,15 +673,9 @@ def _tf_version():
 
 
 def write_docs(path, header, tables):
-    text = open(path).read() if os.path.exists(path) else f"# Benchmarks\n\n{DOCS_BEGIN}\n{DOCS_END}\n"
-    if DOCS_BEGIN not in text or DOCS_END not in text:
-        text += f"\n{DOCS_BEGIN}\n{DOCS_END}\n"
-    before, rest = text.split(DOCS_BEGIN, 1)
-    after = rest.split(DOCS_END, 1)[1]
-    body = "\n\n".join([header, *tables])
-    with open(path + ".tmp", "w") as f:
-        f.write(f"{before}{DOCS_BEGIN}\n{body}\n{DOCS_END}{after}")
-    os.replace(path + ".tmp", path)
+    from bench.docs_markers import write_between_markers
+
+    write_between_markers(path, DOCS_BEGIN, DOCS_END, "\n\n".join([header, *tables]), fallback="# Benchmarks\n")
 
 
 def main():

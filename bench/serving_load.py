@@ -2,6 +2,21 @@
 
     python bench/serving_load.py                       # tiny LeNet-5 export in a temp folder
     python bench/serving_load.py --config saved_models/models.config --model classify
+    python bench/serving_load.py --chaos               # make serve-chaos: serving under change
+    python bench/serving_load.py --chaos --docs-only   # only regenerate the docs table from the JSON
+
+--chaos serves tiny exported models (core/serving/chaos.py) from
+`python -m core.serving serve` in its own process and, from a third process
+(core/serving/loadgen.py), runs: a hot swap under load (a new version renamed
+into place, a broken version, a models.config policy change), 100 stalled
+clients, a soak of `--soak-requests` requests (server RSS before/after), and a
+SIGTERM with requests in flight. It writes the figures and the machine (lscpu
+Model name, cores, load average at the start, date, wall time) to --results
+(bench/results/serve_chaos.json, committed: the record behind the table; written whole then renamed into place),
+regenerates the table between the serve-chaos markers of --docs
+(docs/deployment.md; bench/docs_markers.py, as bench/run.py does for
+docs/bench.md), and exits 1 if any request failed. --docs-only does the last
+step alone, from the existing --results file.
 
 Starts `python -m core.serving serve` as its own process on free loopback
 ports, then drives it from this (second) process with `--concurrency`
@@ -12,6 +27,7 @@ threads, for REST and for gRPC in turn, each bounded by `--requests` and
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -99,7 +115,244 @@ def drive(make_call, requests, concurrency, max_seconds, reference):
     return np.asarray(latencies), errors, time.perf_counter() - start
 
 
-def main():
+class ServerProcess:
+    """`python -m core.serving serve` on free loopback ports (url, target, config_path, rss())."""
+
+    def __init__(self, config, *extra):
+        self.config_path = config
+        rest_port, grpc_port = free_port(), free_port()
+        self.url, self.target = f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}"
+        self.log_path = config + ".log"
+        env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "core.serving", "serve", "--config", config, "--rest-port", str(rest_port),
+                 "--grpc-port", str(grpc_port), *extra], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def rss(self):
+        from core.serving.chaos import rss_mib
+        return rss_mib(self.process.pid)
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+# --- --chaos: results file and the docs table ------------------------------------------------------
+
+CHAOS_RESULTS = os.path.join("bench", "results", "serve_chaos.json")
+CHAOS_DOCS = os.path.join("docs", "deployment.md")
+CHAOS_BEGIN, CHAOS_END = "<!-- serve-chaos:begin -->", "<!-- serve-chaos:end -->"
+
+
+def cpu_model():
+    """`lscpu`'s Model name (else /proc/cpuinfo's model name, else platform.processor())."""
+    import platform
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                             env=dict(os.environ, LC_ALL="C")).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def machine():
+    """The machine line's facts, taken when a run starts."""
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count(),
+            "load_average_start": [round(v, 2) for v in os.getloadavg()],
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def chaos_failed(figures):
+    """True when any request failed or the drain did not end cleanly (make serve-chaos exits 1)."""
+    slow, sigterm = figures["slow_clients"], figures["sigterm"]
+    return bool(figures["hot_swap"]["failed"] or figures["soak"]["failed"]
+                or slow["good_ok"] != slow["good_sent"]
+                or not (sigterm["rest_answer_ok"] and sigterm["grpc_answer_ok"]) or sigterm["exit_status"] != 0)
+
+
+def _cell(text):
+    return str(text).replace("|", "/").replace("\n", " ")
+
+
+def _counts(mapping):
+    """"k: v, ..." with integer-like keys (versions, HTTP statuses) in numeric order."""
+    items = sorted(mapping.items(), key=lambda kv: (not str(kv[0]).isdigit(), int(kv[0]) if str(kv[0]).isdigit()
+                                                    else 0, str(kv[0])))
+    return ", ".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in items)
+
+
+def _duration(seconds):
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def _ms(value, digits=1):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def chaos_markdown(result):
+    """The machine line and the table of a --chaos result (the dict saved as serve_chaos.json)."""
+    m, f = result["machine"], result["figures"]
+    load = ", ".join(f"{v:.2f}" for v in m["load_average_start"])
+    date = m["started_utc"].replace("T", " ")[:16] + " UTC"
+    verdict = ("some requests failed or the drain was not clean (exit 1)" if result["failed"]
+               else "every request answered correctly (exit 0)")
+    lines = [f"Measured {date} on {m['cpu_model']} (`lscpu` Model name), {m['cores']} cores, "
+             f"load average {load} (1, 5, 15 min) at the start and {result['load_average_end'][0]:.2f} at the end; "
+             f"{_duration(result['wall_s'])} in all; `{result['command']}`, server "
+             f"`{' '.join(result['server_args'])}`; {verdict}. Results: `{result['results_file']}`.", "",
+             "| scenario | figures |", "|---|---|"]
+
+    swap, events = f["hot_swap"], f["hot_swap"]["events"]
+    protocols = ", ".join(f"{v['sent']:,} {k}" for k, v in swap["by_protocol"].items())
+    v2_after = events["v2_serving"] - events["v2_placed"]
+    v1_after = events["v1_serving_again"] - events["config_written"]
+    broken = swap.get("after_broken_version") or {}
+    row = (f"{swap['sent']:,} requests in {swap['wall_s']:.1f} s ({swap['rate']:.0f}/s: {protocols}), "
+           f"**{swap['failed']:,} failed**; {swap['swap_requests']:,} sent during the two swaps, "
+           f"{swap['swap_failed']:,} failed, **p99 {_ms(swap['swap_p99_ms'])} ms** during the swaps (whole run: "
+           f"p50 {_ms(swap['p50_ms'])} ms, p99 {_ms(swap['p99_ms'])} ms); answers by version: "
+           f"{_counts(swap['by_version'])}; {swap['stale_answers']:,} stale; version 2 served {v2_after:.2f} s "
+           f"after its rename, version 1 again {v1_after:.2f} s after the config write; once corrupt version 3 "
+           f"had failed, versions {_counts(broken)}; at the end {_counts(swap['final_versions'])}")
+    if swap.get("failures"):
+        row += f"; first failure: `{swap['failures'][0][:160]}`"
+    lines.append(f"| hot swap | {_cell(row)} |")
+
+    slow = f["slow_clients"]
+    row = (f"{slow['stalled']} stalled connections, {slow['stalled_closed']} closed by the server by "
+           f"{_ms(slow['stalled_closed_by_s'])} s (answers {_counts(slow['stalled_answers'])}); meanwhile "
+           f"**{slow['good_ok']:,} / {slow['good_sent']:,}** real requests answered 200, "
+           f"p99 {_ms(slow['good_p99_ms'], 0)} ms, max {_ms(slow['good_max_ms'], 0)} ms")
+    if slow["good_ok"] != slow["good_sent"]:
+        row += f" (statuses {_counts(slow['good_statuses'])}; first error: `{slow['good_first_error']}`)"
+    lines.append(f"| slow clients | {_cell(row)} |")
+
+    soak = f["soak"]
+    row = (f"{soak['requests']:,} requests, **{soak['failed']:,} failed**, {soak['rate']:.0f}/s, "
+           f"p99 {_ms(soak['p99_ms'])} ms; server **RSS {soak['rss_start_mib']:.1f} MiB at the start, "
+           f"{soak['rss_end_mib']:.1f} MiB at the end** ({soak['rss_growth_mib']:+.1f} MiB)")
+    if soak.get("failures"):
+        row += f"; first failure: `{soak['failures'][0][:160]}`"
+    lines.append(f"| soak | {_cell(row)} |")
+
+    term = f["sigterm"]
+    port = ("REST port refusing connections" if term["rest_refused"] else "REST port still accepting connections")
+    row = (f"{port} {term['refused_after_s']:.2f} s after the signal, a new gRPC call {term['new_grpc_call']}; "
+           f"the half-sent REST request (finished after the signal) answered {term['rest_status']}"
+           f"{'' if term['rest_answer_ok'] else ' (wrong answer)'} and the running gRPC call {term['grpc_status']}"
+           f"{'' if term['grpc_answer_ok'] else ' (wrong answer)'}, {term['answered_after_s']:.1f} s after the "
+           f"signal; exit status {term['exit_status']}")
+    if not term.get("in_flight", True):
+        row += " (the two requests were not seen in flight before the signal)"
+    lines.append(f"| SIGTERM | {_cell(row)} |")
+    return "\n".join(lines)
+
+
+def write_chaos_docs(path, result):
+    """Regenerate the table between CHAOS_BEGIN and CHAOS_END in `path`; nothing else changes."""
+    from bench.docs_markers import write_between_markers
+
+    write_between_markers(path, CHAOS_BEGIN, CHAOS_END, chaos_markdown(result))
+
+
+def chaos_main(args):
+    from bench.docs_markers import write_atomic
+
+    results = args.results
+    if args.docs_only:
+        if not os.path.exists(results):
+            raise SystemExit(f"serving_load.py: error: no {results}; run `make serve-chaos` first")
+        with open(results) as f:
+            result = json.load(f)
+        if args.docs:
+            write_chaos_docs(args.docs, result)
+            print(f"wrote {args.docs} from {results}")
+        return 0
+
+    from core.serving import chaos
+
+    facts = machine()
+    started = time.monotonic()
+    print(f"CPU: {facts['cpu_model']}, {facts['cores']} cores; load average at start "
+          f"{' '.join(map(str, facts['load_average_start']))}", flush=True)
+    figures = {}
+    server_args = ["--poll-seconds", "0.2", "--drain-seconds", "10", "--header-timeout", "5", "--body-timeout", "5",
+                   "--max-connections", "64"]
+    with tempfile.TemporaryDirectory() as folder:
+        for name in ("tiny", "swap"):
+            chaos.export_tiny(os.path.join(folder, name), 1)
+        chaos.export_slow(os.path.join(folder, "slow"))
+        config = chaos.write_config(os.path.join(folder, "models.config"),
+                                    {"tiny": "latest", "swap": "latest", "slow": "latest"})
+        server = ServerProcess(config, *server_args)
+        try:
+            if not chaos.wait_until(lambda: all(chaos.versions(server.url, m).get(1) == "AVAILABLE"
+                                                for m in ("tiny", "swap", "slow")), 180, 0.5):
+                raise SystemExit(f"server not ready in 180 s:\n{server.log()[-3000:]}")
+            print(f"server up ({' '.join(server_args)})", flush=True)
+            swap = chaos.hot_swap(server, "swap", seconds=args.swap_seconds, rate=args.rate, lead=2.0)
+            figures["hot_swap"] = {k: v for k, v in swap.items() if k not in ("start",)}
+            print(f"hot swap: {swap['sent']} requests in {swap['wall_s']:.1f} s ({swap['rate']:.0f}/s), "
+                  f"{swap['failed']} failed; {swap['swap_requests']} sent during the swaps, "
+                  f"{swap['swap_failed']} failed, p99 {swap['swap_p99_ms']} ms (whole run p99 {swap['p99_ms']} ms); "
+                  f"answers by version {swap['by_version']}, stale {swap['stale_answers']}; "
+                  f"events (s) {swap['events']}", flush=True)
+            slow = chaos.slow_clients(server, "tiny", stalled=100)
+            figures["slow_clients"] = slow
+            print(f"slow clients: {slow['stalled']} stalled connections, all closed by {slow['stalled_closed_by_s']} s "
+                  f"({slow['stalled_answers']}); meanwhile {slow['good_ok']}/{slow['good_sent']} real requests "
+                  f"answered 200, p99 {slow['good_p99_ms']} ms, max {slow['good_max_ms']} ms", flush=True)
+            soak = chaos.soak(server, "tiny", requests=args.soak_requests, warmup=5000, seconds=args.soak_seconds)
+            figures["soak"] = soak
+            print(f"soak: {soak['requests']} requests, {soak['failed']} failed, {soak['rate']:.0f}/s, "
+                  f"p99 {soak['p99_ms']} ms; server RSS {soak['rss_start_mib']} MiB -> {soak['rss_end_mib']} MiB "
+                  f"({soak['rss_growth_mib']:+.1f})", flush=True)
+            drained = chaos.drain(server, lambda: server.process.send_signal(signal.SIGTERM))
+            drained["exit_status"] = server.process.wait(timeout=30)
+            figures["sigterm"] = drained
+            print(f"SIGTERM: REST port refused after {drained['refused_after_s']} s, new gRPC call "
+                  f"{drained['new_grpc_call']}; in-flight REST {drained['rest_status']}, gRPC {drained['grpc_status']} "
+                  f"(answered {drained['answered_after_s']} s after the signal); exit status {drained['exit_status']}",
+                  flush=True)
+        finally:
+            server.stop()
+    command = (f"python bench/serving_load.py --chaos --rate {args.rate:g} --swap-seconds {args.swap_seconds:g} "
+               f"--soak-requests {args.soak_requests} --soak-seconds {args.soak_seconds:g}")
+    result = {"machine": facts, "command": command, "server_args": server_args,
+              "wall_s": round(time.monotonic() - started, 1),
+              "load_average_end": [round(v, 2) for v in os.getloadavg()],
+              "results_file": os.path.relpath(os.path.abspath(results), ROOT),
+              "failed": chaos_failed(figures), "figures": figures}
+    text = json.dumps(result, indent=1, default=str) + "\n"
+    result = json.loads(text)  # the docs are rendered from exactly what the file holds
+    write_atomic(results, text)
+    print(f"load average at end {result['load_average_end'][0]:.2f}; wrote {results}")
+    if args.docs:
+        write_chaos_docs(args.docs, result)
+        print(f"wrote {args.docs}")
+    print(chaos_markdown(result))
+    return 1 if result["failed"] else 0
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="models.config to serve (default: a tiny export in a temp folder)")
     parser.add_argument("--model", default="classify")
@@ -107,7 +360,21 @@ def main():
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--batch", type=int, default=1, help="examples per request")
     parser.add_argument("--max-seconds", type=float, default=60, help="per protocol")
-    args = parser.parse_args()
+    parser.add_argument("--chaos", action="store_true", help="serving under change (make serve-chaos)")
+    parser.add_argument("--rate", type=float, default=500, help="--chaos: requests/s aimed at during the swap")
+    parser.add_argument("--swap-seconds", type=float, default=15)
+    parser.add_argument("--soak-requests", type=int, default=100_000)
+    parser.add_argument("--soak-seconds", type=float, default=900, help="--chaos: the soak stops here at the latest")
+    parser.add_argument("--results", default=os.path.join(ROOT, CHAOS_RESULTS),
+                        help="--chaos: the JSON file written (default: %(default)s)")
+    parser.add_argument("--docs", default=os.path.join(ROOT, CHAOS_DOCS),
+                        help="--chaos: Markdown file whose table is regenerated between the serve-chaos markers "
+                             "('' for none; default: %(default)s)")
+    parser.add_argument("--docs-only", action="store_true",
+                        help="--chaos without measuring: regenerate --docs from the --results file")
+    args = parser.parse_args(argv)
+    if args.chaos or args.docs_only:
+        sys.exit(chaos_main(args))
 
     from core.serving.client import GrpcClient, RestClient
 

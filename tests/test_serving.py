@@ -173,6 +173,57 @@ def test_rest_errors_are_tf_serving_json(served, suffix, body, status, words):
     assert code == status and words in answer["error"], answer
 
 
+def _with(x, value, where=(0, 3, 4, 0)):
+    """`x` as nested lists with one element replaced by `value` (any JSON value)."""
+    rows = x.tolist()
+    i, j, k, c = where
+    rows[i][j][k][c] = value
+    return rows
+
+
+@pytest.mark.parametrize("value,words", [
+    (float("nan"), "1 of 1568 values are NaN or infinite"),
+    (float("inf"), "NaN or infinite"),
+    (float("-inf"), "NaN or infinite"),
+    (1e39, "out of float32 range"),                 # finite in JSON, infinite as float32
+    ("12.5", 'JSON Value: "12.5" Type: String is not of expected type: float32'),
+    (True, "Type: Bool is not of expected type: float32"),
+    (None, "Type: Null is not of expected type: float32"),
+])
+def test_rest_refuses_nan_inf_and_non_numbers_in_float_input(served, value, words):
+    """NaN/Inf are refused (a deliberate difference: TF Serving passes them to the model);
+    a numeric string is refused as TF Serving refuses it. Row and columnar formats alike."""
+    server, x, expected = served
+    rows = _with(x[:2], value)
+    for body in ({"instances": rows}, {"inputs": {"images": rows}}, {"instances": [{"images": r} for r in rows]}):
+        code, answer = http(f"{server.url}/v1/models/classify:predict", "POST", json.dumps(body).encode())
+        assert code == 400, (code, answer)
+        assert "'images'" in answer["error"] and words in answer["error"], answer
+    # the same request with the element left alone is answered
+    code, answer = http(f"{server.url}/v1/models/classify:predict", "POST", {"instances": x[:2].tolist()})
+    assert code == 200
+    np.testing.assert_allclose(answer["predictions"], expected[2][:2], atol=ATOL)
+
+
+def test_grpc_refuses_nan_and_inf_naming_the_input(served):
+    from core.serving.client import GrpcClient, ServingClientError
+
+    server, x, expected = served
+    client = GrpcClient(server.target)
+    try:
+        for value in (np.nan, np.inf, -np.inf):
+            bad = x[:2].copy()
+            bad[1, 27, 27, 0] = value
+            with pytest.raises(ServingClientError) as error:
+                client.predict("classify", {"images": bad})
+            assert error.value.status == "INVALID_ARGUMENT"
+            assert "input 'images': 1 of 1568 values are NaN or infinite" in error.value.message
+        np.testing.assert_allclose(client.predict("classify", {"images": x[:2]})["probabilities"],
+                                   expected[2][:2], atol=ATOL)
+    finally:
+        client.close()
+
+
 def test_rest_body_limit_and_grpc_validation(served):
     from core.serving.client import GrpcClient, ServingClientError
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2

@@ -79,6 +79,7 @@ class InProcessServer(_Queries):
         from core.serving.server import ThreadedServer
 
         self.root = os.path.dirname(config_path)
+        self.config_path = config_path
         self._lines = []
         for attempt in range(3):  # a free port can be taken between the probe and the bind
             self.rest_port, self.grpc_port = free_port(), free_port()
@@ -98,6 +99,10 @@ class InProcessServer(_Queries):
     def alive(self):
         return self.server.alive()
 
+    def rss(self):
+        from core.serving.chaos import rss_mib
+        return rss_mib()
+
     def stop(self):
         self.server.stop()
 
@@ -107,6 +112,7 @@ class LocalServer(_Queries):
 
     def __init__(self, config_path, wait_model, *extra, timeout=120):
         self.root = os.path.dirname(config_path)
+        self.config_path = config_path
         self.rest_port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.rest_port}"
         self.target = f"127.0.0.1:{self.grpc_port}"
@@ -126,6 +132,10 @@ class LocalServer(_Queries):
 
     def alive(self):
         return self.process.poll() is None
+
+    def rss(self):
+        from core.serving.chaos import rss_mib
+        return rss_mib(self.process.pid)
 
     def stop(self):
         if self.process.poll() is None:

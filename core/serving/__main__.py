@@ -51,11 +51,22 @@ def _parser():
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
     p.add_argument("--rest-port", type=int, default=8501)
     p.add_argument("--grpc-port", type=int, default=8500, help="-1 to turn gRPC off")
-    p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
+    p.add_argument("--poll-seconds", "--file_system_poll_wait_seconds", type=float, default=1.0,
+                   help="how often to look for new versions")
+    p.add_argument("--config-poll-seconds", "--model_config_file_poll_wait_seconds", type=float,
+                   help="how often to re-read models.config (default: --poll-seconds; 0: never)")
     p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body / gRPC message")
     p.add_argument("--max-concurrency", type=int, default=8, help="model calls running at once")
-    p.add_argument("--max-connections", type=int, default=64, help="open requests before 503 / RESOURCE_EXHAUSTED")
+    p.add_argument("--max-connections", type=int, default=64,
+                   help="REST connections kept open (above it, stalled ones are closed; 503 at twice it) / "
+                        "concurrent gRPC calls (RESOURCE_EXHAUSTED beyond)")
     p.add_argument("--max-batch", type=int, default=256)
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a request's headers (then 408, connection closed)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a client has to send a request's body, and to read a response")
+    p.add_argument("--drain-seconds", type=float, default=30.0,
+                   help="on SIGTERM/SIGINT, how long requests in flight may take to finish")
     p.add_argument("--container-root", default="/models", help="base paths under it map to the config's folder")
 
     p = sub.add_parser("client", help="ask a TF Serving (real or local) about a model")
@@ -106,15 +117,20 @@ def main(argv=None):
                                 f"got {port}")
         for flag, value in (("--max-concurrency", args.max_concurrency), ("--max-connections", args.max_connections),
                             ("--max-batch", args.max_batch), ("--max-body-mb", args.max_body_mb),
-                            ("--poll-seconds", args.poll_seconds)):
+                            ("--poll-seconds", args.poll_seconds), ("--header-timeout", args.header_timeout),
+                            ("--body-timeout", args.body_timeout), ("--drain-seconds", args.drain_seconds)):
             if value <= 0:
                 raise UserError(f"{flag} must be positive, got {value}")
+        if args.config_poll_seconds is not None and args.config_poll_seconds < 0:
+            raise UserError(f"--config-poll-seconds must be 0 or more, got {args.config_poll_seconds}")
         from core.serving import server
         limit = int(args.max_body_mb * (1 << 20))
         server.serve(args.config, host=args.host, rest_port=args.rest_port, grpc_port=args.grpc_port,
-                     poll_seconds=args.poll_seconds, container_root=args.container_root, max_body_bytes=limit,
+                     poll_seconds=args.poll_seconds, config_poll_seconds=args.config_poll_seconds,
+                     container_root=args.container_root, max_body_bytes=limit,
                      max_concurrency=args.max_concurrency, max_connections=args.max_connections,
-                     max_batch=args.max_batch)
+                     max_batch=args.max_batch, header_timeout=args.header_timeout,
+                     body_timeout=args.body_timeout, drain_seconds=args.drain_seconds)
         return 0
     if args.command == "client":
         return client_command(args)

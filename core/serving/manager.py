@@ -91,6 +91,26 @@ class Servable:
         self.signatures = self.bundle.signatures
         self.labels = self.bundle.labels
 
+    def warm_up(self):
+        """Run every signature once on a batch of one (zeros, empty strings) before the version
+        takes requests, so the first client does not pay for the graph's first execution (TF
+        Serving does this from assets.extra/tf_serving_warmup_requests). Signatures whose
+        inputs have unknown inner dimensions are skipped; a failure here is not a load failure."""
+        import tensorflow as tf
+
+        for signature in self.signatures.values():
+            feeds = {}
+            for alias, spec in signature.inputs.items():
+                if spec.shape is None or any(d is None for d in spec.shape[1:]):
+                    break
+                shape = [1 if d is None else d for d in spec.shape]
+                feeds[alias] = tf.zeros(shape, spec.tf_dtype) if spec.tf_dtype != tf.string else tf.fill(shape, "")
+            else:
+                try:
+                    signature.function(**feeds)
+                except Exception:  # a model that refuses zeros still serves real inputs
+                    pass
+
     def signature(self, name):
         name = name or DEFAULT_SIGNATURE
         if name not in self.signatures:
@@ -129,6 +149,13 @@ def validate_inputs(signature, arrays, max_batch):
     for alias, array in arrays.items():
         spec = signature.inputs[alias]
         shape = list(array.shape)
+        if spec.tf_dtype.is_floating or spec.tf_dtype.is_complex:
+            # Deliberately stricter than TF Serving, which passes NaN and Inf to the model.
+            finite = np.isfinite(array)
+            if not finite.all():
+                bad = int(finite.size - np.count_nonzero(finite))
+                raise invalid(f"input '{alias}': {bad} of {finite.size} values are NaN or infinite "
+                              f"(or out of {spec.dtype_name} range); the server accepts finite numbers only")
         if spec.shape is not None:
             if len(shape) != len(spec.shape) or any(e is not None and e != d for e, d in zip(spec.shape, shape)):
                 raise invalid(f"input '{alias}': expected shape {spec.shape_text()} ({spec.dtype_name}), "
@@ -156,9 +183,18 @@ class ModelManager:
         self._states = {s.name: {} for s in specs}      # name -> {version: (state, error)}
         self._failed = {}                               # (name, version) -> mtime of a folder that failed to load
         self._bundles = {}                              # (real path, mtime) -> Bundle, shared by model names
-        self._config_mtime = os.path.getmtime(config_path) if config_path else None
+        self._kept = {}                                 # name -> versions kept up while wanted ones fail
+        self._config_stat = self._stat_config()
         self._stop = threading.Event()
         self._thread = None
+
+    def _stat_config(self):
+        """What tells a changed models.config apart: a file renamed into place has a new inode."""
+        try:
+            st = os.stat(self.config_path) if self.config_path else None
+        except OSError:
+            return None
+        return st and (st.st_ino, st.st_mtime_ns, st.st_size)
 
     @property
     def models_root(self):
@@ -168,14 +204,23 @@ class ModelManager:
         with self._lock:
             return sorted(self._specs)
 
+    def has_model(self, name):
+        return name in self._specs
+
+    def loaded_versions(self):
+        """{model name: [versions serving]}."""
+        with self._lock:
+            return {name: sorted(versions) for name, versions in self._servables.items()}
+
     # -- loading -----------------------------------------------------------
-    def refresh(self):
-        """One pass of the file-system source: load wanted versions, unload the rest."""
+    def refresh(self, check_config=True):
+        """One pass of the file-system source: re-read models.config if it changed (when
+        `check_config`), load wanted versions, then unload the versions no longer wanted."""
         with self._refresh_lock:
-            if self.config_path and os.path.isfile(self.config_path):
-                mtime = os.path.getmtime(self.config_path)
-                if mtime != self._config_mtime:
-                    self._config_mtime = mtime
+            if check_config and self.config_path and os.path.isfile(self.config_path):
+                stat = self._stat_config()
+                if stat != self._config_stat:
+                    self._config_stat = stat
                     try:
                         self.set_specs(config_lib.read_config(self.config_path, container_root=self.container_root))
                         self.log(f"reloaded {self.config_path}")
@@ -207,6 +252,7 @@ class ModelManager:
                 if key not in self._bundles:
                     self._bundles[key] = Bundle(path)
                 servable = Servable(spec.name, version, path, self._bundles[key])
+                servable.warm_up()
             except Exception as error:
                 self._failed[(spec.name, version)] = mtime
                 message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
@@ -220,11 +266,20 @@ class ModelManager:
                     self._states[spec.name][version] = ("AVAILABLE", "")
             self.log(f"model {spec.name}: serving version {version} from {path}")
         with self._lock:
-            for version in list(self._servables.get(spec.name, {})):
-                if version not in wanted:
-                    del self._servables[spec.name][version]
-                    self._states[spec.name][version] = ("END", "")
-                    self.log(f"model {spec.name}: unloaded version {version}")
+            serving = self._servables.get(spec.name, {})
+            unwanted = [v for v in serving if v not in wanted]
+            if unwanted and wanted and not any(v in serving for v in wanted):
+                # TF Serving's availability-preserving policy: a version is unloaded only once a
+                # wanted one serves, so a new version that fails to load leaves the old one up.
+                if self._kept.get(spec.name) != unwanted:
+                    self._kept[spec.name] = unwanted
+                    self.log(f"model {spec.name}: keeping version(s) {unwanted} until one of {wanted} loads")
+                return
+            self._kept.pop(spec.name, None)
+            for version in unwanted:
+                del serving[version]
+                self._states[spec.name][version] = ("END", "")
+                self.log(f"model {spec.name}: unloaded version {version}")
 
     def set_specs(self, specs):
         with self._lock:
@@ -256,11 +311,22 @@ class ModelManager:
         self.set_specs(specs)
         self.refresh()
 
-    def start_polling(self, seconds):
+    def start_polling(self, seconds, config_seconds=None):
+        """Poll the version folders every `seconds` (TF Serving's --file_system_poll_wait_seconds)
+        and models.config every `config_seconds` (its --model_config_file_poll_wait_seconds;
+        default: as often as the folders; 0: never)."""
+        import time
+
+        config_seconds = seconds if config_seconds is None else config_seconds
+
         def loop():
+            next_config = time.monotonic() + config_seconds
             while not self._stop.wait(seconds):
+                check_config = config_seconds > 0 and time.monotonic() >= next_config
+                if check_config:
+                    next_config = time.monotonic() + config_seconds
                 try:
-                    self.refresh()
+                    self.refresh(check_config=check_config)
                 except Exception as error:  # keep the poller alive whatever a folder holds
                     self.log(f"poll error: {error}")
 

@@ -88,7 +88,8 @@ def array_to_tensor_proto(array):
 
     array = np.asarray(array)
     if array.dtype.kind in "biuf" and array.dtype != np.float16:
-        array = np.ascontiguousarray(array)
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)   # (never on a 0-d array: it would become [1])
         return tensor_pb2.TensorProto(
             dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum,
             tensor_shape=tensor_shape_pb2.TensorShapeProto(
