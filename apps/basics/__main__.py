@@ -1,5 +1,6 @@
 """Command line: python -m apps.basics {perceptron,backprop,optimizers,initialization,activations,
-regularization,pretraining,all,demo} [--small] [--out runs/basics] [--seed 0]
+regularization,pretraining,numerics,normalization,learning_rate,clipping,relu_bias,capacity,convolution,
+all,demo} [--small] [--out runs/basics] [--seed 0]
 
 Each experiment writes its PNG files under <out>/<experiment>/, prints a short table and the PNG paths.
 """
@@ -18,6 +19,14 @@ EXPERIMENTS = {
     "activations": "sign ... SELU: curves, derivatives, dying ReLU, accuracy comparison",
     "regularization": "none / L2 / L1 / dropout / early stopping on a small training set",
     "pretraining": "greedy layer-wise autoencoder pre-training vs direct training of a deep MLP",
+    "numerics": "naive vs max-subtracted softmax and log-sum-exp: overflow to inf/NaN and its fix",
+    "normalization": "input standardization with training statistics; batch norm from its equations vs Keras, "
+                     "with and without BN in a deep sigmoid MLP",
+    "learning_rate": "learning-rate sweep (slow ... diverged) and full-batch vs mini-batch vs per-example SGD",
+    "clipping": "gradient clipping by global norm in an exploding deep network",
+    "relu_bias": "zero vs small positive bias in ReLU layers: units never active on the data",
+    "capacity": "universal approximation, depth vs width, training/validation error vs model and data size",
+    "convolution": "hand-designed kernels, convolution backward pass from scratch, output sizes and receptive fields",
 }
 DEFAULT_OUT = "runs/basics"
 
