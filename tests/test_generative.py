@@ -89,26 +89,65 @@ def test_denoising_corruptions():
         assert noisy.min() >= 0 and noisy.max() <= 1 and not np.array_equal(noisy, x)
 
 
-def test_classifier_starts_from_the_pretrained_encoder_or_from_scratch():
+@pytest.mark.parametrize("noise", ["gaussian", "masking"])
+def test_denoising_training_feeds_corrupted_inputs_and_clean_targets(fashion, noise):
+    """The loss of a training step is the error of reconstructing the clean batch from a corrupted copy:
+    a second corruption layer set to the model layer's RNG state draws the same noise, and
+    decoder(encoder(noisy)) against the clean images gives the loss `train_on_batch` reports."""
+    x, _ = fashion
     keras.utils.set_random_seed(0)
-    inputs = keras.Input(shape=(784,))
-    encoder = keras.Model(inputs, keras.layers.Dense(8, activation="sigmoid")(keras.layers.Dense(32)(inputs)))
+    model = autoencoders.denoising_ae(SHAPE, 8, noise=noise, level=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse")
+    model.fit(x[:500], x[:500], epochs=1, batch_size=50, verbose=0)  # so that the output depends on the input
+    encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
+    batch = x[:32]
+    layer = model.get_layer("corruption")
+    probe = type(layer).from_config(layer.get_config())
+    probe.seed_generator.state.assign(layer.seed_generator.state.value)
+    noisy = np.asarray(probe(batch, training=True))
+    assert np.abs(noisy - batch).mean() > 0.05  # level 0.5: a real corruption
+    denoised = np.asarray(decoder(encoder(noisy)))
+    expected = float(np.mean((denoised - batch) ** 2))
+    clean_input = float(np.mean((np.asarray(model(batch)) - batch) ** 2))
+    noisy_target = float(np.mean((denoised - noisy) ** 2))
+    loss = float(model.train_on_batch(batch, batch))
+    # The same float32 ops on the same 32x784 values, in the step's graph vs eagerly here: only the
+    # summation order of the mean may differ, ~sqrt(25088) * 6e-8 ~ 1e-5 relative; rel=1e-4 leaves 10x.
+    assert loss == pytest.approx(expected, rel=1e-4), (loss, expected, clean_input, noisy_target)
+    # ... and the alternatives (uncorrupted input, corrupted target) are far outside that tolerance.
+    assert abs(loss - clean_input) > 1e-3 * loss and abs(loss - noisy_target) > 1e-3 * loss
+
+
+def test_classifier_starts_from_the_fine_tuned_stacked_encoder_or_from_scratch(fashion):
+    x, _ = fashion
+    encoder, autoencoder, report = autoencoders.stacked_autoencoder(x[:200], (32, 8), epochs=1, finetune_epochs=1,
+                                                                    log=lambda *a: None)
+    assert report["stacked_mse_after_finetune"] < report["stacked_mse_before_finetune"]
+    # The encoder is the first half of the autoencoder as fine-tuning left it (not a copy from before).
+    fine_tuned = autoencoder.get_layer("enc1").get_weights() + autoencoder.get_layer("enc2").get_weights()
+    assert [w.shape for w in encoder.get_weights()] == [(784, 32), (32,), (32, 8), (8,)]
     pretrained = autoencoders.classifier_from_encoder(encoder, 10, pretrained=True)
     scratch = autoencoders.classifier_from_encoder(encoder, 10, pretrained=False)
-    for w_encoder, w_pre, w_scratch in zip(encoder.get_weights(), pretrained.get_weights(), scratch.get_weights()):
-        assert np.array_equal(w_encoder, w_pre)
+    for w_tuned, w_encoder, w_pre, w_scratch in zip(fine_tuned, encoder.get_weights(), pretrained.get_weights(),
+                                                    scratch.get_weights()):
+        assert np.array_equal(w_tuned, w_encoder) and np.array_equal(w_encoder, w_pre)
         assert w_encoder.shape == w_scratch.shape and (not np.array_equal(w_encoder, w_scratch) or not w_encoder.any())
     assert pretrained.output.shape[-1] == 10
 
 
-@pytest.mark.slow
-def test_stacked_pretraining_experiment_runs_and_fine_tuning_helps(fashion):
+def test_stacked_pretraining_experiment_fine_tunes_the_autoencoder_and_trains_both_classifiers(fashion):
+    """Pre-training does not beat a random start at a test budget (seeds 0-3 here: pre-trained 0.60-0.63,
+    random init 0.65-0.71 test accuracy), so this asserts what holds: fine-tuning lowers the stacked
+    reconstruction error and both classifiers learn from 400 labels. That the pre-trained one starts
+    from the fine-tuned encoder: the test above."""
     x, y = fashion
     report = autoencoders.pretraining_experiment(
-        x[:500], x[:100], y[:100], x[800:], y[800:], 10, sizes=(32, 8), epochs=1, finetune_epochs=2,
-        classifier_epochs=3, log=lambda *a: None)
-    assert report["stacked_mse_after_finetune"] < report["stacked_mse_before_finetune"]
-    assert 0.0 <= report["accuracy_pretrained"] <= 1 and 0.0 <= report["accuracy_random_init"] <= 1
+        x[:500], x[:400], y[:400], x[800:], y[800:], 10, sizes=(64, 16), epochs=1, finetune_epochs=1,
+        classifier_epochs=4, learning_rate=1e-2, log=lambda *a: None)
+    # Fine-tuning: 0.101 -> 0.090 here.
+    assert report["stacked_mse_after_finetune"] < report["stacked_mse_before_finetune"] - 0.005, report
+    # 200 test images; chance is 0.1, and a chance-level classifier scores above 0.35 with probability < 1e-12.
+    assert report["accuracy_pretrained"] > 0.35 and report["accuracy_random_init"] > 0.35, report
 
 
 # --------------------------------------------------------------------------
@@ -248,9 +287,17 @@ def test_wgan_gp_penalty_on_a_linear_critic():
 
 
 def test_latent_arithmetic_generates_a_minus_b_plus_c():
-    a, b, c = np.eye(3, 4, dtype=np.float32)
-    images = gan.latent_arithmetic(lambda z: 2 * z, a, b, c)  # a linear "generator" shows the latents
-    np.testing.assert_allclose(images, 2 * np.stack([a, b, c, a - b + c]))
+    keras.utils.set_random_seed(0)
+    model = gan.build_gan("dcgan", SHAPE, latent_dim=8)
+    generate = lambda z: np.asarray(model.generate(z))  # noqa: E731  (as apps.generative.app calls it)
+    a, b, c = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    images = gan.latent_arithmetic(generate, a, b, c)
+    expected = np.stack([generate(z[None])[0] for z in (a, b, c, a - b + c)])  # one latent at a time
+    # Batch norm in inference mode: the batch of 4 and the batches of 1 differ only in how the float32
+    # conv and matmul sums are blocked: ~1e-6 on [0, 1] pixels; atol=1e-5.
+    np.testing.assert_allclose(images, expected, atol=1e-5)
+    for wrong in (a + b - c, a - b, b - a + c):  # a wrong latent would not pass that tolerance
+        assert np.abs(generate(wrong[None])[0] - expected[3]).max() > 1e-3
 
 
 def test_dcgan_architecture():

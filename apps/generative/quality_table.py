@@ -135,8 +135,7 @@ def _score(scorer, run_dir, num_samples, seed):
         translated = np.asarray(net.g_ab.predict(a, verbose=0, batch_size=200))
         scores = quality.Judge.scores(scorer, translated, b)
         baseline = quality.Judge.scores(scorer, a, b)
-        _, probabilities = scorer(translated)
-        share = float(np.mean(probabilities.argmax(axis=1) == b_id))
+        share = scores["class_counts"][b_id] / scores["num_samples"]  # of the images the scores judged
         grid = np.concatenate([a[:16], translated[:16]])
         titles = [names[a_id]] * 16 + [f"-> {names[b_id]}"] * 16
         png = plots.image_grid(np.clip(grid, 0, 1), titles, os.path.join(run_dir, "samples.png"),
