@@ -73,15 +73,21 @@ def test_ssd_export_parity_and_predict_png(ssd_run, small_scenes, tmp_path, caps
 MASK_HEAD = ("mask_reduce", "mask_conv1", "mask_conv2", "mask_logits")
 
 
-def test_two_stage_training_learns_boxes_and_masks(small_scenes, tmp_path):
-    """40 steps of the two-stage detector (two epochs of the 320 scenes): mAP@0.5 well above random
-    boxes and the untrained model, and its masks well above those its untrained mask head drew for the
-    same detections."""
-    test = small_scenes["test"]
-    out = str(tmp_path / "rcnn")
+@pytest.fixture(scope="module")
+def rcnn_run(small_scenes, tmp_path_factory):
+    """40 steps of the two-stage detector (two epochs of the 320 scenes), shared by the learning and
+    the export test."""
+    out = str(tmp_path_factory.mktemp("rcnn_run"))
     app.train(model="rcnn", epochs=2, batch_size=16, learning_rate=3e-3, out=out, class_names=NAMES,
               scenes={k: small_scenes[k] for k in ("train", "validation")})
-    inference, _ = app.inference_model(out)
+    return out
+
+
+def test_two_stage_training_learns_boxes_and_masks(rcnn_run, small_scenes):
+    """mAP@0.5 well above random boxes and the untrained model, and masks well above those its
+    untrained mask head drew for the same detections."""
+    test = small_scenes["test"]
+    inference, _ = app.inference_model(rcnn_run)
     trained, detections = app.score(inference, test, 10)
     random_boxes = detection_metrics(app.random_baseline(test, 10), ground_truths(test), 10)
     training.set_seed(0)  # as app.train does right before building: the run's initial weights
@@ -117,16 +123,11 @@ def test_two_stage_training_learns_and_exports_masks_with_parity(small_scenes, t
     assert served["masks"].shape == (4, 10, 64, 64) and served["num_detections"].min() >= 1
 
 
-def test_two_stage_export_has_masks_and_tflite_parity(small_scenes, tmp_path):
-    """The fast counterpart of the slow test above: a few training steps, then the
-    post-NMS signature with masks, SavedModel against TFLite."""
-    out = str(tmp_path / "rcnn_short")
-    train = {k: v[:64] for k, v in small_scenes["train"].items()}
-    validation = {k: v[:16] for k, v in small_scenes["validation"].items()}
-    app.train(model="rcnn", epochs=1, batch_size=16, learning_rate=3e-3, out=out, class_names=NAMES,
-              scenes={"train": train, "validation": validation})
+def test_two_stage_export_has_masks_and_tflite_parity(rcnn_run, small_scenes, tmp_path):
+    """The fast counterpart of the slow test above: the post-NMS signature with masks, SavedModel
+    against TFLite."""
     sample = small_scenes["test"]["image"][:4]
-    exported = app.export_run(out=out, export_dir=str(tmp_path / "exports"), sample_images=sample)
+    exported = app.export_run(out=rcnn_run, export_dir=str(tmp_path / "exports"), sample_images=sample)
     parity = exported["parity"]["float"]
     assert parity["same_detections"] and parity["max_abs_diff"] < app.FLOAT_TOLERANCE  # boxes, scores and masks
     served = export.run_saved_model(exported["saved_model"], {"images": sample.astype(np.float32)})
