@@ -26,8 +26,8 @@ setup: $(VENV)/.installed debian ## create the venv and install everything
 demo: setup ## train, evaluate and export the default classifier on Fashion-MNIST
 	$(PY) -m apps.classify demo
 
-test: setup ## run the test suite (2 workers)
-	$(PY) -m pytest -n 2 -q tests
+test: setup ## run the test suite (2 workers; lists the 25 slowest tests, each must stay under 60 s)
+	$(PY) -m pytest -n 2 -q --durations=25 tests
 
 classify: setup ## the classifier app: train, evaluate and export (ARGS="--model lenet5 ...")
 	$(PY) -m apps.classify train $(ARGS)
