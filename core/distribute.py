@@ -87,6 +87,28 @@ def is_chief(strategy=None):
                                            and "chief" not in config.get("cluster", {}))
 
 
+def num_workers(strategy=None):
+    """How many worker processes train together (1 outside multi-worker training)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec() if resolver is not None else None
+    jobs = spec.as_dict() if spec is not None else {}
+    return max(1, sum(len(jobs.get(job, ())) for job in ("chief", "worker")))
+
+
+def any_worker(strategy):
+    """A function flag -> whether `flag` is true on any worker: an all-reduce (in a `tf.function`:
+    eagerly it costs far more than the step) that every worker must call at the same point of its
+    program, so that all of them get the same answer at the same step."""
+
+    @tf.function
+    def count(flag):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(flag,)), axis=None)
+
+    return lambda flag: float(count(tf.constant(1.0 if flag else 0.0))) > 0
+
+
 def split_cpu(num_devices):
     """Split the one physical CPU into `num_devices` logical devices.
 

@@ -103,14 +103,24 @@ def _atomic_write(path, data):
         raise UserError(f"cannot write {path}: {write_error_reason(error)}") from None
 
 
-def tflite_signature_runner(tflite_path, num_threads=None):
-    """The LiteRT runner for the file's `serving_default` signature."""
+def tflite_signature_runner(tflite_path, num_threads=None, inputs=None, what="a model for this"):
+    """The LiteRT runner for the file's `serving_default` signature. A file that is not a .tflite
+    model (empty, truncated, another kind) is a one-line `UserError`, and so is one whose inputs
+    lack the names `inputs` (a model of another app: "not `what`")."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+    try:
+        interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+    except ValueError as error:  # "The model is not a valid Flatbuffer buffer", "mmap of size 0 requested"
+        raise UserError(f"cannot load {tflite_path}: {str(error).splitlines()[0][:200]} "
+                        f"(not a .tflite model file, or a truncated one)") from None
     if SIGNATURE not in interpreter.get_signature_list():
         raise UserError(f"{tflite_path} has no '{SIGNATURE}' signature; convert it from a SavedModel with signatures")
-    return interpreter.get_signature_runner(SIGNATURE)
+    runner = interpreter.get_signature_runner(SIGNATURE)
+    names = sorted(runner.get_input_details())
+    if inputs is not None and not set(inputs) <= set(names):
+        raise UserError(f"{tflite_path} is not {what}: it takes {', '.join(names)}, not {', '.join(sorted(inputs))}")
+    return runner
 
 
 def run_tflite(tflite_path, inputs):
@@ -119,11 +129,46 @@ def run_tflite(tflite_path, inputs):
     return {name: np.asarray(value) for name, value in runner(**_as_arrays(inputs)).items()}
 
 
-def run_saved_model(saved_model_dir, inputs):
-    """Run `inputs` (a dict name -> array) through the SavedModel's signature."""
-    signature = tf.saved_model.load(saved_model_dir).signatures[SIGNATURE]
-    outputs = signature(**{k: tf.constant(v) for k, v in _as_arrays(inputs).items()})
-    return {name: value.numpy() for name, value in outputs.items()}
+def load_signature(folder, inputs=None, outputs=None, what="an export for this"):
+    """(the loaded SavedModel, its `serving_default` signature); keep the first alive while the
+    second is used. A folder that is not a SavedModel, a damaged one, or one whose signature
+    does not take `inputs` and give `outputs` (names) is a one-line `UserError`."""
+    if not os.path.isdir(folder):
+        raise UserError(f"SavedModel folder not found: {folder}")
+    if not os.path.isfile(os.path.join(folder, "saved_model.pb")):
+        raise UserError(f"not a SavedModel folder (no saved_model.pb): {folder}")
+    try:
+        loaded = tf.saved_model.load(folder)
+    except Exception as error:  # a damaged saved_model.pb or variables/: OSError, ValueError, OpError, ...
+        raise UserError(f"cannot load the SavedModel in {folder}: {str(error).splitlines()[0][:200]}") from None
+    if SIGNATURE not in loaded.signatures:
+        raise UserError(f"{folder} has no '{SIGNATURE}' signature (it has {sorted(loaded.signatures) or 'none'})")
+    signature = loaded.signatures[SIGNATURE]
+    got_in, got_out = sorted(signature.structured_input_signature[1]), sorted(signature.structured_outputs)
+    if not set(inputs or ()) <= set(got_in) or not set(outputs or ()) <= set(got_out):
+        raise UserError(f"{folder} is not {what}: its signature takes {', '.join(got_in)} -> {', '.join(got_out)}, "
+                        f"expected {', '.join(inputs or got_in)} -> {', '.join(outputs or got_out)}")
+    return loaded, signature
+
+
+def read_labels(folder):
+    """The class names in a SavedModel folder's assets.extra/labels.txt (written by `export_model`),
+    or None when it has none."""
+    path = os.path.join(folder, "assets.extra", "labels.txt")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8").split("\n")[:-1]
+    except UnicodeDecodeError:
+        raise UserError(f"corrupt {path}: not UTF-8 text (one class name a line)") from None
+
+
+def run_saved_model(saved_model_dir, inputs, outputs=None, what="an export for this"):
+    """Run `inputs` (a dict name -> array) through the SavedModel's signature (see `load_signature`)."""
+    loaded, signature = load_signature(saved_model_dir, inputs=list(inputs), outputs=outputs, what=what)
+    result = signature(**{k: tf.constant(v) for k, v in _as_arrays(inputs).items()})
+    return {name: value.numpy() for name, value in result.items()}
 
 
 def _as_array(value):

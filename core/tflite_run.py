@@ -109,6 +109,9 @@ def read_input(path, dtype, shape):
         from PIL import Image
     except ImportError:
         raise RunnerError(f"{path}: only .npy inputs without Pillow") from None
+    if len(shape) != 4 or shape[3] not in (1, 3) or min(shape[1:3]) < 1:
+        raise RunnerError(f"{path}: the model's input {shape} is not an image (N, H, W, 1 or 3); "
+                          f"pass a .npy array")
     height, width, channels = shape[1:4]
     try:
         with Image.open(path) as image:
@@ -121,6 +124,17 @@ def read_input(path, dtype, shape):
             return np.asarray(image, dtype=dtype).reshape(1, height, width, channels)
     except OSError as error:
         raise RunnerError(f"cannot read image {path}: {error}") from None
+
+
+def read_labels(path):
+    """Class names, one a line."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8").split("\n")
+    except OSError as error:
+        raise RunnerError(f"cannot read the labels {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise RunnerError(f"cannot read the labels {path}: not UTF-8 text (one class name a line)") from None
 
 
 def default_labels(model_path):
@@ -164,7 +178,7 @@ def main(argv=None):
         print(json.dumps({k: v.tolist() for k, v in outputs.items()}))
         return 0
     labels_path = args.labels or default_labels(args.model)
-    labels = open(labels_path).read().split("\n") if labels_path else None
+    labels = read_labels(labels_path) if labels_path else None
     print_outputs(outputs, args.files, labels, args.top)
     return 0
 
@@ -182,9 +196,14 @@ def print_outputs(outputs, names, labels, top):
             print(f"{alias}: {json.dumps(value.tolist())}")
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+    """`main`, with a `RunnerError` printed as one line and exit status 2 (`python -m core.tflite_run`)."""
     try:
-        sys.exit(main())
+        sys.exit(main(argv))
     except RunnerError as error:
         print(f"tflite-run: error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()

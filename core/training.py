@@ -97,31 +97,112 @@ def start_run(run_dir, config, strategy, *, dataset_name, num_examples, global_b
     return writes_files
 
 
+class RunConfig(dict):
+    """A run's config.json: a key it lacks (a run of another app, or of an older version) is a
+    one-line `UserError` that names the file, not a `KeyError`."""
+
+    path = CONFIG_FILE
+
+    def __missing__(self, key):
+        raise UserError(f"{self.path} has no '{key}': it is not the config of a run of this command "
+                        f"(another app's, or an older version's); pass the right --out or train again")
+
+
+def read_json(path, what="JSON file"):
+    """The value in JSON file `path`, or a one-line `UserError` saying what is wrong with the file
+    (unreadable, empty, truncated, binary)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+        return json.loads(text)
+    except UnicodeDecodeError:
+        raise UserError(f"corrupt {path}: not UTF-8 text (a binary file?); it should be a {what}") from None
+    except json.JSONDecodeError as error:
+        reason = "empty file" if not text.strip() else str(error)
+        raise UserError(f"corrupt {path}: {reason}; it should be a {what}") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def read_json_object(path, what="JSON object"):
+    """`read_json`, refusing anything but a JSON object (a list, a number, ...)."""
+    value = read_json(path, what)
+    if not isinstance(value, dict):
+        raise UserError(f"corrupt {path}: not a JSON object (it holds a {type(value).__name__}); "
+                        f"it should be a {what}")
+    return value
+
+
 def load_config(run_dir):
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise UserError(f"no training run in {run_dir} (missing {CONFIG_FILE}); run 'train' first or pass --out")
+    config = RunConfig(read_json_object(path, "run's config (a JSON object)"))
+    config.path = path
+    return config
+
+
+def load_model_file(path, compile=False):
+    """A `.keras` file's model, loaded in safe mode (no code from the file runs: a Lambda layer's
+    pickled bytecode is refused). A file that is not a `.keras` model (empty, truncated, text,
+    another zip) is a one-line `UserError` that says so; Keras itself calls such a file "not
+    found"."""
+    import zipfile
+
+    if not os.path.isfile(path):
+        raise UserError(f"model file not found: {path}")
+    size = os.path.getsize(path)
+    if not zipfile.is_zipfile(path):
+        why = "empty: 0 bytes" if size == 0 else f"not a zip archive: corrupt or truncated, {size} bytes"
+        raise UserError(f"cannot load {path}: not a .keras model file ({why})")
     try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as error:
-        raise UserError(f"corrupt {path}: {error}") from None
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise UserError(f"cannot load {path}: not a .keras model file ({first_line(error)}: corrupt or "
+                        f"truncated)") from None
+    if "config.json" not in names:
+        raise UserError(f"cannot load {path}: not a .keras model file (a zip archive with no config.json; "
+                        f"it holds {', '.join(names[:3]) or 'nothing'})")
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:  # a damaged member, a class this program does not know, ...
+        raise UserError(f"cannot load {path}: {first_line(error)}") from None
 
 
-def load_trained_model(run_dir, compile=False):
+def load_trained_model(run_dir, compile=False, input_shape=None):
     """The run's best model, for inference (evaluate, export, predict, visualize).
 
     Not compiled by default: the optimizer (and any custom learning-rate
     schedule in it) is not needed for inference; resuming training goes
-    through the resume backups instead (`ResumeBackup`).
+    through the resume backups instead (`ResumeBackup`). With `input_shape`
+    (one example's shape, from the run's config), a model that takes
+    something else (a model.keras of another run) is a one-line `UserError`.
     """
     path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.exists(path):
         raise UserError(f"no trained model in {run_dir} (missing {MODEL_FILE}); run 'train' first")
+    model = load_model_file(path, compile=compile)
+    if input_shape is not None:
+        check_input_shape(model, input_shape, path)
+    return model
+
+
+def check_input_shape(model, expected, path):
+    """Refuse, in one line, a model none of whose inputs takes examples of shape `expected`."""
     try:
-        return keras.models.load_model(path, compile=compile)
-    except Exception as error:  # a truncated zip, a foreign file, ...
-        raise UserError(f"cannot load {path}: {str(error).splitlines()[0][:200]}") from None
+        shapes = [tuple(tensor.shape[1:]) for tensor in model.inputs]
+    except (AttributeError, TypeError, ValueError):  # a subclassed model that was never built
+        return
+    expected = tuple(expected)
+
+    def fits(got):
+        return len(got) == len(expected) and all(g is None or e is None or g == e for g, e in zip(got, expected))
+
+    if shapes and not any(fits(got) for got in shapes):
+        raise UserError(f"{path} takes inputs of shape {' and '.join(str(got) for got in shapes)}, but "
+                        f"{CONFIG_FILE} says {expected}: the model belongs to another run; pass the right --out "
+                        f"or train again")
 
 
 def first_non_finite_loss(logs):
@@ -239,11 +320,20 @@ class ResumeBackup(keras.callbacks.Callback):
     at the batch where a SIGTERM arrived; the last two are kept (`core.checkpoints`).
 
     It runs after the other callbacks of an epoch, so the epoch's history row and best model are
-    written before its backup: a kill in between redoes the epoch, whose row is then trimmed."""
+    written before its backup: a kill in between redoes the epoch, whose row is then trimmed.
 
-    def __init__(self, folder, log=print):
+    Multi-worker training: every worker must stop at the same batch (a worker that goes on waits
+    forever in the next step's all-reduce for one that stopped). With `agree` set (by `fit`, to
+    `core.distribute.any_worker`), each worker's SIGTERM flag is all-reduced at every batch end
+    and epoch end, so a SIGTERM to any worker stops all of them at the same batch. Each writes
+    its backup in `folder` (a non-chief: a throwaway one) and resumes from `resume_from`, the
+    chief's (a folder all workers see)."""
+
+    def __init__(self, folder, log=print, resume_from=None):
         super().__init__()
         self.checkpoints = CheckpointFolder(folder, "epoch-")
+        self.resume_from = CheckpointFolder(resume_from, "epoch-") if resume_from else self.checkpoints
+        self.agree = None  # multi-worker: flag -> whether it is set on any worker (see the class's doc)
         self.log = log
         self.epoch = 0
         self.batch_offset = 0  # batches of this epoch trained before a resume (not seen by this `fit`)
@@ -253,10 +343,10 @@ class ResumeBackup(keras.callbacks.Callback):
     def resume_point(self):
         """(epochs done, batches of the next done) of the newest usable backup, or None (a fresh
         run). Files only: the weights are loaded when training begins (the model is built then)."""
-        chosen = self.checkpoints.restore(_check_backup, _backup_label, log=self.log)
+        chosen = self.resume_from.restore(_check_backup, _backup_label, log=self.log)
         if chosen is None:
-            if os.path.exists(os.path.join(self.checkpoints.folder, "training_metadata.json")):
-                self.log(f"{self.checkpoints.folder} holds the resume state of an older version: starting over")
+            if os.path.exists(os.path.join(self.resume_from.folder, "training_metadata.json")):
+                self.log(f"{self.resume_from.folder} holds the resume state of an older version: starting over")
             return None
         self._to_load = chosen
         return chosen[1]["epoch"], chosen[1]["batch"]
@@ -265,27 +355,42 @@ class ResumeBackup(keras.callbacks.Callback):
         if self._to_load:
             path, state = self._to_load
             self._to_load = None
-            _load_backup(self.model, path, state, self.checkpoints.folder)
+            _load_backup(self.model, path, state, self.resume_from.folder)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         last_batch = self.params.get("steps") == batch + 1  # on_epoch_end saves in a moment
-        if checkpoints.stop_requested() and self.mid_epoch and not self.model.stop_training and not last_batch:
+        # The same on every worker (the step count, NaN and early stops come from all-reduced logs),
+        # so all of them call `_stop_here` at the same batches.
+        if not self.mid_epoch or self.model.stop_training or last_batch:
+            return
+        stop, here = self._stop_here()
+        if stop:
             done = self.batch_offset + batch + 1
             path = self.save(self.epoch, done)
-            raise Preempted(f"stopped by SIGTERM at epoch {self.epoch + 1}, batch {done}; saved {path}; "
-                            f"rerun the same command to resume")
+            raise Preempted(self._stopped(here, f"at epoch {self.epoch + 1}, batch {done}", path))
 
     def on_epoch_end(self, epoch, logs=None):
         self.batch_offset = 0
         if self.model.stop_training:  # NaN loss or early stopping: the run ends here, no resume
             return
         path = self.save(epoch + 1, 0)
-        if checkpoints.stop_requested():
-            raise Preempted(f"stopped by SIGTERM after epoch {epoch + 1}; saved {path}; "
-                            f"rerun the same command to resume")
+        stop, here = self._stop_here()
+        if stop:
+            raise Preempted(self._stopped(here, f"after epoch {epoch + 1}", path))
+
+    def _stop_here(self):
+        """(stop now, SIGTERM arrived in this process): with `agree`, stop when any worker got one."""
+        here = checkpoints.stop_requested()
+        return (self.agree(here) if self.agree else here), here
+
+    def _stopped(self, here, where, path):
+        # The checkpoint a rerun resumes from: the chief's (a non-chief writes a throwaway copy).
+        path = os.path.join(self.resume_from.folder, os.path.basename(path))
+        return (f"stopped by SIGTERM{'' if here else ' to another worker'} {where}; saved {path}; "
+                f"rerun the same command to resume")
 
     def save(self, epoch, batch):
         optimizer = self.model.optimizer
@@ -375,7 +480,8 @@ def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True, 
         if monitor is None:
             raise UserError("early stopping (--patience) needs a validation loss to watch; this model has none")
         result.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True))
-    return result + list(extra) + [ResumeBackup(os.path.join(folder, "backup"))]
+    return result + list(extra) + [ResumeBackup(os.path.join(folder, "backup"),
+                                                resume_from=os.path.join(run_dir, "backup"))]
 
 
 def _find(callback_list, kind):
@@ -418,7 +524,9 @@ def fit(model, train_data, val_data, *, epochs, run_dir, monitor="val_loss", pat
     Rerunning the same command after a kill resumes from the last backup
     (the last finished epoch, or the batch where a SIGTERM stopped it) and
     stops at the same total number of epochs; `Preempted` is raised after
-    a SIGTERM (see the module's doc).
+    a SIGTERM (see the module's doc). In multi-worker training a SIGTERM to
+    any worker stops every worker at the same batch (`ResumeBackup`), the
+    chief's backup holds that batch, and all workers resume from it.
 
     Raises `UserError` when a loss becomes NaN or infinite (after writing
     the learning curves); the best checkpoint from before stays in place.
@@ -427,7 +535,7 @@ def fit(model, train_data, val_data, *, epochs, run_dir, monitor="val_loss", pat
     """
     import tensorflow as tf
 
-    from core import finite, plots
+    from core import distribute, finite, plots
 
     if epochs < 1:
         raise UserError(f"the number of epochs must be at least 1, got {epochs}")
@@ -438,6 +546,9 @@ def fit(model, train_data, val_data, *, epochs, run_dir, monitor="val_loss", pat
                               extra=extra_callbacks)
     backup = run_callbacks[-1]
     backup.mid_epoch = isinstance(train_data, tf.data.Dataset)  # else SIGTERM waits for the epoch's end
+    strategy = getattr(model, "distribute_strategy", None)
+    if distribute.num_workers(strategy) > 1:  # all workers stop at the same batch (see ResumeBackup)
+        backup.agree = distribute.any_worker(strategy)
     start = backup.resume_point()
     _start_files(run_callbacks, start)
     with checkpoints.stop_on_sigterm():

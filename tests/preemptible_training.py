@@ -4,7 +4,8 @@ test knows where the run is when it sends SIGTERM. Ends by printing the epochs t
 trained and the optimizer's step count (8 per epoch when no batch was trained twice or skipped).
 
 Run as a script by test_preemption.py (through `run_cli`: exit 143 when preempted), or call
-`main(argv)` in the test's own process for the rerun.
+`main(argv)` in the test's own process for the rerun. `--strategy multiworker` (one process per
+worker, the cluster in TF_CONFIG) splits each batch of 8 across the workers.
 """
 
 import argparse
@@ -22,7 +23,12 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--strategy", default="default")
     args = parser.parse_args(argv)
+
+    from core import distribute
+
+    strategy = distribute.get_strategy(args.strategy)  # first: multi-worker must set up before TF starts
 
     import keras
     import numpy as np
@@ -34,8 +40,9 @@ def main(argv=None):
     x = np.random.default_rng(0).normal(size=(8 * BATCHES, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
 
     class Progress(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -45,7 +52,8 @@ def main(argv=None):
             print(f"epoch {self.epoch} batch {batch}", flush=True)
             time.sleep(args.delay)
 
-    history = training.fit(model, data, data, epochs=args.epochs, run_dir=args.out, extra_callbacks=[Progress()])
+    history = training.fit(model, data, data, epochs=args.epochs, run_dir=args.out, extra_callbacks=[Progress()],
+                           writes_files=distribute.is_chief(strategy))
     print(f"trained epochs {history.epoch}, optimizer step {int(model.optimizer.iterations.numpy())}", flush=True)
 
 

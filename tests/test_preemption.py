@@ -1,13 +1,17 @@
 """Preemption: SIGTERM (a cluster scheduler, `docker stop`) makes a training run save a checkpoint
 at the next step boundary and exit within seconds with one line and status 143 (128 + SIGTERM:
 the job is unfinished, so a scheduler reruns it); the rerun resumes from that step, and no epoch
-or step is logged twice. Keras apps (`core.training.fit`) and DQN, in real subprocesses."""
+or step is logged twice. Keras apps (`core.training.fit`) and DQN, in real subprocesses; and
+`fit` under MultiWorkerMirroredStrategy, two worker processes over loopback gRPC, where a SIGTERM to
+one worker stops both at the same batch."""
 
 import csv
+import json
 import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,15 +36,16 @@ def csv_column(path, column):
 class Run:
     """A training subprocess whose stdout lines are read as they come (stderr goes to a file)."""
 
-    def __init__(self, args, stderr_path):
-        env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    def __init__(self, args, stderr_path, env=None):
+        env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **(env or {}))
         self.stderr_path = stderr_path
         with open(stderr_path, "w") as stderr:
             self.process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                             stderr=stderr, text=True)
         self.lines, self.seen = queue.Queue(), []
-        threading.Thread(target=lambda: [self.lines.put(line.rstrip("\n")) for line in self.process.stdout],
-                         daemon=True).start()
+        self.reader = threading.Thread(
+            target=lambda: [self.lines.put(line.rstrip("\n")) for line in self.process.stdout], daemon=True)
+        self.reader.start()
 
     def wait_for(self, pattern, timeout=120):
         """The first stdout line matching `pattern` (a regex); fails if the run ends or the time is up."""
@@ -63,12 +68,26 @@ class Run:
         """SIGTERM, then (exit status, seconds until it exited)."""
         sent = time.time()
         self.process.send_signal(signal.SIGTERM)
+        return self.wait(30), time.time() - sent
+
+    def wait(self, timeout):
+        """The exit status (killed, and a failure, after `timeout` seconds)."""
         try:
-            self.process.wait(timeout=30)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-        return self.process.returncode, time.time() - sent
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"still running after {timeout} s; last lines {self.seen[-5:]}; "
+                        f"stderr {self.stderr()[-2000:]}")
+        return self.process.returncode
+
+    def rest(self, timeout):
+        """Every stdout line, once the process has ended (within `timeout` seconds)."""
+        self.wait(timeout)
+        self.reader.join(timeout=10)  # it ends with the process's stdout
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return self.seen
 
     def stderr(self):
         with open(self.stderr_path) as f:
@@ -177,3 +196,72 @@ def test_sigterm_inside_fit_saves_the_batch_and_exits_143(tmp_path, capsys):
     assert history.epoch == [1, 2]
     assert int(resumed.optimizer.iterations.numpy()) == 3 * 4  # 3 epochs of 4 batches, none twice
     assert csv_column(os.path.join(run_dir, "history.csv"), "epoch") == [0, 1, 2]
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _workers(out, tmp_path, name, delay):
+    """The two workers of a MultiWorkerMirroredStrategy run over loopback gRPC (worker 0: the chief)."""
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    return [Run([SCRIPT, "--out", out, "--epochs", "3", "--delay", str(delay), "--strategy", "multiworker"],
+                str(tmp_path / f"{name}{index}.txt"),
+                env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
+            for index in range(2)]
+
+
+# TensorFlow's multi-worker runtime takes ~5 s to shut down after the last line (gRPC server and
+# coordination service, in C++), on top of the save: longer than one process's exit.
+MULTI_WORKER_EXIT_WITHIN_S = 30
+
+
+def test_sigterm_to_one_worker_stops_both_at_the_same_batch_and_the_rerun_resumes_there(tmp_path):
+    """Multi-worker: a SIGTERM to the non-chief alone stops both workers at the same batch (each
+    worker's SIGTERM flag is all-reduced at every batch end; one that went on would wait forever in
+    the next step's all-reduce), the chief saves that batch, both exit 143; rerun, both resume there."""
+    import preemptible_training
+
+    out = str(tmp_path / "run")
+    workers = _workers(out, tmp_path, "stderr", delay=0.5)
+    try:
+        workers[1].wait_for(r"^epoch 1 batch 2$", timeout=240)  # the second epoch is 3 batches in
+        code, seconds = workers[1].terminate()
+        codes = [workers[0].wait(MULTI_WORKER_EXIT_WITHIN_S), code]
+    finally:
+        for worker in workers:
+            worker.process.kill()
+    last_lines = [worker.stderr().strip().splitlines()[-1] for worker in workers]
+    assert codes == [EXIT_PREEMPTED] * 2, [worker.stderr()[-2000:] for worker in workers]
+    assert seconds < MULTI_WORKER_EXIT_WITHIN_S
+    stops = [re.fullmatch(r"preemptible: stopped by SIGTERM( to another worker)? at epoch 2, batch (\d+); "
+                          r"saved (\S+); rerun the same command to resume", line) for line in last_lines]
+    assert all(stops), last_lines
+    assert [bool(stop.group(1)) for stop in stops] == [True, False]  # the chief stopped for the other worker
+    batches = {int(stop.group(2)) for stop in stops}
+    assert len(batches) == 1, last_lines  # the same batch
+    batches = batches.pop()
+    assert 3 <= batches < preemptible_training.BATCHES  # at a batch boundary, not at the epoch's end
+    saved = os.path.join(out, "backup", f"epoch-000001-batch-{batches:06d}")
+    assert {stop.group(3) for stop in stops} == {saved} and os.path.isdir(saved)  # the chief's
+    assert csv_column(os.path.join(out, "history.csv"), "epoch") == [0]
+
+    workers = _workers(out, tmp_path, "rerun", delay=0)
+    try:
+        printed = [worker.rest(timeout=240) for worker in workers]
+        codes = [worker.process.returncode for worker in workers]
+    finally:
+        for worker in workers:
+            worker.process.kill()
+    assert codes == [0, 0], [worker.stderr()[-2000:] for worker in workers]
+    for lines in printed:  # each resumed at that batch: 8 optimizer steps per epoch, none twice, none skipped
+        assert sum(line.startswith("epoch 1 batch") for line in lines) == preemptible_training.BATCHES - batches
+        assert f"trained epochs [1, 2], optimizer step {3 * preemptible_training.BATCHES}" in lines
+    assert csv_column(os.path.join(out, "history.csv"), "epoch") == [0, 1, 2]
+    assert not os.path.exists(os.path.join(out, "backup"))

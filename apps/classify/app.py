@@ -165,7 +165,7 @@ def top_k_error(labels, probabilities, k):
 def evaluate(*, out="runs/classify", limit=None):
     """Evaluate the run's best model on the test split; returns the report."""
     config = training.load_config(out)
-    net = main_head(training.load_trained_model(out))
+    net = main_head(training.load_trained_model(out, input_shape=config.get("image_shape")))
     images = data.load_dataset(config["dataset"], val_fraction=config["val_fraction"], seed=config["seed"],
                                limit=limit or config.get("limit"))
     labels, probabilities = _predict_all(net, images.test)
@@ -209,7 +209,7 @@ def evaluate(*, out="runs/classify", limit=None):
 def export_run(*, out="runs/classify", export_dir="saved_models", version=None):
     """Export the run's best model to saved_models/classify/<version>/ and TFLite."""
     config = training.load_config(out)
-    net = main_head(training.load_trained_model(out))
+    net = main_head(training.load_trained_model(out, input_shape=config.get("image_shape")))
     images = data.load_dataset(config["dataset"], val_fraction=config["val_fraction"], seed=config["seed"],
                                limit=config.get("limit"))
     sample = np.stack([x for x, _ in images.test.take(64).as_numpy_iterator()])
@@ -231,26 +231,14 @@ def predict(paths, *, out="runs/classify", saved_model=None, resize=False, top=3
     if missing:
         raise UserError(f"image not found: {missing[0]}")
     if saved_model:
-        if not os.path.isdir(saved_model):
-            raise UserError(f"SavedModel folder not found: {saved_model}")
-        if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
-            raise UserError(f"not a SavedModel folder (no saved_model.pb): {saved_model}")
-        labels_file = os.path.join(saved_model, "assets.extra", "labels.txt")
-        class_names = None
-        if os.path.isfile(labels_file):  # written by `export`; other SavedModels get class indices
-            with open(labels_file) as f:
-                class_names = f.read().split("\n")[:-1]
-        import tensorflow as tf
-
-        signatures = tf.saved_model.load(saved_model).signatures
-        if export.SIGNATURE not in signatures:
-            raise UserError(f"{saved_model} has no '{export.SIGNATURE}' signature (it has {sorted(signatures)})")
-        signature = signatures[export.SIGNATURE]
+        loaded, signature = export.load_signature(saved_model, inputs=["images"], outputs=["probabilities"],
+                                                  what="a classifier export")
+        class_names = export.read_labels(saved_model)  # written by `export`; other SavedModels get class indices
         image_shape = tuple(signature.structured_input_signature[1]["images"].shape[1:])
         run = lambda batch: signature(images=batch)["probabilities"].numpy()  # noqa: E731
     else:
         config = training.load_config(out)
-        net = main_head(training.load_trained_model(out))
+        net = main_head(training.load_trained_model(out, input_shape=config.get("image_shape")))
         class_names, image_shape = config["class_names"], tuple(config["image_shape"])
         run = lambda batch: net.predict(batch, verbose=0)  # noqa: E731
     batch = np.stack([read_image(p, image_shape, resize) for p in paths])
@@ -372,7 +360,7 @@ def transfer(backbone, *, dataset="mnist5k", mode="feature", fine_tune_layers=No
     if mode not in ("feature", "finetune"):
         raise UserError(f"unknown transfer mode '{mode}'; choose one of: feature, finetune")
     source = training.load_config(backbone)
-    base = feature_extractor(training.load_trained_model(backbone))
+    base = feature_extractor(training.load_trained_model(backbone, input_shape=source.get("image_shape")))
     training.set_seed(seed)
     images = data.load_dataset(dataset, val_fraction=val_fraction, seed=seed, limit=limit)
     if tuple(base.input_shape[1:]) != tuple(images.image_shape):
@@ -421,7 +409,7 @@ def ensemble(runs, *, out="runs/classify/ensemble"):
     inputs = keras.Input(shape=tuple(configs[0]["image_shape"]), name="images")
     members = []
     for i, run in enumerate(runs):
-        member = main_head(training.load_trained_model(run))
+        member = main_head(training.load_trained_model(run, input_shape=configs[i].get("image_shape")))
         member = keras.Model(member.inputs, member.outputs[0], name=f"member{i + 1}_{member.name}")
         members.append(member(inputs))
     probabilities = keras.layers.Average(name=MAIN_OUTPUT)(members)

@@ -90,7 +90,7 @@ def _add_training_time(out, seconds):
 def inference_model(out):
     """The run's best model wrapped with decoding, NMS and (rcnn) mask pasting; and the config."""
     config = training.load_config(out)
-    trained = training.load_trained_model(out)
+    trained = training.load_trained_model(out, input_shape=(config["image_size"], config["image_size"], 1))
     detector = MODELS.get(config["model"])
     return detector.inference(trained, config["image_size"], len(config["class_names"])), config
 

@@ -185,10 +185,27 @@ def load_run(out):
 
     config = training.load_config(out)
     net = training.load_trained_model(out)
+    _check_family(net, config, out)
     if config["family"] in ("vae", "cyclegan") and not getattr(net, "compiled", False):
         # `evaluate` runs their test_step; the optimizer state is not needed for that.
         _compile(net, config["family"], config["model"], config["learning_rate"])
     return config, net
+
+
+def _check_family(net, config, out):
+    """Refuse a model.keras that is not of the family config.json names (a file of another run)."""
+    from apps.generative import cyclegan, gan, vae
+
+    family = config["family"]
+    kinds = {"vae": vae.VAE, "gan": gan.GAN, "cyclegan": cyclegan.CycleGAN}
+    if family in kinds:
+        fits = isinstance(net, kinds[family])
+    else:  # an autoencoder: a functional model whose decoder `generator_of` samples from
+        fits = any(layer.name == "decoder" for layer in getattr(net, "layers", []))
+    if not fits:
+        raise UserError(f"{os.path.join(out, training.MODEL_FILE)} holds a {type(net).__name__} "
+                        f"'{net.name}', not the {config['model']} ({family}) that {training.CONFIG_FILE} names: "
+                        f"the model belongs to another run; pass the right --out or train again")
 
 
 def generator_of(config, net):

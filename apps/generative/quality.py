@@ -91,12 +91,13 @@ def train_judge(dataset, *, out=None, epochs=3, limit=None, seed=0):
 def load_judge(directory):
     """The judge for inference only (compile=False: its optimizer state is not needed)."""
     from core.errors import UserError
-    from core.training import MODEL_FILE
+    from core.training import MODEL_FILE, load_model_file
 
     path = os.path.join(directory, MODEL_FILE)
     if not os.path.exists(path):
         raise UserError(f"no judge classifier in {directory}; run 'python -m apps.generative judge' first")
+    classifier = load_model_file(path)  # a truncated zip, a foreign file, ...: one line
     try:
-        return Judge(keras.models.load_model(path, compile=False))
-    except Exception as error:  # a truncated zip, a foreign file, ...
-        raise UserError(f"cannot load {path}: {str(error).splitlines()[0][:200]}") from None
+        return Judge(classifier)
+    except ValueError as error:  # no FEATURE_LAYER: not a LeNet-5 of apps.classify
+        raise UserError(f"{path} is not a judge classifier: {str(error).splitlines()[0][:200]}") from None

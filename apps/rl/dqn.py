@@ -270,27 +270,43 @@ CONFIG_FILE = "config.json"
 
 
 def _save_config(out, config):
-    os.makedirs(out, exist_ok=True)
+    from core.training import make_output_dir
+
+    make_output_dir(out)  # a folder that cannot be made or written: one line, before any work
     path = os.path.join(out, CONFIG_FILE)
     if os.path.exists(path):
         old = load_run_config(out)
         if old.env != config.env or old.network != config.network or old.dueling != config.dueling:
             raise UserError(f"{out} holds another run (env={old.env}, network={old.network}, "
                             f"dueling={old.dueling}); pass a different --out or delete it")
-    with open(path + ".tmp", "w") as f:
-        json.dump(asdict(config), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    try:
+        with open(path + ".tmp", "w") as f:
+            json.dump(asdict(config), f, indent=2, sort_keys=True)
+        os.replace(path + ".tmp", path)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {checkpoints.write_error_reason(error)}") from None
+
+
+def read_dqn_config(path):
+    """The DQNConfig in JSON file `path`; a file that is not one (binary, empty, truncated, a list,
+    another app's config) is a one-line `UserError`."""
+    from core.training import read_json_object
+
+    values = read_json_object(path, "DQN run's config (a JSON object)")
+    if "env" not in values:
+        raise UserError(f"{path} is not a DQN run's config (it has no 'env'; keys: "
+                        f"{', '.join(sorted(values)[:6]) or 'none'}); pass the right --out")
+    try:
+        return DQNConfig.from_dict(values)
+    except TypeError as error:
+        raise UserError(f"corrupt {path}: {error}") from None
 
 
 def load_run_config(out):
     path = os.path.join(out, CONFIG_FILE)
     if not os.path.exists(path):
         raise UserError(f"no DQN run in {out} (missing {CONFIG_FILE}); run 'dqn train' first or pass --out")
-    with open(path) as f:
-        try:
-            return DQNConfig.from_dict(json.load(f))
-        except json.JSONDecodeError as error:
-            raise UserError(f"corrupt {path}: {error}") from None
+    return read_dqn_config(path)
 
 
 def build_agent(config, strategy):
@@ -784,9 +800,8 @@ def play(tflite_path, episodes=3, epsilon=0.0, seed=7, max_steps=None, gif=None,
                                    os.path.basename(os.path.dirname(os.path.abspath(tflite_path))), "dqn_config.json")
         if not os.path.exists(config_path):
             raise UserError(f"cannot find the environment of {tflite_path} ({config_path}); pass --env")
-        with open(config_path) as f:
-            env_id = json.load(f)["env"]
-    runner = core_export.tflite_signature_runner(tflite_path)
+        env_id = read_dqn_config(config_path).env
+    runner = core_export.tflite_signature_runner(tflite_path, inputs=["frames"], what="a DQN policy")
     frame_shape, dtype, stack, num_actions = atari.observation_spec(env_id)
 
     def policy(observations):

@@ -144,7 +144,7 @@ def evaluate(*, out="runs/segment/unet", limit=None, data_dir=None):
     """The run's best model on the test scenes; prints and saves the metrics; returns
     {"model": report, "all_background": report, "confusion_matrix": matrix}."""
     config = training.load_config(out)
-    net = training.load_trained_model(out)
+    net = training.load_trained_model(out, input_shape=config.get("image_shape"))
     names = config["class_names"]
     test = load_split(config["dataset"], "test", data_dir or config.get("data_dir"), limit)
     matrix = confusion_over(net, test, len(names))
@@ -293,7 +293,7 @@ def export_run(*, out="runs/segment/unet", export_dir="saved_models", version=No
     """saved_models/segment/<version>/ (signature images -> probabilities, mask) and
     saved_models/segment/tflite/<version>/{float,dynamic}.tflite, parity-checked on test scenes."""
     config = training.load_config(out)
-    net = serving_model(training.load_trained_model(out))
+    net = serving_model(training.load_trained_model(out, input_shape=config.get("image_shape")))
     test = load_split(config["dataset"], "test", data_dir or config.get("data_dir"), num_samples)
     sample = {"images": np.stack([image for image, _ in test.as_numpy_iterator()])}
     app_dir = os.path.join(export_dir, APP)
@@ -325,17 +325,16 @@ def predict(paths, *, out="runs/segment/unet", saved_model=None, resize=False, c
     from core.images import read_image  # PNG/JPEG -> raw float pixels, with one-line errors
 
     if saved_model:
-        if not os.path.isdir(saved_model):
-            raise UserError(f"SavedModel folder not found: {saved_model}")
-        with open(os.path.join(saved_model, "assets.extra", "labels.txt")) as f:
-            names = f.read().split("\n")[:-1]
-        signature = tf.saved_model.load(saved_model).signatures[export.SIGNATURE]
+        loaded, signature = export.load_signature(saved_model, inputs=["images"], outputs=[OUTPUT, MASK_OUTPUT],
+                                                  what="a segment export")
+        names = export.read_labels(saved_model) or [
+            str(c) for c in range(signature.structured_outputs[OUTPUT].shape[-1])]  # no labels.txt: class numbers
         image_shape = tuple(signature.structured_input_signature[1]["images"].shape[1:])
         run = lambda batch: signature(images=tf.constant(batch))[MASK_OUTPUT].numpy()  # noqa: E731
         source = saved_model
     else:
         config = training.load_config(out)
-        net = training.load_trained_model(out)
+        net = training.load_trained_model(out, input_shape=config.get("image_shape"))
         names, image_shape = config["class_names"], tuple(config["image_shape"])
         run = lambda batch: predict_masks(net, batch)  # noqa: E731
         source = f"{config['model']} ({out})"

@@ -40,7 +40,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from apps.sequence import decoding
-from apps.sequence.models import load_run
+from apps.sequence.models import copy_weights, load_run
 from core import export, scenes, training
 from core.errors import UserError
 from layers import AdditiveAttention, GRUCell
@@ -315,7 +315,7 @@ class CaptionModel:
         config = self.config
         self.vocab = config["vocab"]
         self.net = Captioner(len(self.vocab), config["image_size"], **config.get("sizes", {}))
-        self.net.model.set_weights(trained.get_weights())
+        copy_weights(trained, self.net.model, out)
         self.start, self.end = self.vocab.index(START_WORD), self.vocab.index(END_WORD)
 
     def load_split(self, split, limit=None):
@@ -462,14 +462,13 @@ def predict(paths=(), *, out="runs/sequence/caption", width=1, count=8, saved_mo
     write the attention PNG. With `saved_model`, caption through the exported SavedModel instead."""
     _check_positive(width=width, count=count)
     if saved_model:
-        if not os.path.isdir(saved_model):
-            raise UserError(f"SavedModel folder not found: {saved_model}")
         if not paths:
             raise UserError("give image files to caption with --saved-model")
-        size = int(tf.saved_model.load(saved_model).signatures[export.SIGNATURE]
-                   .structured_input_signature[1]["image"].shape[1])
+        what = "a captioner export"
+        loaded, signature = export.load_signature(saved_model, inputs=["image"], outputs=["caption"], what=what)
+        size = int(signature.structured_input_signature[1]["image"].shape[1])
         images = read_images(paths, size)
-        captions = [c.decode() for c in export.run_saved_model(saved_model, {"image": images})["caption"]]
+        captions = [c.decode() for c in signature(image=tf.constant(images))["caption"].numpy()]
         for path, caption in zip(paths, captions):
             print(f"{path}: {caption}")
         return captions

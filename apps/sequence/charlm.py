@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from apps.sequence import data, decoding
-from apps.sequence.models import NUM_STATES, RNNS, char_lm, load_run
+from apps.sequence.models import NUM_STATES, RNNS, char_lm, copy_weights, load_run
 from core import distribute, export, training
 from core.errors import UserError
 
@@ -147,7 +147,7 @@ class Generator:
         self.model = char_lm(len(self.vocab), cell=config["cell"], units=config["units"],
                              num_layers=config["num_layers"], embed_dim=config["embed_dim"],
                              dropout=config["dropout"], with_state=True)
-        self.model.set_weights(trained.get_weights())
+        copy_weights(trained, self.model, out)
         self.state_shapes = [config["units"]] * (NUM_STATES[config["cell"]] * config["num_layers"])
         self._call = tf.function(lambda inputs: self.model(inputs, training=False), reduce_retracing=True)
 

@@ -25,6 +25,16 @@ def load_run(out, task, description):
     return config, training.load_trained_model(out)
 
 
+def copy_weights(trained, model, out):
+    """`model.set_weights` from the run's trained model; a model.keras of another run (other
+    layers or sizes) is a one-line `UserError`."""
+    try:
+        model.set_weights(trained.get_weights())
+    except ValueError as error:
+        raise UserError(f"cannot use the model in {out}: {str(error).splitlines()[0][:200]}; it does not fit "
+                        f"the run's {training.CONFIG_FILE} (a model.keras of another run?)") from None
+
+
 RNNS = Registry("recurrent cell")
 NUM_STATES = {"elman": 1, "lstm": 2, "gru": 1, "keras-elman": 1, "keras-lstm": 2, "keras-gru": 1}
 

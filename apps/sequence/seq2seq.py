@@ -29,7 +29,7 @@ import tensorflow as tf
 from keras import layers
 
 from apps.sequence import data, decoding
-from apps.sequence.models import KeyMask, load_run
+from apps.sequence.models import KeyMask, copy_weights, load_run
 from core import export, training
 from core.errors import UserError
 from core.registry import Registry
@@ -270,7 +270,7 @@ class Normalizer:
         self.config, trained = load_run(out, "dates", "date-normalisation")
         config = self.config
         self.net = build(config["model"], len(config["vocab"]), **config.get("sizes", {}))
-        self.net.model.set_weights(trained.get_weights())
+        copy_weights(trained, self.net.model, out)
         self.vectorizer = make_vectorizer(config["vocab"])
 
     def ids(self, texts):

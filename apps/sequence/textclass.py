@@ -102,7 +102,7 @@ def export_run(*, out="runs/sequence/textclass", export_dir="saved_models", vers
     from apps.sequence.charlm import write_string_saved_model
 
     config = training.load_config(out)
-    net = training.load_trained_model(out)
+    net = training.load_trained_model(out, input_shape=(config["sequence_length"],))
     names, length = config["class_names"], config["sequence_length"]
     vectorizer = make_vectorizer(config["vocab"], length)
     class_table = tf.constant(names)
@@ -149,14 +149,13 @@ def export_run(*, out="runs/sequence/textclass", export_dir="saved_models", vers
 
 def predict(texts, *, out="runs/sequence/textclass", saved_model=None):
     if saved_model:
-        if not os.path.isdir(saved_model):
-            raise UserError(f"SavedModel folder not found: {saved_model}")
-        result = export.run_saved_model(saved_model, {"text": np.array(texts, dtype=object)})
+        result = export.run_saved_model(saved_model, {"text": np.array(texts, dtype=object)},
+                                        outputs=["class_name", "probabilities"], what="a text-classifier export")
         names = [n.decode() for n in result["class_name"]]
         probabilities = result["probabilities"]
     else:
         config = training.load_config(out)
-        net = training.load_trained_model(out)
+        net = training.load_trained_model(out, input_shape=(config["sequence_length"],))
         probabilities = net.predict(vectorize(make_vectorizer(config["vocab"], config["sequence_length"]), texts),
                                     verbose=0)
         names = [config["class_names"][i] for i in probabilities.argmax(1)]

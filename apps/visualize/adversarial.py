@@ -259,7 +259,7 @@ def adversarial_train(*, run, out, eps=0.1, method="fgsm", steps=3, share=0.5, e
     if os.path.abspath(run) == os.path.abspath(out):
         raise UserError("--to must be a new run folder, not the standard run itself")
     base = training.load_config(run)
-    standard = common.load_keras_model(run)
+    standard = common.load_keras_model(run, input_shape=base.get("image_shape"))
     if len(standard.outputs) != 1:
         raise UserError(f"adversarial training supports single-output classifiers; {standard.name} has "
                         f"{len(standard.outputs)} outputs")

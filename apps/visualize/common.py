@@ -70,36 +70,25 @@ def load_classifier(path, dataset=None):
         raise UserError(f"classifier not found: {path}; pass a run folder of apps.classify (runs/classify) "
                         f"or an exported version folder (saved_models/classify/1)")
     if os.path.exists(os.path.join(path, "saved_model.pb")):
-        try:
-            loaded = tf.saved_model.load(path)
-            signature = loaded.signatures[export.SIGNATURE]
-        except (KeyError, OSError, ValueError) as error:
-            raise UserError(f"cannot load the SavedModel in {path}: {str(error).splitlines()[0][:200]}") from None
-        inputs = signature.structured_input_signature[1]
-        if "images" not in inputs or "probabilities" not in signature.structured_outputs:
-            raise UserError(f"{path} is not a classifier export (its signature is {sorted(inputs)} -> "
-                            f"{sorted(signature.structured_outputs)}, expected images -> probabilities)")
-        image_shape = tuple(inputs["images"].shape[1:])
-        labels = os.path.join(path, "assets.extra", "labels.txt")
+        loaded, signature = export.load_signature(path, inputs=["images"], outputs=["probabilities"],
+                                                  what="a classifier export")
+        image_shape = tuple(signature.structured_input_signature[1]["images"].shape[1:])
         num_classes = signature.structured_outputs["probabilities"].shape[-1]
-        if os.path.exists(labels):
-            with open(labels) as f:
-                class_names = f.read().split("\n")[:-1]
-        else:
-            class_names = [str(i) for i in range(num_classes)]
+        class_names = export.read_labels(path) or [str(i) for i in range(num_classes)]
         version = os.path.basename(os.path.normpath(path))
         app = os.path.basename(os.path.dirname(os.path.normpath(path)))
         return Classifier(name=f"{app}-v{version}", class_names=class_names, image_shape=image_shape,
                           dataset=dataset or "fashion_mnist", signature=signature, saved_model=loaded)
     config = training.load_config(path)
-    model = load_keras_model(path)
+    model = load_keras_model(path, input_shape=config.get("image_shape"))
     return Classifier(name=os.path.basename(os.path.normpath(path)) or "run", class_names=list(config["class_names"]),
                       image_shape=tuple(config["image_shape"]), dataset=dataset or config["dataset"], model=model,
                       run_dir=path, config=config)
 
 
-def load_keras_model(run_dir):
-    """The run's model.keras for inference and gradients."""
+def load_keras_model(run_dir, input_shape=None):
+    """The run's model.keras for inference and gradients (refused in one line when it does not
+    take `input_shape`, the images of its config)."""
     import importlib
 
     from core import training
@@ -109,7 +98,7 @@ def load_keras_model(run_dir):
             importlib.import_module(module)
         except ImportError:
             pass
-    return training.load_trained_model(run_dir)
+    return training.load_trained_model(run_dir, input_shape=input_shape)
 
 
 def logits_model(model):

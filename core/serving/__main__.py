@@ -201,8 +201,9 @@ def client_command(args):
             raise UserError(f"--npy file not found: {args.npy}")
         try:
             npy_batch = np.load(args.npy, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise UserError(f"cannot read {args.npy} as a NumPy .npy array: {str(error).splitlines()[0]}") from None
+        except (ValueError, OSError, EOFError) as error:  # EOFError: an empty or cut-off file
+            first_line = (str(error).splitlines() or ["empty file"])[0]
+            raise UserError(f"cannot read {args.npy} as a NumPy .npy array: {first_line}") from None
     missing = [p for p in args.image if not os.path.isfile(p)]
     if missing:
         raise UserError(f"image not found: {missing[0]}")

@@ -140,8 +140,13 @@ def read_config(path, *, container_root=CONTAINER_ROOT):
     """Parse `path` into a list of ModelSpec, resolving base paths for this machine."""
     if not os.path.isfile(path):
         raise UserError(f"model config not found: {path}")
-    with open(path) as f:
-        config = parse_config(f.read())
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as error:  # a binary file: not the text format TF Serving reads
+        raise UserError(f"models.config is not a valid ModelServerConfig: not UTF-8 text ({error.reason} "
+                        f"at byte {error.start})") from None
+    config = parse_config(text)
     return specs_from_proto(config, os.path.dirname(os.path.abspath(path)), container_root=container_root)
 
 
