@@ -28,6 +28,19 @@ def trained_run(tmp_path_factory):
     return run_dir
 
 
+def free_ports(n):
+    """`n` loopback ports free right now (for a multi-worker cluster spec)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def tiny_dataset(seed):
     """64 points of 4 features in 3 classes, batches of 16: for tests of the training plumbing."""
     import numpy as np

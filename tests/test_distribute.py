@@ -6,12 +6,11 @@ gRPC over loopback, each compared to one-device training on the same data.
 """
 
 import json
-import socket
 
 import numpy as np
 import pytest
 
-from conftest import run_python
+from conftest import free_ports, run_python
 from core import distribute
 from core.errors import UserError
 
@@ -63,23 +62,13 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, single_device
     assert max(np.abs(w - i).max() for w, i in zip(weights, initial)) > 1e-3
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_process_multiworker_matches_one_device(tmp_path, single_device_weights):
     import subprocess
     import sys
 
     from conftest import ROOT
 
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     workers = []
     for index in range(2):

@@ -11,7 +11,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import time
 import keras
 import pytest
 
-from conftest import ROOT, tiny_dataset
+from conftest import ROOT, free_ports, tiny_dataset
 from core import training
 from core.errors import EXIT_PREEMPTED, run_cli
 
@@ -198,19 +197,9 @@ def test_sigterm_inside_fit_saves_the_batch_and_exits_143(tmp_path, capsys):
     assert csv_column(os.path.join(run_dir, "history.csv"), "epoch") == [0, 1, 2]
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _workers(out, tmp_path, name, delay):
     """The two workers of a MultiWorkerMirroredStrategy run over loopback gRPC (worker 0: the chief)."""
-    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     return [Run([SCRIPT, "--out", out, "--epochs", "3", "--delay", str(delay), "--strategy", "multiworker"],
                 str(tmp_path / f"{name}{index}.txt"),
                 env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
