@@ -23,6 +23,7 @@ where it saves a checkpoint and raises `core.errors.Preempted` (exit 143 from
 
 import contextlib
 import csv
+import json
 import os
 import re
 import shutil
@@ -39,12 +40,6 @@ class CorruptCheckpoint(Exception):
     """Raised by a checkpoint loader: this checkpoint cannot be used (the message says why)."""
 
 
-def first_line(error):
-    """The first line of an exception's message (or its type's name), for one-line reports."""
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__
-
-
 def write_errors():
     """What a failed write raises: `OSError` (Python, NumPy, h5py) or TensorFlow's `OpError`
     (checkpoint and SavedModel writers: `ResourceExhaustedError` for a full disk, ...)."""
@@ -58,6 +53,7 @@ def write_error_reason(error):
     if isinstance(error, OSError) and error.errno:
         return os.strerror(error.errno)
     # TensorFlow: "{{function_node ...}} <path>; No space left on device [Op:SaveV2]"
+    # The whole first line, not `first_line`'s 200 characters: the reason is at its end.
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return re.sub(r"\s*\[Op:\w+\]$", "", text).rsplit("; ", 1)[-1].strip()
 
@@ -203,3 +199,11 @@ def stop_on_sigterm():
     finally:
         signal.signal(signal.SIGTERM, previous)
         _stop.clear()
+
+
+def write_json_atomically(path, value):
+    """Write `value` as JSON to `path` through a temporary file, so a reader never sees half of it."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import finite
-from core.errors import UserError
+from core.errors import UserError, first_line
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -132,11 +132,6 @@ def load_digits_arrays(size=28):
     return _split_test(images, digits.target.astype(np.int64), test_fraction=0.2, seed=0)
 
 
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
-
-
 OFFLINE_DATASETS = {
     "fashion_mnist": (load_fashion_mnist_arrays, FASHION_MNIST_CLASSES),
     "mnist5k": (load_mnist5k_arrays, DIGIT_CLASSES),
@@ -190,7 +185,7 @@ def _load_tfds(name, val_fraction, limit):
     try:
         builder = tfds.builder(name)
     except Exception as error:  # DatasetNotFoundError and friends
-        raise UserError(f"unknown tensorflow-datasets dataset '{name}' ({_first_line(error)}); {offline}") from None
+        raise UserError(f"unknown tensorflow-datasets dataset '{name}' ({first_line(error)}); {offline}") from None
     if not builder.is_prepared() and not _network_reachable():
         raise UserError(f"cannot download tensorflow-datasets dataset '{name}': no network, and it is not in "
                         f"{builder.data_dir_root}; {offline}")
@@ -200,7 +195,7 @@ def _load_tfds(name, val_fraction, limit):
         builder.download_and_prepare()
         train, val, test = builder.as_dataset(split=splits, as_supervised=True, shuffle_files=False)
     except Exception as error:  # tfds raises many types; all mean the same to the user
-        raise UserError(f"could not load tensorflow-datasets dataset '{name}' ({_first_line(error)}); {offline}") from None
+        raise UserError(f"could not load tensorflow-datasets dataset '{name}' ({first_line(error)}); {offline}") from None
     info = builder.info
     label = info.features["label"]
     shape = tuple(info.features["image"].shape)

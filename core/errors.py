@@ -18,6 +18,13 @@ import sys
 EXIT_PREEMPTED = 143
 
 
+def first_line(error):
+    """The first line of an exception's message (or its type's name), at most 200 characters:
+    what a one-line error quotes of a library's multi-line message."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
+
+
 class UserError(Exception):
     """An error caused by the user's input, printed as one line by the CLI."""
 

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from core import finite  # NumPy only, like this runner
+from core.errors import first_line
 from core.images import non_finite_pixels
 
 SIGNATURE = "serving_default"
@@ -85,8 +86,7 @@ def load_npy(path):
     except OSError as error:
         raise RunnerError(f"cannot read {path}: {error.strerror or error}") from None
     except (ValueError, EOFError) as error:  # truncated, or object arrays
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise RunnerError(f"cannot read {path}: {first_line}; {advice}") from None
+        raise RunnerError(f"cannot read {path}: {first_line(error)}; {advice}") from None
 
 
 def refuse_non_finite(array, path):

@@ -29,7 +29,7 @@ import numpy as np
 from apps.generative import app, quality
 from apps.generative.common import arrays
 from core import data, plots
-from core.errors import UserError
+from core.errors import UserError, first_line
 
 # name: (model, options, budget). Budgets are sized for a heavily loaded 2-core CPU (about 45 minutes in
 # all at a load average near 18): the MLP GANs get ~630 generator steps, the convolutional ones 100-300,
@@ -166,8 +166,7 @@ def _load_overview(path):
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(f"cannot read {path} ({first_line}); delete the folder {os.path.dirname(path)} "
+        raise UserError(f"cannot read {path} ({first_line(error)}); delete the folder {os.path.dirname(path)} "
                         "to rerun that row") from None
 
 

@@ -35,8 +35,8 @@ import tensorflow as tf
 from apps.rl import atari
 from apps.rl.replay import ReplayBuffer
 from core import checkpoints, distribute
-from core.checkpoints import CheckpointFolder, CorruptCheckpoint, first_line
-from core.errors import Preempted, UserError
+from core.checkpoints import CheckpointFolder, CorruptCheckpoint
+from core.errors import Preempted, UserError, first_line
 from core.registry import Registry
 
 

@@ -30,7 +30,7 @@ import zipfile
 
 import numpy as np
 
-from core.errors import UserError
+from core.errors import UserError, first_line
 
 
 class ReplayBuffer:
@@ -159,5 +159,4 @@ class ReplayBuffer:
                     setattr(self, name, data[name].copy())
                 self.rng.bit_generator.state = json.loads(str(data["rng"]))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise UserError(f"cannot read replay buffer {path} (corrupt or partial?): {first_line}") from None
+            raise UserError(f"cannot read replay buffer {path} (corrupt or partial?): {first_line(error)}") from None

@@ -199,11 +199,12 @@ def client_command(args):
     if args.npy:
         if not os.path.isfile(args.npy):
             raise UserError(f"--npy file not found: {args.npy}")
+        from core.tflite_run import RunnerError, load_npy  # NumPy only: no TensorFlow start-up
+
         try:
-            npy_batch = np.load(args.npy, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:  # EOFError: an empty or cut-off file
-            first_line = (str(error).splitlines() or ["empty file"])[0]
-            raise UserError(f"cannot read {args.npy} as a NumPy .npy array: {first_line}") from None
+            npy_batch = load_npy(args.npy)
+        except RunnerError as error:
+            raise UserError(str(error)) from None
     missing = [p for p in args.image if not os.path.isfile(p)]
     if missing:
         raise UserError(f"image not found: {missing[0]}")
