@@ -7,19 +7,35 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench serve serve-config serve-bench serve-chaos clean
+.PHONY: help setup debian demo test classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench serve serve-config serve-bench serve-chaos tensorboard constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# The stamp is written last: a .venv without it is half-built (interrupted, or venv/pip missing) and is rebuilt.
+$(VENV)/.installed: requirements.txt constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "make: Python >= 3.11 is needed; '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing) (try: make PYTHON=python3.11 ...)"; exit 2; }
+	@test -f $@ || rm -rf $(VENV)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "make: '$(PYTHON) -m venv' failed: install the venv module (Debian/Ubuntu: sudo apt install python3-venv)"; exit 2; }
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); \
+	  echo "make: the new venv has no pip (Debian/Ubuntu: sudo apt install python3-venv python3-pip)"; exit 2; }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	touch $@
 
-debian: ## install the Debian data packages (Fashion-MNIST, fortunes) if missing
+constraints: $(VENV)/.installed ## refreeze constraints.txt (every transitive version) from the working .venv
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+# SKIP_DEBIAN=1: no sudo here. Then Fashion-MNIST (the default dataset of most apps), the quotes of the
+# sequence app and the architecture diagram of apps/visualize are missing; mnist5k/digits runs still work.
+debian: ## install the Debian data packages (Fashion-MNIST, fortunes, graphviz) if missing; SKIP_DEBIAN=1 skips it
+ifeq ($(SKIP_DEBIAN),1)
+	@echo "make: SKIP_DEBIAN=1: not installing dataset-fashion-mnist, fortunes, graphviz; apps that read Fashion-MNIST or the quotes will say so (use --dataset mnist5k or digits where an app offers it)"
+else
 	@scripts/install_debian_packages.sh
+endif
 
 setup: $(VENV)/.installed debian ## create the venv and install everything
 
@@ -119,6 +135,9 @@ serve-bench: setup ## requests/s and p50/p99 latency of the local server, REST a
 
 serve-chaos: setup ## the local server under change: hot swap under load, 100 stalled clients, 100k-request soak (RSS), SIGTERM drain (~5 min)
 	$(PY) bench/serving_load.py --chaos $(ARGS)
+
+tensorboard: setup ## TensorBoard over every run's logs under runs/ (http://localhost:6006; ARGS="--port 6007")
+	$(PY) -m tensorboard.main --logdir runs $(ARGS)
 
 clean: ## remove runs and exports (keeps the venv)
 	rm -rf runs saved_models/*/ saved_models/models.config

@@ -60,6 +60,11 @@ def test_config_command_writes_config_compose_and_docker_line(tmp_path):
     assert f"source={root},target=/models,readonly tensorflow/serving" in result.stdout
     assert "--model_config_file=/models/models.config" in result.stdout
     assert "../saved_models:/models:ro" in compose.read_text()
+    # the image is pinned to the serving release of the TensorFlow that wrote the exports, never `latest`
+    import tensorflow as tf
+
+    assert f"image: tensorflow/serving:{tf.__version__}  #" in compose.read_text()
+    assert f"readonly tensorflow/serving:{tf.__version__} " in result.stdout
     spec, nested = config_lib.read_config(str(root / "models.config"))
     assert spec.policy == "latest" and spec.num_versions == 2
     assert (nested.name, nested.base_path, nested.local_path) == ("rl_dqn", "/models/rl/dqn", str(root / "rl" / "dqn"))

@@ -20,7 +20,7 @@ COMPOSE = """\
 # REST on http://localhost:8501/v1/models/<app>, gRPC on localhost:8500.
 services:
   tf-serving:
-    image: tensorflow/serving:latest  # pin the release that matches the TF which exported the models
+    image: {image}  # the TensorFlow Serving release of the TensorFlow that exported the models
     ports:
       - "127.0.0.1:8501:8501"
       - "127.0.0.1:8500:8500"
@@ -173,7 +173,7 @@ def config_command(args):
                                    config_lib.build_config(folders, policies=policies))
     os.makedirs(os.path.dirname(os.path.abspath(args.compose)), exist_ok=True)
     with open(args.compose, "w") as f:
-        f.write(COMPOSE)
+        f.write(COMPOSE.format(image=config_lib.SERVING_IMAGE))
     for app in apps:
         versions = config_lib.list_versions(os.path.join(args.root, folders[app]))
         print(f"  {app}: versions {versions}, policy {policies.get(app, 'latest:1')}")

@@ -189,7 +189,12 @@ def resolve_base_path(base_path, config_dir, container_root=CONTAINER_ROOT):
     return base_path
 
 
-def docker_run_line(saved_models_dir, config_name=CONFIG_NAME, image="tensorflow/serving"):
+# The TensorFlow Serving release of the TensorFlow that writes the exports (requirements.txt): an older server
+# may lack ops the exports use, and `latest` changes under a deployment without notice.
+SERVING_IMAGE = "tensorflow/serving:2.21.0"
+
+
+def docker_run_line(saved_models_dir, config_name=CONFIG_NAME, image=SERVING_IMAGE):
     """The `docker run` line for the official image serving every app in models.config."""
     source = os.path.abspath(saved_models_dir)
     return (f"docker run --rm -p 127.0.0.1:8501:8501 -p 127.0.0.1:8500:8500 "
