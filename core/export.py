@@ -5,7 +5,10 @@ Layout written by `export_model` (TF Serving reads `saved_models/<app>/`
 and serves the integer version folders in it; it ignores the rest):
 
   saved_models/<app>/<version>/                 SavedModel, `serving_default` signature
-  saved_models/<app>/<version>/assets.extra/    labels.txt (class names) when given
+  saved_models/<app>/<version>/assets.extra/    labels.txt (class names) when given;
+                                                input_spec.json and sample_inputs.npz (a few of the
+                                                inputs the parity check used), so any tool downstream
+                                                feeds the export inputs of the right shape, dtype and range
   saved_models/<app>/tflite/<version>/float.tflite
   saved_models/<app>/tflite/<version>/dynamic.tflite   dynamic-range quantized weights
   saved_models/<app>/tflite/<version>/int8.tflite      full integer, when the model allows
@@ -30,6 +33,9 @@ from core.checkpoints import quiet_write_failures, write_error_reason, write_err
 from core.errors import UserError
 
 SIGNATURE = "serving_default"
+INPUT_SPEC = os.path.join("assets.extra", "input_spec.json")
+SAMPLE_INPUTS = os.path.join("assets.extra", "sample_inputs.npz")
+SAMPLE_ROWS = 8  # examples kept in sample_inputs.npz: enough for a parity check, small next to the weights
 
 # How far a TFLite file may drift from the SavedModel on the same batch, in
 # the largest absolute difference of any output (classifier probabilities
@@ -182,8 +188,25 @@ def _as_arrays(inputs):
 
 
 def max_abs_difference(reference, candidate):
-    return max(float(np.max(np.abs(reference[name].astype(np.float64) - candidate[name].astype(np.float64))))
-               for name in reference)
+    """The largest absolute difference over every output: 0 where two values are equal (equal infinities
+    too), inf where a value is infinite in one and finite in the other. An output of another shape, or NaN in
+    either, is a ValueError: no figure can say how far apart those are."""
+    largest = 0.0
+    for name in reference:
+        a, b = np.asarray(reference[name]), np.asarray(candidate[name])
+        if a.shape != b.shape:
+            raise ValueError(f"output '{name}' has shape {b.shape}, the SavedModel's {a.shape}")
+        if a.dtype.kind not in "biuf":
+            if not np.array_equal(a, b):
+                raise ValueError(f"output '{name}' ({a.dtype}) differs")
+            continue
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        if np.isnan(a).any() or np.isnan(b).any():
+            raise ValueError(f"output '{name}' has NaN values")
+        with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity: masked out below
+            difference = np.where(a == b, 0.0, np.abs(a - b))
+        largest = max(largest, float(difference.max(initial=0.0)))
+    return largest
 
 
 def next_version(app_dir):
@@ -209,6 +232,34 @@ def absolute_parity(kind, reference, candidate):
     return {"max_abs_diff": difference}, problem
 
 
+def input_record(sample_inputs, rows=SAMPLE_ROWS):
+    """The assets.extra files that describe an export's inputs: {INPUT_SPEC: JSON text (per input: dtype,
+    shape with the batch as null, min and max of the samples), SAMPLE_INPUTS: .npz bytes (the first `rows`)}."""
+    import io
+    import json
+
+    arrays = {name: _as_array(value)[:rows] for name, value in sample_inputs.items()}
+    spec = {name: {"dtype": str(a.dtype), "shape": [None, *a.shape[1:]],
+                   "min": a.min().item() if a.dtype.kind in "biuf" and a.size else None,
+                   "max": a.max().item() if a.dtype.kind in "biuf" and a.size else None}
+            for name, a in arrays.items()}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return {INPUT_SPEC: json.dumps(spec, indent=2) + "\n", SAMPLE_INPUTS: buffer.getvalue()}
+
+
+def read_sample_inputs(folder):
+    """The sample inputs an export recorded (dict name -> array), or None for an export without them."""
+    path = os.path.join(folder, SAMPLE_INPUTS)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as samples:
+            return {name: samples[name] for name in samples.files}
+    except (OSError, ValueError) as error:
+        raise UserError(f"corrupt {path}: {str(error).splitlines()[0][:200]}") from None
+
+
 def _write_version(model, saved_model_dir, input_names, output_names, files):
     """The SavedModel and `files` (relative path -> text) in `saved_model_dir`, whole or not at all:
     TF Serving watches the folder and loads any integer version folder that appears."""
@@ -220,7 +271,7 @@ def _write_version(model, saved_model_dir, input_names, output_names, files):
         for relative_path, text in files.items():
             path = os.path.join(tmp_dir, relative_path)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w") as f:
+            with open(path, "wb" if isinstance(text, bytes) else "w") as f:
                 f.write(text)
         os.replace(tmp_dir, saved_model_dir)
     except write_errors() as error:
@@ -253,6 +304,7 @@ def export_model(model, app_dir, *, input_names, output_names, sample_inputs, re
     if os.path.exists(saved_model_dir):
         raise UserError(f"{saved_model_dir} already exists; choose another --version")
     files = dict(extra_files or {})
+    files.update(input_record(sample_inputs))
     if class_names:
         files[os.path.join("assets.extra", "labels.txt")] = "\n".join(class_names) + "\n"
     _write_version(model, saved_model_dir, input_names, output_names, files)

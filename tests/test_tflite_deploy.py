@@ -86,3 +86,53 @@ def test_device_runner_without_tensorflow(exported, tmp_path):
     assert "Traceback" not in result.stderr
     # the same interpreter in-process agrees with core.export's own runner
     np.testing.assert_allclose(export.run_tflite(path, {"images": x[:4]})["probabilities"], expected, atol=1e-4)
+
+
+def test_table_feeds_each_export_its_recorded_inputs(tmp_path):
+    """`make tflite` over exports whose inputs are not the classifier's: a 96x96 model labelled with the
+    Fashion-MNIST class names (as the detector is) and a model of integer token ids (as the sequence models
+    are) are fed the sample inputs their export recorded, not 28x28 images or random floats."""
+    import keras
+
+    from core import data, export
+    from core.serving import tflite_report
+
+    keras.utils.set_random_seed(0)
+    scenes = keras.Sequential([keras.Input((96, 96, 1)), keras.layers.Conv2D(4, 3, strides=4),
+                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, activation="softmax")])
+    tokens = keras.Sequential([keras.Input((12,), dtype="int32"), keras.layers.Embedding(50, 8),
+                               keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(3)])
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (6, 96, 96, 1)).astype(np.float32)
+    ids = rng.integers(0, 50, (6, 12)).astype(np.int32)  # ids up to 49: random ids in [0, 10) would miss most rows
+    root = tmp_path / "saved_models"
+    export.export_model(scenes, str(root / "scenes"), input_names=["images"], output_names=["scores"],
+                        sample_inputs={"images": images}, class_names=list(data.FASHION_MNIST_CLASSES),
+                        log=lambda *a: None)
+    export.export_model(tokens, str(root / "tokens"), input_names=["ids"], output_names=["logits"],
+                        sample_inputs={"ids": ids}, log=lambda *a: None)
+    spec = json.loads((root / "tokens" / "1" / "assets.extra" / "input_spec.json").read_text())
+    assert spec == {"ids": {"dtype": "int32", "shape": [None, 12], "min": int(ids.min()), "max": int(ids.max())}}
+    np.testing.assert_array_equal(export.read_sample_inputs(str(root / "tokens" / "1"))["ids"], ids)
+
+    logs = []
+    reports = {r["app"]: r for r in tflite_report.main(str(root), limit=50, latency_runs=3, log=logs.append)}
+    assert set(reports) == {"scenes", "tokens"}
+    for report in reports.values():
+        assert report["dataset"] is None and report["inputs"] == "inputs recorded by the export"
+        assert report["examples"] == 6
+        rows = {row["kind"]: row for row in report["rows"]}
+        assert rows["float"]["max_abs_diff"] < 1e-4 and rows["float"]["accuracy"] is None
+    assert "(reported)" in logs[-1]
+
+
+def test_max_abs_difference_is_a_figure_or_an_error():
+    from core import export
+
+    inf = np.inf
+    assert export.max_abs_difference({"y": np.array([1.0, -inf])}, {"y": np.array([1.5, -inf])}) == 0.5
+    assert export.max_abs_difference({"y": np.array([1.0, 2.0])}, {"y": np.array([1.0, inf])}) == inf
+    with pytest.raises(ValueError, match="NaN"):
+        export.max_abs_difference({"y": np.array([1.0])}, {"y": np.array([np.nan])})
+    with pytest.raises(ValueError, match="shape"):
+        export.max_abs_difference({"y": np.zeros((2, 3))}, {"y": np.zeros((3, 3))})

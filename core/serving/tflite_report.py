@@ -8,8 +8,13 @@ known), and for each file:
   test accuracy (classifiers whose labels.txt matches a known dataset),
   mean and p95 latency of one example with LiteRT (XNNPACK, 1 thread)
   next to the SavedModel's on this CPU.
-Apps without a known dataset are compared on seeded random inputs of the
-signature's shape (no accuracy column).
+Apps without a known dataset are compared on the sample inputs the export
+recorded (`assets.extra/sample_inputs.npz`, see core.export), which have the
+shape, dtype and range the model expects (no accuracy column); only an export
+written before those files existed falls back to seeded random inputs.
+The max |difference| is reported, not enforced (each app's export enforces its
+own parity rule); a comparison that cannot be made (NaN, another shape) or an
+infinite difference is an error: the table is printed and the command exits 2.
 """
 
 import json
@@ -35,15 +40,29 @@ def dataset_for(labels):
     return None
 
 
-def _inputs(signature, dataset, limit, seed=0):
+def _dataset_fits(signature, dataset):
+    """Whether the export takes one input of the dataset's image shape (a detector of 96x96 scenes has the
+    classifier's class names but not its inputs)."""
+    from core import data
+
+    if not dataset or len(signature.inputs) != 1:
+        return False
+    shape = data.load_dataset(dataset, limit=1).test.element_spec[0].shape
+    return list(next(iter(signature.inputs.values())).shape[1:]) == list(shape)
+
+
+def _inputs(signature, dataset, limit, samples=None, seed=0):
     """(inputs dict, labels or None, representative batches or None)."""
-    if dataset and len(signature.inputs) == 1:
+    if _dataset_fits(signature, dataset):
         from core import data
 
         images = data.load_dataset(dataset, limit=limit)
         x, y = zip(*images.test.take(limit).as_numpy_iterator())
         representative = [b for b, _ in images.train.batch(32).take(8).as_numpy_iterator()]
         return {next(iter(signature.inputs)): np.stack(x)}, np.asarray(y), representative
+    if samples is not None:
+        single = next(iter(samples.values())) if len(samples) == 1 else None
+        return samples, None, None if single is None else [single[i:i + 1] for i in range(len(single))]
     rng = np.random.default_rng(seed)
     inputs = {}
     for alias, spec in signature.inputs.items():
@@ -77,7 +96,11 @@ def app_report(app_dir, *, name=None, limit=2000, latency_runs=200, dataset=None
     servable = Servable(name or os.path.basename(app_dir), version, os.path.join(app_dir, str(version)))
     signature = servable.signature(export.SIGNATURE)
     dataset = dataset or dataset_for(servable.labels)
-    inputs, labels, representative = _inputs(signature, dataset, limit)
+    samples = export.read_sample_inputs(servable.path)
+    inputs, labels, representative = _inputs(signature, dataset, limit, samples)
+    dataset = dataset if labels is not None else None
+    source = (f"test examples of {dataset}" if dataset else "inputs recorded by the export" if samples is not None
+              else "seeded random inputs (an export without sample_inputs.npz)")
     reference = {}
     for batch in _batches(inputs, 256):
         for k, v in servable.run(signature, batch).items():
@@ -114,11 +137,16 @@ def app_report(app_dir, *, name=None, limit=2000, latency_runs=200, dataset=None
         outputs = {k: np.concatenate(v) for k, v in outputs.items()}
         single = export.tflite_signature_runner(path, num_threads=1)
         mean, p95 = _latency(lambda e: single(**e), example, latency_runs)
+        try:
+            difference = export.max_abs_difference(reference, outputs)
+            problem = None if np.isfinite(difference) else "an output is infinite in one file and finite in the other"
+        except ValueError as error:
+            difference, problem = float("nan"), str(error)
         rows.append({"app": servable.name, "version": version, "kind": kind, "size_kib": os.path.getsize(path) / 1024,
-                     "max_abs_diff": export.max_abs_difference(reference, outputs),
+                     "max_abs_diff": difference, "problem": problem,
                      "accuracy": _accuracy(outputs, labels) if classifier else None,
                      "latency_ms_mean": mean, "latency_ms_p95": p95})
-    return {"app": servable.name, "version": version, "dataset": dataset, "examples": len(reference[next(iter(reference))]),
+    return {"app": servable.name, "version": version, "dataset": dataset, "inputs": source, "examples": len(reference[next(iter(reference))]),
             "rows": rows}
 
 
@@ -131,7 +159,7 @@ def _dir_size(path):
 
 
 def format_table(reports):
-    lines = ["| app | v | model | size KiB | max abs diff | accuracy | mean ms | p95 ms |",
+    lines = ["| app | v | model | size KiB | max abs diff (reported) | accuracy | mean ms | p95 ms |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for report in reports:
         for r in report["rows"]:
@@ -159,9 +187,11 @@ def main(root="saved_models", *, apps=None, limit=2000, latency_runs=200, datase
         path = os.path.join(app_dir, "tflite", str(report["version"]), "report.json")
         with open(path, "w") as f:
             json.dump(report, f, indent=2)
-        data_note = (f"{report['examples']} test examples of {report['dataset']}" if report["dataset"]
-                     else f"{report['examples']} seeded random inputs (no known dataset)")
+        data_note = f"{report['examples']} {report['inputs']}"
         log(f"{app} v{report['version']}: {data_note}; latency of one example, LiteRT (XNNPACK, 1 thread) "
             f"vs SavedModel (TF, all cores); wrote {path}")
     log(format_table(reports))
+    problems = [f"{r['app']} {r['kind']}: {r['problem']}" for report in reports for r in report["rows"] if r.get("problem")]
+    if problems:
+        raise UserError("TFLite differs from the SavedModel in a way no figure measures: " + "; ".join(problems))
     return reports
