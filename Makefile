@@ -121,14 +121,14 @@ bench: setup ## benchmarks: matmul ceiling, FLOP/s per app, classifier throughpu
 	$(PY) bench/run.py $(ARGS)
 
 tflite: setup ## TFLite table for every exported app: size, max abs diff vs SavedModel, accuracy, LiteRT vs SavedModel latency
-	$(PY) -m core.serving tflite $(ARGS)
+	$(PY) -m serving tflite $(ARGS)
 
 serve: setup ## write saved_models/models.config + deploy/docker-compose.yml, print the docker run line, run the local TF-Serving-compatible server (127.0.0.1: REST 8501, gRPC 8500)
-	$(PY) -m core.serving config --export-missing $(ARGS)
-	$(PY) -m core.serving serve
+	$(PY) -m serving config --export-missing $(ARGS)
+	$(PY) -m serving serve
 
 serve-config: setup ## only write models.config + the compose file and print the docker run line (ARGS="--policy classify=latest:2")
-	$(PY) -m core.serving config --export-missing $(ARGS)
+	$(PY) -m serving config --export-missing $(ARGS)
 
 serve-bench: setup ## requests/s and p50/p99 latency of the local server, REST and gRPC
 	$(PY) bench/serving_load.py $(ARGS)

@@ -5,9 +5,9 @@
     python bench/serving_load.py --chaos               # make serve-chaos: serving under change
     python bench/serving_load.py --chaos --docs-only   # only regenerate the docs table from the JSON
 
---chaos serves tiny exported models (core/serving/chaos.py) from
-`python -m core.serving serve` in its own process and, from a third process
-(core/serving/loadgen.py), runs: a hot swap under load (a new version renamed
+--chaos serves tiny exported models (serving/chaos.py) from
+`python -m serving serve` in its own process and, from a third process
+(serving/loadgen.py), runs: a hot swap under load (a new version renamed
 into place, a broken version, a models.config policy change), 100 stalled
 clients, a soak of `--soak-requests` requests (server RSS before/after), and a
 SIGTERM with requests in flight. It writes the figures and the machine (lscpu
@@ -18,7 +18,7 @@ regenerates the table between the serve-chaos markers of --docs
 docs/bench.md), and exits 1 if any request failed. --docs-only does the last
 step alone, from the existing --results file.
 
-Starts `python -m core.serving serve` as its own process on free loopback
+Starts `python -m serving serve` as its own process on free loopback
 ports, then drives it from this (second) process with `--concurrency`
 threads, for REST and for gRPC in turn, each bounded by `--requests` and
 `--max-seconds`. Every answer is checked against the first one.
@@ -53,7 +53,7 @@ def tiny_export(folder):
 
     from apps.classify.models import build_model
     from core import export
-    from core.serving import config as config_lib
+    from serving import config as config_lib
 
     keras.utils.set_random_seed(0)
     model = build_model("lenet5", (28, 28, 1), 10)
@@ -63,7 +63,7 @@ def tiny_export(folder):
 
 def start_server(config, rest_port, grpc_port, model, concurrency):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    process = subprocess.Popen([sys.executable, "-m", "core.serving", "serve", "--config", config,
+    process = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--config", config,
                                 "--rest-port", str(rest_port), "--grpc-port", str(grpc_port),
                                 "--max-concurrency", str(concurrency)],
                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -116,7 +116,7 @@ def drive(make_call, requests, concurrency, max_seconds, reference):
 
 
 class ServerProcess:
-    """`python -m core.serving serve` on free loopback ports (url, target, config_path, rss())."""
+    """`python -m serving serve` on free loopback ports (url, target, config_path, rss())."""
 
     def __init__(self, config, *extra):
         self.config_path = config
@@ -126,11 +126,11 @@ class ServerProcess:
         env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "core.serving", "serve", "--config", config, "--rest-port", str(rest_port),
+                [sys.executable, "-m", "serving", "serve", "--config", config, "--rest-port", str(rest_port),
                  "--grpc-port", str(grpc_port), *extra], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def rss(self):
-        from core.serving.chaos import rss_mib
+        from serving.chaos import rss_mib
         return rss_mib(self.process.pid)
 
     def log(self):
@@ -287,7 +287,7 @@ def chaos_main(args):
             print(f"wrote {args.docs} from {results}")
         return 0
 
-    from core.serving import chaos
+    from serving import chaos
 
     facts = machine()
     started = time.monotonic()
@@ -376,7 +376,7 @@ def main(argv=None):
     if args.chaos or args.docs_only:
         sys.exit(chaos_main(args))
 
-    from core.serving.client import GrpcClient, RestClient
+    from serving.client import GrpcClient, RestClient
 
     with tempfile.TemporaryDirectory() as folder:
         config = args.config or tiny_export(folder)

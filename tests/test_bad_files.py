@@ -289,15 +289,15 @@ CASES = [
     ("core.tflite_run", ["{dense_tflite}", "{ok_png}"], "is not an image"),
     ("core.tflite_run", ["{dense_tflite}", "{ok_npy}", "--labels", "{binary_json}"], "not UTF-8 text"),
     ("core.tflite_run", ["{dense_tflite}", "{ok_npy}", "--labels", "{root}/missing.txt"], "cannot read the labels"),
-    # core.serving: serve --config (models.config), client --npy
-    ("core.serving", ["serve", "--config", "{empty_config}"], "must hold a model_config_list"),
-    ("core.serving", ["serve", "--config", "{text_config}"], "not a valid ModelServerConfig"),
-    ("core.serving", ["serve", "--config", "{binary_config}"], "not a valid ModelServerConfig"),
-    ("core.serving", ["serve", "--config", "{json_config}"], "not a valid ModelServerConfig"),
-    ("core.serving", ["serve", "--config", "{truncated_config}"], "not a valid ModelServerConfig"),
-    ("core.serving", ["client", "--model", "classify", "--npy", "{truncated_npy}"], "cannot read"),
-    ("core.serving", ["client", "--model", "classify", "--npy", "{objects_npy}"], "cannot read"),
-    ("core.serving", ["client", "--model", "classify", "--npy", "{empty_npy}"], "cannot read"),
+    # serving: serve --config (models.config), client --npy
+    ("serving", ["serve", "--config", "{empty_config}"], "must hold a model_config_list"),
+    ("serving", ["serve", "--config", "{text_config}"], "not a valid ModelServerConfig"),
+    ("serving", ["serve", "--config", "{binary_config}"], "not a valid ModelServerConfig"),
+    ("serving", ["serve", "--config", "{json_config}"], "not a valid ModelServerConfig"),
+    ("serving", ["serve", "--config", "{truncated_config}"], "not a valid ModelServerConfig"),
+    ("serving", ["client", "--model", "classify", "--npy", "{truncated_npy}"], "cannot read"),
+    ("serving", ["client", "--model", "classify", "--npy", "{objects_npy}"], "cannot read"),
+    ("serving", ["client", "--model", "classify", "--npy", "{empty_npy}"], "cannot read"),
 ]
 
 
@@ -337,7 +337,7 @@ def test_cli_refuses_a_bad_file_in_one_line(files, capsys, module, argv, message
 def test_the_table_covers_every_cli_that_reads_files():
     covered = {_case_id(case).split()[0] for case in CASES}
     assert covered >= {"apps.classify", "apps.detect", "apps.segment", "apps.generative", "apps.sequence",
-                       "apps.style", "apps.visualize", "apps.rl", "core.tflite_run", "core.serving"}
+                       "apps.style", "apps.visualize", "apps.rl", "core.tflite_run", "serving"}
 
 
 def test_every_numpy_load_refuses_pickles_and_every_keras_load_is_safe():

@@ -86,13 +86,13 @@ REAL_PROCESS_CASES = [
     ("apps.sequence", ["charlm", "fit"], "argument action: invalid choice: 'fit'"),
     ("apps.detect", ["detection"], "invalid choice: 'detection'"),
     ("apps.segment", ["segmentation"], "invalid choice: 'segmentation'"),
-    ("core.serving", ["serve", "--config", "{missing}"], "missing not found; run `python -m core.serving config`"),
-    ("core.serving", ["serve", "--config", "{config}", "--rest-port", "70000"],
+    ("serving", ["serve", "--config", "{missing}"], "missing not found; run `python -m serving config`"),
+    ("serving", ["serve", "--config", "{config}", "--rest-port", "70000"],
      "--rest-port must be a port number 0-65535, got 70000"),
-    ("core.serving", ["client", "--model", "classify", "--npy", "{not_npy}"], "cannot read"),
-    ("core.serving", ["client", "--model", "classify", "--image", "{missing}"], "image not found"),
-    ("core.serving", ["tflite", "--limit", "0"], "--limit and --latency-runs must be at least 1"),
-    ("core.serving", ["tflite-run", "{missing}"], "model file not found"),
+    ("serving", ["client", "--model", "classify", "--npy", "{not_npy}"], "cannot read"),
+    ("serving", ["client", "--model", "classify", "--image", "{missing}"], "image not found"),
+    ("serving", ["tflite", "--limit", "0"], "--limit and --latency-runs must be at least 1"),
+    ("serving", ["tflite-run", "{missing}"], "model file not found"),
     ("core.tflite_run", ["{file}"], "cannot load"),
     ("core.tflite_run", ["{tflite}", "{wrong_shape}"], "has shape [2, 5], the model expects [-1, 3]"),
 ]
@@ -159,9 +159,9 @@ IN_PROCESS_CASES = [
     ("apps.sequence", ["normalize-dates", "1 May 2020", "--out", "{missing}"], "no training run in"),
     ("apps.sequence", ["classify-text", "hello", "--out", "{corrupt_run}"], ""),
     # serving and the TFLite runner
-    ("core.serving", ["config", "--root", "{empty}"], "no exported app under"),
-    ("core.serving", ["tflite-run", "{tflite}", "{strings}"], "float32"),
-    ("core.serving", ["tflite-run", "{tflite}", "--input", "z={wrong_shape}"], "unknown input 'z'"),
+    ("serving", ["config", "--root", "{empty}"], "no exported app under"),
+    ("serving", ["tflite-run", "{tflite}", "{strings}"], "float32"),
+    ("serving", ["tflite-run", "{tflite}", "--input", "z={wrong_shape}"], "unknown input 'z'"),
 ]
 
 
@@ -186,4 +186,4 @@ def test_the_error_table_covers_every_cli():
     apps = {f"apps.{name}" for name in os.listdir(os.path.join(ROOT, "apps"))
             if os.path.exists(os.path.join(ROOT, "apps", name, "__main__.py"))}
     covered = {case[0] for case in REAL_PROCESS_CASES} | {_case_id(c).split()[0] for c in IN_PROCESS_CASES}
-    assert apps | {"core.serving", "core.tflite_run"} <= covered, sorted(apps - covered)
+    assert apps | {"serving", "core.tflite_run"} <= covered, sorted(apps - covered)

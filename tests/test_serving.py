@@ -22,7 +22,7 @@ def served(tmp_path_factory):
     `fresh` (version 1 only) for the hot-reload test. The server (real sockets on
     loopback, in threads of this process) starts first and picks the exports up
     as they land, as it would in production."""
-    from core.serving import config as config_lib
+    from serving import config as config_lib
 
     root = str(tmp_path_factory.mktemp("served"))
     app_dir = os.path.join(root, "classify")
@@ -103,7 +103,7 @@ def test_rest_predict_equals_model(served):
                         {"instances": [{"images": row} for row in x.tolist()]})
     np.testing.assert_allclose(body["predictions"], expected[1], atol=ATOL)
 
-    from core.serving.client import RestClient
+    from serving.client import RestClient
 
     client = RestClient(server.url)
     np.testing.assert_allclose(client.predict("classify_all", {"images": x}, version=2, row=True)["outputs"],
@@ -112,7 +112,7 @@ def test_rest_predict_equals_model(served):
 
 
 def test_grpc_endpoints_equal_model(served):
-    from core.serving.client import GrpcClient, ServingClientError
+    from serving.client import GrpcClient, ServingClientError
 
     server, x, expected = served
     client = GrpcClient(server.target)
@@ -206,7 +206,7 @@ def test_rest_refuses_nan_inf_and_non_numbers_in_float_input(served, value, word
 
 
 def test_grpc_refuses_nan_and_inf_naming_the_input(served):
-    from core.serving.client import GrpcClient, ServingClientError
+    from serving.client import GrpcClient, ServingClientError
 
     server, x, expected = served
     client = GrpcClient(server.target)
@@ -225,7 +225,7 @@ def test_grpc_refuses_nan_and_inf_naming_the_input(served):
 
 
 def test_rest_body_limit_and_grpc_validation(served):
-    from core.serving.client import GrpcClient, ServingClientError
+    from serving.client import GrpcClient, ServingClientError
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
     server, x, _ = served
@@ -277,7 +277,7 @@ def test_rest_body_limit_and_grpc_validation(served):
 
 def test_concurrent_burst_of_good_and_malformed_requests(served):
     """48 REST + 48 gRPC requests, half malformed, 8 at a time, bounded in time."""
-    from core.serving.client import GrpcClient, RestClient, ServingClientError
+    from serving.client import GrpcClient, RestClient, ServingClientError
 
     server, x, expected = served
     grpc_client = GrpcClient(server.target, timeout=30)
@@ -336,16 +336,16 @@ def test_client_cli_rest_and_grpc(served, tmp_path, capsys):
         Image.fromarray(x[i, :, :, 0].astype(np.uint8)).save(path)
         paths.append(path)
     pixels = np.stack([np.asarray(Image.open(p), np.float32)[..., None] for p in paths])
-    from core.serving.client import RestClient
+    from serving.client import RestClient
 
     reference = RestClient(server.url).predict("classify", {"images": pixels})["outputs"]
     labels = os.path.join(server.root, "classify", "2", "assets.extra", "labels.txt")
     common = ["client", "--model", "classify", "--url", server.url, "--target", server.target,
               "--labels", labels, "--top", "1", *[a for p in paths for a in ("--image", p)]]
     # REST from a fresh process (the REST client needs no TensorFlow); gRPC in-process (its stubs import TF).
-    result = run_python(["-m", "core.serving", *common, "--protocol", "rest"], timeout=60)
+    result = run_python(["-m", "serving", *common, "--protocol", "rest"], timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
-    from core.serving.__main__ import main
+    from serving.__main__ import main
 
     main([*common, "--protocol", "grpc"])
     for output in (result.stdout, capsys.readouterr().out):
@@ -355,7 +355,7 @@ def test_client_cli_rest_and_grpc(served, tmp_path, capsys):
             assert f"class{int(row.argmax())} {row.max():.3f}" in line
     npy = str(tmp_path / "pixels.npy")
     np.save(npy, pixels)
-    result = run_python(["-m", "core.serving", "client", "--model", "nothing", "--npy", npy,
+    result = run_python(["-m", "serving", "client", "--model", "nothing", "--npy", npy,
                          "--url", server.url], timeout=60)
     assert result.returncode == 2 and "404" in result.stderr
 
@@ -363,8 +363,8 @@ def test_client_cli_rest_and_grpc(served, tmp_path, capsys):
 def test_new_version_and_config_reload_without_restart(served):
     """A version dropped into the folder is served within a poll; ModelService
     reloads the config (policy change) and refuses folders outside the models root."""
-    from core.serving import config as config_lib
-    from core.serving.client import GrpcClient, RestClient, ServingClientError
+    from serving import config as config_lib
+    from serving.client import GrpcClient, RestClient, ServingClientError
     from tensorflow_serving.apis import model_management_pb2
 
     server, x, expected = served
@@ -410,8 +410,8 @@ def test_new_version_and_config_reload_without_restart(served):
 
 @pytest.mark.slow
 def test_serve_command_in_its_own_process(served):
-    """`python -m core.serving serve` as a user starts it (slow: a second TensorFlow start-up)."""
-    from core.serving.client import GrpcClient, RestClient
+    """`python -m serving serve` as a user starts it (slow: a second TensorFlow start-up)."""
+    from serving.client import GrpcClient, RestClient
 
     server, x, expected = served
     process = LocalServer(os.path.join(server.root, "models.config"), "classify")

@@ -1,6 +1,6 @@
 """The local server under change and abuse: hot swaps under load, stalled clients,
 SIGTERM drain, Prometheus metrics, memory over many requests. Real servers on
-loopback, real requests from a second process (core/serving/loadgen.py, no
+loopback, real requests from a second process (serving/loadgen.py, no
 TensorFlow), every run bounded in requests and seconds. The larger runs are
 `make serve-chaos` (bench/serving_load.py --chaos)."""
 
@@ -23,7 +23,7 @@ TIMEOUTS = {"header_timeout": 2.0, "body_timeout": 2.0}
 def tiny_server(tmp_path_factory):
     """Models `tiny` (version 1) and `swap` (version 1, for the hot swap), latest policy,
     served in threads of this process, polling every 0.2 s, 2 s header/body timeouts."""
-    from core.serving import chaos
+    from serving import chaos
 
     root = str(tmp_path_factory.mktemp("chaos"))
     for name in ("tiny", "swap"):
@@ -38,7 +38,7 @@ def tiny_server(tmp_path_factory):
 
 
 def scrape(url):
-    from core.serving.metrics import parse
+    from serving.metrics import parse
 
     with urllib.request.urlopen(f"{url}/monitoring/prometheus/metrics", timeout=10) as response:
         assert response.status == 200
@@ -57,7 +57,7 @@ def test_hot_swap_under_load_no_failures(tiny_server):
     place, a broken version 3 appears, models.config pins version 1. No request fails;
     every answer equals a complete version's outputs (gRPC: and its model_spec.version);
     no answer comes from a version after its replacement was serving."""
-    from core.serving import chaos
+    from serving import chaos
 
     result = chaos.hot_swap(tiny_server, "swap", seconds=7.0, rate=450, lead=1.0)
     summary = {k: v for k, v in result.items() if k != "failures"}
@@ -77,7 +77,7 @@ def test_stalled_clients_do_not_deny_service(tiny_server):
     """100 clients send headers and half a body, then stall (more than --max-connections, 64).
     Meanwhile every real request is answered; each stalled connection is closed (408, or 503
     for those beyond the limit) within the 2 s body timeout plus a little."""
-    from core.serving import chaos
+    from serving import chaos
 
     before = tiny_server.server.metrics.snapshot()["closed"]
     result = chaos.slow_clients(tiny_server, "tiny", stalled=100)
@@ -106,7 +106,7 @@ def test_stalled_clients_do_not_deny_service(tiny_server):
 def test_prometheus_metrics_during_load(tiny_server):
     """Scraped while a load runs: valid exposition text; afterwards the request counts by
     model/version/status equal what was sent, and each latency histogram is consistent."""
-    from core.serving import chaos, loadgen
+    from serving import chaos, loadgen
 
     x = np.random.default_rng(5).normal(size=(1, 4)).astype(np.float32)
     body, grpc_request = chaos.request_payloads("tiny", x)
@@ -166,7 +166,7 @@ def test_prometheus_metrics_during_load(tiny_server):
 def test_soak_keeps_memory_flat(tiny_server):
     """3,000 requests after a warm-up: the server's RSS grows by less than 16 MiB and the
     metrics' series set does not grow with the number of requests (or of unknown model names)."""
-    from core.serving import chaos
+    from serving import chaos
 
     result = chaos.soak(tiny_server, "tiny", requests=3000, warmup=600, seconds=20)
     assert result["failed"] == 0, result
@@ -192,7 +192,7 @@ def _check_drain(figures):
 def test_shutdown_drains_requests_in_flight(tmp_path):
     """What SIGTERM does (uvicorn's handler, called here in-process): while a REST request is half
     sent and a gRPC call is running, both ports stop taking new work and both requests are answered."""
-    from core.serving import chaos
+    from serving import chaos
 
     root = str(tmp_path)
     chaos.export_tiny(os.path.join(root, "tiny"), 1)
@@ -212,10 +212,10 @@ def test_shutdown_drains_requests_in_flight(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_drains_requests_in_flight(tmp_path):
-    """`python -m core.serving serve` gets a real SIGTERM while a REST request is half sent and a
+    """`python -m serving serve` gets a real SIGTERM while a REST request is half sent and a
     gRPC call is running: both are answered, new work is refused, exit status 0 (slow: a second
     TensorFlow start-up, 15-30 s on 2 busy cores; also run by `make serve-chaos`)."""
-    from core.serving import chaos
+    from serving import chaos
 
     root = str(tmp_path)
     for name in ("tiny", "slow"):

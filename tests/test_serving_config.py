@@ -6,7 +6,7 @@ import pytest
 
 from conftest import run_python
 from core.errors import UserError
-from core.serving import config as config_lib
+from serving import config as config_lib
 
 
 def test_config_round_trip_and_policies(tmp_path):
@@ -53,7 +53,7 @@ def test_config_command_writes_config_compose_and_docker_line(tmp_path):
     os.makedirs(root / "rl" / "dqn" / "2")
     (root / "rl" / "dqn" / "2" / "saved_model.pb").write_bytes(b"")
     compose = tmp_path / "deploy" / "docker-compose.yml"
-    result = run_python(["-m", "core.serving", "config", "--root", str(root), "--compose", str(compose),
+    result = run_python(["-m", "serving", "config", "--root", str(root), "--compose", str(compose),
                          "--policy", "classify=latest:2"], timeout=60)
     assert result.returncode == 0, result.stderr
     assert "docker run --rm -p 127.0.0.1:8501:8501 -p 127.0.0.1:8500:8500" in result.stdout
@@ -69,5 +69,5 @@ def test_config_command_writes_config_compose_and_docker_line(tmp_path):
     assert spec.policy == "latest" and spec.num_versions == 2
     assert (nested.name, nested.base_path, nested.local_path) == ("rl_dqn", "/models/rl/dqn", str(root / "rl" / "dqn"))
 
-    result = run_python(["-m", "core.serving", "config", "--root", str(tmp_path / "empty")], timeout=60)
+    result = run_python(["-m", "serving", "config", "--root", str(tmp_path / "empty")], timeout=60)
     assert result.returncode == 2 and "no exported app" in result.stderr

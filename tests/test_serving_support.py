@@ -76,7 +76,7 @@ class InProcessServer(_Queries):
     pay for it again."""
 
     def __init__(self, config_path, *, poll_seconds=0.3, **kwargs):
-        from core.serving.server import ThreadedServer
+        from serving.server import ThreadedServer
 
         self.root = os.path.dirname(config_path)
         self.config_path = config_path
@@ -100,7 +100,7 @@ class InProcessServer(_Queries):
         return self.server.alive()
 
     def rss(self):
-        from core.serving.chaos import rss_mib
+        from serving.chaos import rss_mib
         return rss_mib()
 
     def stop(self):
@@ -108,7 +108,7 @@ class InProcessServer(_Queries):
 
 
 class LocalServer(_Queries):
-    """`python -m core.serving serve` on free ports; stopped by `stop()`."""
+    """`python -m serving serve` on free ports; stopped by `stop()`."""
 
     def __init__(self, config_path, wait_model, *extra, timeout=120):
         self.root = os.path.dirname(config_path)
@@ -120,7 +120,7 @@ class LocalServer(_Queries):
         self._log = open(self.log_path, "w")
         env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "core.serving", "serve", "--config", config_path,
+            [sys.executable, "-m", "serving", "serve", "--config", config_path,
              "--rest-port", str(self.rest_port), "--grpc-port", str(self.grpc_port), *extra],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         if wait_model:
@@ -134,7 +134,7 @@ class LocalServer(_Queries):
         return self.process.poll() is None
 
     def rss(self):
-        from core.serving.chaos import rss_mib
+        from serving.chaos import rss_mib
         return rss_mib(self.process.pid)
 
     def stop(self):

@@ -33,7 +33,7 @@ def exported(tmp_path_factory):
 
 
 def test_table_for_every_app(exported):
-    from core.serving import tflite_report
+    from serving import tflite_report
 
     root, report, model, _ = exported
     os.remove(report["tflite"]["dynamic"])  # a missing file is converted again
@@ -69,7 +69,7 @@ def test_device_runner_without_tensorflow(exported, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(json.loads(result.stdout)["probabilities"], expected, atol=1e-4)
 
-    result = run_python(["-c", BLOCK_TF, "core.serving", "tflite-run", path, str(tmp_path / "one.npy"),
+    result = run_python(["-c", BLOCK_TF, "serving", "tflite-run", path, str(tmp_path / "one.npy"),
                          "--top", "2"], timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     best = int(expected[3].argmax())
@@ -95,7 +95,7 @@ def test_table_feeds_each_export_its_recorded_inputs(tmp_path):
     import keras
 
     from core import data, export
-    from core.serving import tflite_report
+    from serving import tflite_report
 
     keras.utils.set_random_seed(0)
     scenes = keras.Sequential([keras.Input((96, 96, 1)), keras.layers.Conv2D(4, 3, strides=4),

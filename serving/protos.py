@@ -7,7 +7,7 @@ prints them with `json_format`, which is how TF Serving's REST API prints them.
 import numpy as np
 from google.protobuf import json_format
 
-from core.serving.errors import invalid
+from serving.errors import invalid
 
 STATE_ENUM = {"START": 10, "LOADING": 20, "AVAILABLE": 30, "UNLOADING": 40, "END": 50}
 

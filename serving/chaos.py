@@ -93,7 +93,7 @@ def export_slow(model_dir, version=1):
 def write_config(config_path, models):
     """models.config for {name: policy} ("latest", "latest:2", "all", "specific:1,2"), every
     model's folder being <config dir>/<name>; written whole (renamed into place)."""
-    from core.serving import config as config_lib
+    from serving import config as config_lib
 
     policies = dict(models)
     return config_lib.write_config(config_path, config_lib.build_config(list(models), policies=policies))
@@ -101,7 +101,7 @@ def write_config(config_path, models):
 
 def set_policy(config_path, model, policy):
     """Rewrite models.config (whole, renamed into place) with `model`'s version policy changed."""
-    from core.serving import config as config_lib
+    from serving import config as config_lib
 
     with open(config_path) as f:
         config = config_lib.parse_config(f.read())
@@ -116,7 +116,7 @@ def request_payloads(model, x):
     """(REST body text, base64 of a gRPC PredictRequest) asking `model` for `x`."""
     from tensorflow_serving.apis import predict_pb2
 
-    from core.serving.protos import array_to_tensor_proto
+    from serving.protos import array_to_tensor_proto
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
@@ -148,7 +148,7 @@ def versions(url, model):
 
 def predictions_served(url, model):
     """How many predict calls the server has answered OK for `model` (from its Prometheus metrics)."""
-    from core.serving.metrics import parse
+    from serving.metrics import parse
 
     try:
         with urllib.request.urlopen(f"{url}/monitoring/prometheus/metrics", timeout=5) as response:
@@ -176,7 +176,7 @@ def hot_swap(server, model="tiny", *, seconds=10.0, rate=400, rest_threads=3, gr
 
     The model folder must hold version 1 only, served with `latest`. Returns figures; the
     server must end serving version 1 only."""
-    from core.serving import loadgen
+    from serving import loadgen
 
     root = os.path.dirname(os.path.abspath(server.config_path))
     model_dir = os.path.join(root, model)
@@ -333,7 +333,7 @@ def slow_clients(server, model="tiny", *, stalled=100, spacing=0.003, seconds=No
 def soak(server, model="tiny", *, requests=100_000, warmup=2_000, rest_threads=2, grpc_threads=2,
          seconds=900, x=None, rss=None):
     """`requests` requests (REST and gRPC) after `warmup` ones; RSS of the server before/after."""
-    from core.serving import loadgen
+    from serving import loadgen
 
     x = np.asarray(x if x is not None else np.random.default_rng(3).normal(size=(1, FEATURES)), np.float32)
     body, grpc_request = request_payloads(model, x)
@@ -354,7 +354,7 @@ def soak(server, model="tiny", *, requests=100_000, warmup=2_000, rest_threads=2
 
 def in_flight(url):
     """{entrypoint: requests in flight} from the server's metrics."""
-    from core.serving.metrics import parse
+    from serving.metrics import parse
 
     with urllib.request.urlopen(f"{url}/monitoring/prometheus/metrics", timeout=5) as response:
         samples, _ = parse(response.read().decode())
@@ -372,7 +372,7 @@ def drain(server, stop, model="tiny", slow_model="slow", spin=2.0):
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from core.serving.protos import array_to_tensor_proto
+    from serving.protos import array_to_tensor_proto
 
     x = np.arange(2 * FEATURES, dtype=np.float32).reshape(2, FEATURES)
     body = json.dumps({"inputs": {"x": x.tolist()}}).encode()
@@ -420,7 +420,7 @@ def drain(server, stop, model="tiny", slow_model="slow", spin=2.0):
     try:
         reply = slow_call.result(timeout=30)
         (_, tensor), = reply.outputs.items()
-        from core.serving.loadgen import _tensor
+        from serving.loadgen import _tensor
         figures["grpc_status"] = "OK"
         figures["grpc_answer_ok"] = np.allclose(_tensor(tensor.SerializeToString()), x * 2)
     except grpc.RpcError as error:

@@ -1,7 +1,7 @@
 """Clients for TF Serving's REST and gRPC APIs; they work against the real
 `tensorflow/serving` container and against the local server alike.
 
-    from core.serving.client import RestClient, GrpcClient
+    from serving.client import RestClient, GrpcClient
     RestClient("http://127.0.0.1:8501").predict("classify", {"images": batch})
     GrpcClient("127.0.0.1:8500").predict("classify", {"images": batch})
 
@@ -169,7 +169,7 @@ class GrpcClient:
     def predict_response(self, model, inputs, *, version=None, label=None, signature_name=None, output_filter=()):
         from tensorflow_serving.apis import predict_pb2
 
-        from core.serving.protos import array_to_tensor_proto
+        from serving.protos import array_to_tensor_proto
 
         request = predict_pb2.PredictRequest(output_filter=list(output_filter))
         self._spec(request.model_spec, model, version, label, signature_name)

@@ -1,6 +1,6 @@
 """The local model server: TF Serving's REST and gRPC APIs over models.config.
 
-    python -m core.serving serve --config saved_models/models.config
+    python -m serving serve --config saved_models/models.config
 
 Binds 127.0.0.1 by default (pass --host 0.0.0.0 deliberately to expose it).
 REST runs on uvicorn (Starlette), gRPC on grpcio's server; both share one
@@ -19,8 +19,8 @@ import sys
 import threading
 import time
 
-from core.serving import config as config_lib
-from core.serving.manager import ModelManager
+from serving import config as config_lib
+from serving.manager import ModelManager
 
 
 def build(config_path, *, container_root=config_lib.CONTAINER_ROOT, log=print):
@@ -73,8 +73,8 @@ def create(config_path, *, host="127.0.0.1", rest_port=8501, grpc_port=8500, pol
     not-yet-running uvicorn server (its shutdown drains both)."""
     import uvicorn
 
-    from core.serving import grpc_service, http_guard, rest
-    from core.serving.metrics import Metrics
+    from serving import grpc_service, http_guard, rest
+    from serving.metrics import Metrics
 
     log = log or (lambda message: print(time.strftime("%H:%M:%S ") + message, file=sys.stderr, flush=True))
     manager = build(config_path, container_root=container_root, log=log)

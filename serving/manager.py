@@ -17,8 +17,8 @@ import threading
 
 import numpy as np
 
-from core.serving import config as config_lib
-from core.serving.errors import invalid, not_found, ServingError
+from serving import config as config_lib
+from serving.errors import invalid, not_found, ServingError
 
 DEFAULT_SIGNATURE = "serving_default"
 

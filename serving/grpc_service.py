@@ -7,9 +7,9 @@ from concurrent import futures
 
 import grpc
 
-from core.serving import protos
-from core.serving.errors import ServingError, invalid
-from core.serving.manager import validate_inputs
+from serving import protos
+from serving.errors import ServingError, invalid
+from serving.manager import validate_inputs
 
 from tensorflow_serving.apis import (model_service_pb2_grpc, model_management_pb2, predict_pb2,  # noqa: E402
                                      prediction_service_pb2_grpc)

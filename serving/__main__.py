@@ -1,10 +1,10 @@
 """Deployment CLI: TF Serving config, the local server, a client, TFLite tools.
 
-    python -m core.serving config  [--root saved_models] [--policy classify=latest:2] [--export-missing]
-    python -m core.serving serve   [--config saved_models/models.config] [--rest-port 8501] [--grpc-port 8500]
-    python -m core.serving client  --model classify --image shirt.png [--protocol grpc]
-    python -m core.serving tflite  [--root saved_models]      # size / parity / accuracy / latency table
-    python -m core.serving tflite-run model.tflite inputs...  # LiteRT + NumPy only
+    python -m serving config  [--root saved_models] [--policy classify=latest:2] [--export-missing]
+    python -m serving serve   [--config saved_models/models.config] [--rest-port 8501] [--grpc-port 8500]
+    python -m serving client  --model classify --image shirt.png [--protocol grpc]
+    python -m serving tflite  [--root saved_models]      # size / parity / accuracy / latency table
+    python -m serving tflite-run model.tflite inputs...  # LiteRT + NumPy only
 """
 
 import argparse
@@ -15,7 +15,7 @@ import sys
 from core.errors import UserError, run_cli
 
 COMPOSE = """\
-# TensorFlow Serving for every app in saved_models/ (written by `python -m core.serving config`).
+# TensorFlow Serving for every app in saved_models/ (written by `python -m serving config`).
 #   docker compose -f deploy/docker-compose.yml up
 # REST on http://localhost:8501/v1/models/<app>, gRPC on localhost:8500.
 services:
@@ -35,7 +35,7 @@ services:
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="core.serving", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="serving", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("config", help="write models.config + docker-compose.yml for every exported app")
@@ -110,7 +110,7 @@ def main(argv=None):
         return config_command(args)
     if args.command == "serve":
         if not os.path.isfile(args.config):  # before importing TensorFlow: a second, not ten
-            raise UserError(f"{args.config} not found; run `python -m core.serving config` (make serve) first")
+            raise UserError(f"{args.config} not found; run `python -m serving config` (make serve) first")
         for flag, port in (("--rest-port", args.rest_port), ("--grpc-port", args.grpc_port)):
             if not (0 <= port <= 65535 or (flag == "--grpc-port" and port == -1)):
                 raise UserError(f"{flag} must be a port number 0-65535{' or -1' if 'grpc' in flag else ''}, "
@@ -123,7 +123,7 @@ def main(argv=None):
                 raise UserError(f"{flag} must be positive, got {value}")
         if args.config_poll_seconds is not None and args.config_poll_seconds < 0:
             raise UserError(f"--config-poll-seconds must be 0 or more, got {args.config_poll_seconds}")
-        from core.serving import server
+        from serving import server
         limit = int(args.max_body_mb * (1 << 20))
         server.serve(args.config, host=args.host, rest_port=args.rest_port, grpc_port=args.grpc_port,
                      poll_seconds=args.poll_seconds, config_poll_seconds=args.config_poll_seconds,
@@ -140,7 +140,7 @@ def main(argv=None):
         bad = [item for item in args.dataset if "=" not in item]
         if bad:
             raise UserError(f"--dataset takes APP=DATASET, got '{bad[0]}'")
-        from core.serving import tflite_report
+        from serving import tflite_report
         datasets = dict(item.split("=", 1) for item in args.dataset)
         tflite_report.main(args.root, apps=args.apps, limit=args.limit, latency_runs=args.latency_runs,
                            datasets=datasets)
@@ -148,7 +148,7 @@ def main(argv=None):
 
 
 def config_command(args):
-    from core.serving import config as config_lib
+    from serving import config as config_lib
 
     if args.export_missing and os.path.isdir("apps"):
         exported = config_lib.model_paths(args.root)
@@ -181,7 +181,7 @@ def config_command(args):
     print("TensorFlow Serving (official image), REST on 8501 and gRPC on 8500:")
     print("  " + config_lib.docker_run_line(args.root))
     print(f"or: docker compose -f {args.compose} up")
-    print(f"or the local server: python -m core.serving serve --config {path}")
+    print(f"or the local server: python -m serving serve --config {path}")
     return 0
 
 
@@ -190,7 +190,7 @@ def client_command(args):
 
     import numpy as np
 
-    from core.serving.client import GrpcClient, RestClient, ServingClientError
+    from serving.client import GrpcClient, RestClient, ServingClientError
 
     if args.top < 1:
         raise UserError(f"--top must be at least 1, got {args.top}")
@@ -263,4 +263,4 @@ def client_command(args):
 
 
 if __name__ == "__main__":
-    run_cli(main, prog="core.serving")
+    run_cli(main, prog="serving")

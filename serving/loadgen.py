@@ -1,6 +1,6 @@
 """A bounded load generator for TF-Serving-style servers, without TensorFlow.
 
-    python -m core.serving.loadgen spec.json      # prints the result as JSON
+    python -m serving.loadgen spec.json      # prints the result as JSON
 
 It runs in its own process (a second Python, not sharing the server's GIL) and
 starts in well under a second: REST goes over `http.client` keep-alive
@@ -270,7 +270,7 @@ def run(spec):
 
 
 class Spawned:
-    """`run(spec)` in a child process (`python -m core.serving.loadgen`); `.result()` waits for it."""
+    """`run(spec)` in a child process (`python -m serving.loadgen`); `.result()` waits for it."""
 
     def __init__(self, spec, python=None, cwd=None):
         import os
@@ -283,7 +283,7 @@ class Spawned:
             json.dump(spec, f)
         self.timeout = float(spec["seconds"]) + 90
         env = dict(os.environ, PYTHONPATH=root)
-        self.process = subprocess.Popen([python or sys.executable, "-m", "core.serving.loadgen", self.spec_path],
+        self.process = subprocess.Popen([python or sys.executable, "-m", "serving.loadgen", self.spec_path],
                                         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
 
@@ -310,7 +310,7 @@ def percentile(values, q):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m core.serving.loadgen SPEC.json", file=sys.stderr)
+        print("usage: python -m serving.loadgen SPEC.json", file=sys.stderr)
         return 2
     with open(argv[0]) as f:
         spec = json.load(f)

@@ -5,7 +5,7 @@
   POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict     row "instances" or columnar "inputs"
   POST ...:classify / ...:regress                                where the signature's method allows
 
-  GET  /monitoring/prometheus/metrics                             Prometheus text (core/serving/metrics.py)
+  GET  /monitoring/prometheus/metrics                             Prometheus text (serving/metrics.py)
 
 Errors are TF Serving's JSON, `{"error": "..."}`, with its HTTP status codes.
 Bodies over `max_body_bytes` get 413 before they are read whole; model calls
@@ -24,10 +24,10 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
-from core.serving import protos
-from core.serving.errors import ServingError, invalid
-from core.serving.manager import validate_inputs
-from core.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from serving import protos
+from serving.errors import ServingError, invalid
+from serving.manager import validate_inputs
+from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 _PATH = re.compile(r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*?)"
                    r"(?:/versions/(?P<version>\d{1,18})|/labels/(?P<label>[A-Za-z0-9_.-]+))?"

@@ -24,8 +24,8 @@ import time
 import numpy as np
 
 from core import export
-from core.serving import config as config_lib
-from core.serving.manager import Servable
+from serving import config as config_lib
+from serving.manager import Servable
 
 KINDS = ("float", "dynamic", "int8")
 
