@@ -12,6 +12,7 @@ process killed by SIGTERM), so a scheduler sees an unfinished job, not a
 success, and reruns it; the rerun resumes from that checkpoint.
 """
 
+import os
 import sys
 
 
@@ -41,6 +42,7 @@ def run_cli(main, argv=None, prog="suite"):
     from core.quiet import quiet_tensorflow_startup
 
     quiet_tensorflow_startup()
+    os.environ.setdefault("MPLBACKEND", "Agg")  # the CLIs write PNG files; a notebook keeps its own backend
     try:
         return main(argv)
     except UserError as error:

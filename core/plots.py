@@ -3,12 +3,9 @@
 import csv
 import os
 
-import matplotlib
+import matplotlib.pyplot as plt  # the backend is the caller's: the CLIs choose Agg (core.errors.run_cli)
 import matplotlib.ticker
-
-matplotlib.use("Agg")  # files only; no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def save_figure(fig, path):

@@ -263,9 +263,6 @@ def spec_of(config):
 
 def preview(scenes, path, count=8, names=None):
     """PNG: scenes (top), their semantic masks (middle) and boxes with class names (bottom)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib import patches
 

@@ -53,3 +53,13 @@ def test_tensorflow_logs_come_back_when_asked_for_and_a_failed_import_still_show
     failed = _cli(["-c", program], PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
     assert failed.returncode == 1
     assert failed.stderr.startswith("the real reason\n") and "ImportError: boom" in failed.stderr
+
+
+def test_importing_the_plots_keeps_the_callers_matplotlib_backend():
+    """A notebook that chose its backend keeps it after `import core.plots`; the CLIs write PNGs with Agg."""
+    code = ("import matplotlib; matplotlib.use('svg'); import core.plots; "
+            "print(matplotlib.get_backend())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env={k: v for k, v in os.environ.items() if k != "MPLBACKEND"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "svg"

@@ -379,9 +379,6 @@ class CaptionModel:
 def attention_figure(model, images, png_path, references=None):
     """One row per image: the image with its generated caption, then each generated word (and
     </s>) with its attention weights over the feature map, drawn over the image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from core.plots import save_figure

@@ -295,8 +295,6 @@ def exact_match(normalizer, pairs, width=1):
 def attention_plots(normalizer, texts, png_path):
     """Alignment matrices (output symbol x input character), one panel per date: the Bahdanau weights,
     or the Transformer's last cross-attention averaged over heads."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     net = normalizer.net
