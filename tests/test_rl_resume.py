@@ -127,38 +127,3 @@ def test_a_kill_while_writing_leaves_the_previous_checkpoint(small_run, tmp_path
     assert after["state/env_steps"] == before["state/env_steps"] == 16
     dqn.train(dqn.DQNConfig.from_dict(dict(vars(config), steps=24)), out, strategy="default", log=lambda *a: None)
     assert sorted(os.listdir(os.path.join(out, dqn.CHECKPOINTS))) == ["step-000000000016", "step-000000000024"]
-
-
-def test_checkpoint_of_the_older_flat_layout_still_loads_and_resumes(small_run, tmp_path):
-    """Runs checkpointed before the environments were saved (ckpt-N.*, state.json, replay.npz in
-    checkpoints/) still evaluate, and resume with new games; the next save uses the new layout."""
-    import json
-
-    import tensorflow as tf
-
-    from apps.rl.replay import ReplayBuffer
-
-    source, config = small_run
-    out = str(tmp_path / "run")
-    shutil.copytree(source, out)
-    folder = os.path.join(out, dqn.CHECKPOINTS)
-    _, agent = dqn.load_agent(out)
-    state = {k[len("state/"):]: v for k, v in dqn.checkpoint_contents(out).items() if k.startswith("state/")}
-    buffer = ReplayBuffer(config.buffer_size, (4,), config.num_envs, 1, np.float32)
-    dqn.restore(agent, out, buffer)
-    shutil.rmtree(folder)
-    os.makedirs(folder)  # what the earlier code wrote
-    buffer.save(os.path.join(folder, "replay.npz"))
-    with open(os.path.join(folder, "state.json"), "w") as f:
-        json.dump({k: state[k] for k in ("rng", "recent_returns", "update_credit", "env_steps")}, f)
-    tf.train.CheckpointManager(agent.checkpoint(), folder, max_to_keep=1).save(checkpoint_number=16)
-
-    _, loaded = dqn.load_agent(out)
-    for a, b in zip(agent.online.weights, loaded.online.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    messages = []
-    dqn.train(dqn.DQNConfig.from_dict(dict(vars(config), steps=24)), out, strategy="default", log=messages.append)
-    assert any("resumed" in m and "at agent step 16" in m for m in messages)
-    assert any("no environment state" in m for m in messages)
-    assert sorted(os.listdir(folder)) == ["step-000000000024"]
-    assert dqn.checkpoint_contents(out)["replay/has_action"].sum() == 24  # the 16 old transitions were kept

@@ -1,0 +1,115 @@
+"""Deployment of a trained DQN run: the policy model (frames -> Q-values, greedy action) exported to SavedModel
+and TFLite with a parity check on real observations, and play with the exported TFLite file."""
+
+import json
+import os
+from dataclasses import asdict
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from apps.rl import atari
+from apps.rl.dqn.config import read_dqn_config
+from apps.rl.dqn.evaluation import load_agent, run_episodes, save_gif
+from core.errors import UserError
+
+
+class GreedyPolicy(keras.layers.Layer):
+    """argmax_a Q(s, a) as int32 (part of the exported signature)."""
+
+    def call(self, q):
+        # tf.argmax, not keras.ops.argmax: the latter adds a -0.0 fix-up (BitwiseAnd) TFLite lacks
+        return tf.argmax(q, axis=-1, output_type=tf.int32)
+
+
+def policy_model(agent):
+    """stacked observations -> (Q-values, greedy action)."""
+    inputs = keras.Input(agent.input_shape, dtype=agent.online.inputs[0].dtype, name="frames")
+    q = agent.online(inputs)
+    return keras.Model(inputs, [q, GreedyPolicy()(q)], name="dqn_policy")
+
+
+def sample_observations(config, agent, count=64, seed=0):
+    """Real stacked observations from random play (the parity and calibration batch)."""
+    env = atari.make_env(config.env, training=False, seed=seed)
+    rng = np.random.default_rng(seed)
+    frame, _ = env.reset(seed=seed)
+    stacked = np.repeat(frame[None], agent.stack, axis=0)
+    observations = []
+    try:
+        while len(observations) < count:
+            frame, _, terminated, truncated, _ = env.step(int(rng.integers(agent.num_actions)))
+            stacked = np.concatenate([stacked[1:], frame[None]])
+            observations.append(np.moveaxis(stacked, 0, -1) if agent.stack > 1 else stacked[0])
+            if terminated or truncated:
+                frame, _ = env.reset()
+                stacked = np.repeat(frame[None], agent.stack, axis=0)
+    finally:
+        env.close()
+    return np.stack(observations)
+
+
+def export(out, export_dir="saved_models/rl/dqn", version=None, kinds=("float", "dynamic"), log=print):
+    """SavedModel (signature `serving_default`: frames -> q_values, action) and float + dynamic-range
+    TFLite files, checked on real observations: float must match the SavedModel's Q-values to 1e-4
+    (relative to their scale) and pick the same actions wherever the best two Q-values differ by more
+    than that; the dynamic-range file's Q error and action agreement are reported."""
+    from core import export as core_export
+
+    config, agent = load_agent(out)
+    observations = sample_observations(config, agent)
+
+    def parity(kind, reference, candidate):
+        scale = 1.0 + float(np.abs(reference["q_values"]).max())
+        top2 = np.sort(reference["q_values"], axis=1)[:, -2:]
+        decisive = (top2[:, 1] - top2[:, 0]) > 1e-4 * scale
+        diff = float(np.abs(candidate["q_values"] - reference["q_values"]).max())
+        agreement = float((candidate["action"] == reference["action"]).mean())
+        problem = None
+        if kind == "float" and (diff > 1e-4 * scale or
+                                np.any(candidate["action"][decisive] != reference["action"][decisive])):
+            problem = f"in Q by {diff:.3g}, actions agree on {agreement:.1%}"
+        return {"q_max_abs_diff": diff, "action_agreement": agreement}, problem
+
+    report = core_export.export_model(policy_model(agent), export_dir, input_names=["frames"],
+                                      output_names=["q_values", "action"], sample_inputs={"frames": observations},
+                                      version=version, kinds=kinds, check=parity, log=log,
+                                      extra_files={"dqn_config.json": json.dumps(asdict(config), indent=2)})
+    served = report["saved_model_outputs"]["q_values"]
+    report["saved_model_vs_keras"] = float(np.abs(served - agent.q_values(observations)).max())
+    log(f"SavedModel: {report['saved_model']}")
+    for kind, path in report["tflite"].items():
+        figures = report["parity"][kind]
+        log(f"TFLite {kind}: {path} (max |ΔQ| {figures['q_max_abs_diff']:.2g}, "
+            f"same action {figures['action_agreement']:.0%})")
+    return report
+
+
+def play(tflite_path, episodes=3, epsilon=0.0, seed=7, max_steps=None, gif=None, env_id=None, log=print):
+    """Run the exported TFLite policy (its `action` output) in the environment."""
+    from core import export as core_export
+
+    if not os.path.exists(tflite_path):
+        raise UserError(f"no such TFLite file: {tflite_path}; run 'dqn export' first")
+    if env_id is None:
+        config_path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tflite_path)))),
+                                   os.path.basename(os.path.dirname(os.path.abspath(tflite_path))), "dqn_config.json")
+        if not os.path.exists(config_path):
+            raise UserError(f"cannot find the environment of {tflite_path} ({config_path}); pass --env")
+        env_id = read_dqn_config(config_path).env
+    runner = core_export.tflite_signature_runner(tflite_path, inputs=["frames"], what="a DQN policy")
+    frame_shape, dtype, stack, num_actions = atari.observation_spec(env_id)
+
+    def policy(observations):
+        return runner(frames=observations.astype(dtype))["action"]
+
+    returns, lengths, frames = run_episodes(policy, env_id, episodes, epsilon, stack, num_actions, seed=seed,
+                                            max_steps=max_steps, record_first=gif is not None)
+    log(f"{env_id} with {tflite_path}: returns {returns.tolist()} (mean {returns.mean():.2f}), "
+        f"lengths {lengths.tolist()}")
+    result = {"returns": returns.tolist(), "lengths": lengths.tolist(), "env": env_id}
+    if gif is not None and frames:
+        result["gif"] = save_gif(frames, gif)
+        log(f"GIF: {result['gif']}")
+    return result
