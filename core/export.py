@@ -209,6 +209,12 @@ def max_abs_difference(reference, candidate):
     return largest
 
 
+def export_folder(app, model, root="saved_models"):
+    """The one naming rule of every export: saved_models/<app>_<model>/ (TF Serving's model name is the folder
+    name; its version folders go inside)."""
+    return os.path.join(root, f"{app}_{model}")
+
+
 def next_version(app_dir):
     """One more than the highest integer version folder in `app_dir` (1 if none)."""
     if not os.path.isdir(app_dir):
