@@ -7,7 +7,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench serve serve-config serve-bench serve-chaos tensorboard constraints clean
+.PHONY: help setup debian demo test classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench serve serve-config serve-bench serve-chaos lint tensorboard constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -135,6 +135,9 @@ serve-bench: setup ## requests/s and p50/p99 latency of the local server, REST a
 
 serve-chaos: setup ## the local server under change: hot swap under load, 100 stalled clients, 100k-request soak (RSS), SIGTERM drain (~5 min)
 	$(PY) bench/serving_load.py --chaos $(ARGS)
+
+lint: setup ## ruff over the whole repository (ruff.toml); make test runs it first
+	$(VENV)/bin/ruff check .
 
 tensorboard: setup ## TensorBoard over every run's logs under runs/ (http://localhost:6006; ARGS="--port 6007")
 	$(PY) -m tensorboard.main --logdir runs $(ARGS)

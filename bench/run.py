@@ -99,8 +99,15 @@ def spec_classify(batch_size=64):
     def batch(n):
         return (_uniform((n, 28, 28, 1)), keras.utils.to_categorical(np.arange(n) % 10, 10))
 
-    return dict(name=f"{_default_classifier_name()} (default classifier), 28x28x1", model=model, step=_keras_step(model), batch=batch,
-                batch_size=batch_size, inputs=lambda n: {"images": _uniform((n, 28, 28, 1))}, output="probabilities")
+    return dict(
+        name=f"{_default_classifier_name()} (default classifier), 28x28x1",
+        model=model,
+        step=_keras_step(model),
+        batch=batch,
+        batch_size=batch_size,
+        inputs=lambda n: {"images": _uniform((n, 28, 28, 1))},
+        output="probabilities",
+    )
 
 
 def spec_generative(batch_size=64):
@@ -115,10 +122,16 @@ def spec_generative(batch_size=64):
     def batch(n):
         return (_uniform((n, 28, 28, 1), high=1.0), np.zeros(n, np.int32))
 
-    return dict(name="VAE (train: encoder+decoder; served: decoder)", model=generator, step=_keras_step(net),
-                batch=batch, batch_size=batch_size, fit_model=net,
-                inputs=lambda n: {"latent": np.random.default_rng(0).standard_normal((n, latent_dim), np.float32)},
-                output="images")
+    return dict(
+        name="VAE (train: encoder+decoder; served: decoder)",
+        model=generator,
+        step=_keras_step(net),
+        batch=batch,
+        batch_size=batch_size,
+        fit_model=net,
+        inputs=lambda n: {"latent": np.random.default_rng(0).standard_normal((n, latent_dim), np.float32)},
+        output="images",
+    )
 
 
 def spec_sequence(batch_size=32):
@@ -135,9 +148,15 @@ def spec_sequence(batch_size=32):
     def ids(n):
         return np.random.default_rng(0).integers(1, vocab, (n, length)).astype(np.int32)
 
-    return dict(name="Transformer quote classifier, 128 word ids", model=model, step=_keras_step(model),
-                batch=lambda n: (ids(n), np.arange(n, dtype=np.int32) % 5), batch_size=batch_size,
-                inputs=lambda n: {"ids": ids(n)}, output="probabilities")
+    return dict(
+        name="Transformer quote classifier, 128 word ids",
+        model=model,
+        step=_keras_step(model),
+        batch=lambda n: (ids(n), np.arange(n, dtype=np.int32) % 5),
+        batch_size=batch_size,
+        inputs=lambda n: {"ids": ids(n)},
+        output="probabilities",
+    )
 
 
 def spec_rl(batch_size=32):
@@ -153,9 +172,15 @@ def spec_rl(batch_size=32):
     def frames(n):
         return _uniform((n, 84, 84, 4), dtype=np.uint8)
 
-    return dict(name="Nature DQN Q-network, 84x84x4 uint8 (update without target forward)", model=model,
-                step=_keras_step(model), batch=lambda n: (frames(n), _uniform((n, 6), high=1.0)),
-                batch_size=batch_size, inputs=lambda n: {"frames": frames(n)}, output="q_values")
+    return dict(
+        name="Nature DQN Q-network, 84x84x4 uint8 (update without target forward)",
+        model=model,
+        step=_keras_step(model),
+        batch=lambda n: (frames(n), _uniform((n, 6), high=1.0)),
+        batch_size=batch_size,
+        inputs=lambda n: {"frames": frames(n)},
+        output="q_values",
+    )
 
 
 def spec_style(batch_size=4):
@@ -174,21 +199,34 @@ def spec_style(batch_size=4):
     def step(images):  # apps/style/app.py train_fast's step: perceptual losses through the feature network
         content_features = extractor(images)
         with tf.GradientTape() as tape:
-            parts = app.losses_of(extractor, net(images, training=True), content_features, style_features,
-                                  app.DEFAULT_WEIGHTS)
+            parts = app.losses_of(
+                extractor, net(images, training=True), content_features, style_features, app.DEFAULT_WEIGHTS
+            )
             total = parts["content"] + parts["style"] + parts["tv"]
         grads = tape.gradient(total, net.trainable_weights)
         optimizer.apply_gradients(zip(grads, net.trainable_weights))
         return total
 
     fixed = app.build_stylizer(image_shape=(64, 64, 3))  # TFLite wants static spatial shapes
-    return dict(name="fast stylizer 64x64 (+ random-CNN perceptual loss)", model=fixed, step=step,
-                batch=lambda n: (_uniform((n, 64, 64, 3)),), batch_size=batch_size,
-                inputs=lambda n: {"images": _uniform((n, 64, 64, 3))}, output="stylized", copy_weights_from=net)
+    return dict(
+        name="fast stylizer 64x64 (+ random-CNN perceptual loss)",
+        model=fixed,
+        step=step,
+        batch=lambda n: (_uniform((n, 64, 64, 3)),),
+        batch_size=batch_size,
+        inputs=lambda n: {"images": _uniform((n, 64, 64, 3))},
+        output="stylized",
+        copy_weights_from=net,
+    )
 
 
-SPECS = {"classify": spec_classify, "generative": spec_generative, "sequence": spec_sequence, "rl": spec_rl,
-         "style": spec_style}
+SPECS = {
+    "classify": spec_classify,
+    "generative": spec_generative,
+    "sequence": spec_sequence,
+    "rl": spec_rl,
+    "style": spec_style,
+}
 
 
 def graph_float_ops(concrete_function):
@@ -224,7 +262,7 @@ def matmul_gflops(n=512, min_seconds=3.0):
     b = tf.random.normal((n, n))
     matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))  # the sum forces the result, costs n^2
     seconds = time_calls(lambda: matmul().numpy(), min_seconds=min_seconds, max_calls=10_000)
-    return 2 * n ** 3 / seconds / 1e9, seconds
+    return 2 * n**3 / seconds / 1e9, seconds
 
 
 def case_ceiling(**_):
@@ -232,9 +270,13 @@ def case_ceiling(**_):
 
     rows = {n: matmul_gflops(n) for n in (512, 1024)}
     n = max(rows, key=lambda k: rows[k][0])
-    return dict(case="ceiling", matrix=f"{n}x{n} float32 (best of 512, 1024)", gflops=rows[n][0],
-                ms_per_matmul=rows[n][1] * 1e3,
-                threads=tf.config.threading.get_intra_op_parallelism_threads() or f"all {os.cpu_count()}")
+    return dict(
+        case="ceiling",
+        matrix=f"{n}x{n} float32 (best of 512, 1024)",
+        gflops=rows[n][0],
+        ms_per_matmul=rows[n][1] * 1e3,
+        threads=tf.config.threading.get_intra_op_parallelism_threads() or f"all {os.cpu_count()}",
+    )
 
 
 def case_train(app, export_dir, steps=3, **_):
@@ -249,11 +291,18 @@ def case_train(app, export_dir, steps=3, **_):
     batch = [tf.constant(t) for t in spec["batch"](spec["batch_size"])]
     spec["step"](*batch) if len(batch) == 1 else spec["step"](tuple(batch))  # trace, build the optimizer
     call = (lambda: spec["step"](*batch)) if len(batch) == 1 else (lambda: spec["step"](tuple(batch)))
-    concrete = (spec["step"].get_concrete_function(*batch) if len(batch) == 1
-                else spec["step"].get_concrete_function(tuple(batch)))
+    concrete = (
+        spec["step"].get_concrete_function(*batch)
+        if len(batch) == 1
+        else spec["step"].get_concrete_function(tuple(batch))
+    )
     flops = graph_float_ops(concrete)
-    seconds = time_calls(lambda: tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, call()),
-                         min_seconds=2.0, max_calls=steps * 10, min_calls=steps)
+    seconds = time_calls(
+        lambda: tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, call()),
+        min_seconds=2.0,
+        max_calls=steps * 10,
+        min_calls=steps,
+    )
     train_rss = peak_rss_mb()
     # The ceiling again, in this process right after the step: the same share of a shared CPU.
     ceiling, _ = matmul_gflops(min_seconds=2.0)
@@ -274,16 +323,25 @@ def case_train(app, export_dir, steps=3, **_):
             export.convert_to_tflite(saved, os.path.join(app_dir, f"{kind}.tflite"), kind, representative)
         except Exception as error:  # the converter's many error types; the row says why
             notes.append(f"{kind}: {str(error).strip().splitlines()[-1][:120]}")
-    return dict(case=f"train:{app}", app=app, model=spec["name"], batch=spec["batch_size"], step_ms=seconds * 1e3,
-                examples_per_s=spec["batch_size"] / seconds, gflop_per_step=flops / 1e9,
-                achieved_gflops=flops / seconds / 1e9, ceiling_gflops=ceiling, train_peak_rss_mb=train_rss,
-                export_notes="; ".join(notes))
+    return dict(
+        case=f"train:{app}",
+        app=app,
+        model=spec["name"],
+        batch=spec["batch_size"],
+        step_ms=seconds * 1e3,
+        examples_per_s=spec["batch_size"] / seconds,
+        gflop_per_step=flops / 1e9,
+        achieved_gflops=flops / seconds / 1e9,
+        ceiling_gflops=ceiling,
+        train_peak_rss_mb=train_rss,
+        export_notes="; ".join(notes),
+    )
 
 
 def _size_mb(path):
     if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 2 ** 20
-    return os.path.getsize(path) / 2 ** 20
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files) / 2**20
+    return os.path.getsize(path) / 2**20
 
 
 def case_inference(app, export_dir, **_):
@@ -315,7 +373,7 @@ def case_inference(app, export_dir, **_):
 
     import keras
 
-    import layers  # noqa: F401  (registers the suite's custom layers for loading)
+    import layers  # noqa: F401  (registers the suite's layers for load_model)
 
     importlib.import_module(MODEL_MODULES[app])
     model = keras.models.load_model(os.path.join(app_dir, "model.keras"), compile=False, safe_mode=True)
@@ -333,8 +391,10 @@ def case_inference(app, export_dir, **_):
         if name not in runners:
             rows.append(dict(app=app, runtime=name, ms_b1="n/a", ms_b64="n/a", size_mb="n/a"))
             continue
-        ms = [latencies[(name, s)] * 1e3 if isinstance(latencies[(name, s)], float) else latencies[(name, s)]
-              for s in (1, 64)]
+        ms = [
+            latencies[(name, s)] * 1e3 if isinstance(latencies[(name, s)], float) else latencies[(name, s)]
+            for s in (1, 64)
+        ]
         rows.append(dict(app=app, runtime=name, ms_b1=ms[0], ms_b64=ms[1], size_mb=sizes[name]))
     return dict(case=f"inference:{app}", rows=rows, serving_peak_rss_mb=serving_rss)
 
@@ -371,16 +431,18 @@ def case_throughput(variant, epochs=2, limit=1200, batch_size=128, **_):
         # its model and its `fit` on NumPy arrays, batch 128, on the same images (no download).
         x = np.stack([x for x, _ in images.train.as_numpy_iterator()]).astype("float32") / 255
         y = keras.utils.to_categorical([y for _, y in images.train.as_numpy_iterator()], images.num_classes)
-        model = keras.Sequential([
-            keras.Input(shape=(28, 28, 1)),
-            keras.layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
-            keras.layers.MaxPooling2D(pool_size=(2, 2)),
-            keras.layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
-            keras.layers.MaxPooling2D(pool_size=(2, 2)),
-            keras.layers.Flatten(),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(images.num_classes, activation="softmax"),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input(shape=(28, 28, 1)),
+                keras.layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+                keras.layers.MaxPooling2D(pool_size=(2, 2)),
+                keras.layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+                keras.layers.MaxPooling2D(pool_size=(2, 2)),
+                keras.layers.Flatten(),
+                keras.layers.Dropout(0.5),
+                keras.layers.Dense(images.num_classes, activation="softmax"),
+            ]
+        )
         model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
         model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[Timer()])
         name = "keras-io Simple MNIST convnet (NumPy fit)"
@@ -394,13 +456,24 @@ def case_throughput(variant, epochs=2, limit=1200, batch_size=128, **_):
         else:  # decode every epoch, map one batch at a time, no prefetch
             train = images.train.shuffle(10_000, seed=0).batch(batch_size).map(batch_fn)
         model.fit(train, epochs=epochs, verbose=0, callbacks=[Timer()])
-        name = _default_classifier_name() + {"plain": ", plain fit (untuned tf.data)",
-                                              "xla": ", fit jit_compile=True (XLA)",
-                                              "tuned": ", tuned tf.data (cache, parallel map, prefetch)"}[variant]
+        name = (
+            _default_classifier_name()
+            + {
+                "plain": ", plain fit (untuned tf.data)",
+                "xla": ", fit jit_compile=True (XLA)",
+                "tuned": ", tuned tf.data (cache, parallel map, prefetch)",
+            }[variant]
+        )
     steady = min(times[1:])  # the first epoch traces (and compiles, with XLA)
-    return dict(case=f"throughput:{variant}", variant=name, examples=images.num_train,
-                examples_per_s=images.num_train / steady, first_epoch_s=times[0], steady_epoch_s=steady,
-                peak_rss_mb=peak_rss_mb())
+    return dict(
+        case=f"throughput:{variant}",
+        variant=name,
+        examples=images.num_train,
+        examples_per_s=images.num_train / steady,
+        first_epoch_s=times[0],
+        steady_epoch_s=steady,
+        peak_rss_mb=peak_rss_mb(),
+    )
 
 
 def case_dqn(steps=800, **_):
@@ -409,27 +482,56 @@ def case_dqn(steps=800, **_):
 
     out = tempfile.mkdtemp(prefix="bench-dqn-")
     try:
-        values = dict(dqn.PRESETS["pong"], steps=steps, learning_starts=steps // 2, log_every=steps // 8,
-                      checkpoint_every=10 ** 9, buffer_size=20_000)
+        values = dict(
+            dqn.PRESETS["pong"],
+            steps=steps,
+            learning_starts=steps // 2,
+            log_every=steps // 8,
+            checkpoint_every=10**9,
+            buffer_size=20_000,
+        )
         config = dqn.DQNConfig.from_dict(values)
         dqn.train(config, out, strategy="default", log=lambda *a, **k: None)
         with open(os.path.join(out, "train.csv")) as f:
             rows = [r for r in csv.DictReader(f) if float(r["updates_per_s"] or 0) > 0]
         last = rows[-1]
-        return dict(case="dqn", implementation="this suite (apps.rl dqn, Pong preset, TF)",
-                    env_steps_per_s=float(last["env_steps_per_s"]), updates_per_s=float(last["updates_per_s"]),
-                    num_envs=config.num_envs, batch=config.batch_size, train_freq=config.train_freq,
-                    peak_rss_mb=peak_rss_mb())
+        return dict(
+            case="dqn",
+            implementation="this suite (apps.rl dqn, Pong preset, TF)",
+            env_steps_per_s=float(last["env_steps_per_s"]),
+            updates_per_s=float(last["updates_per_s"]),
+            num_envs=config.num_envs,
+            batch=config.batch_size,
+            train_freq=config.train_freq,
+            peak_rss_mb=peak_rss_mb(),
+        )
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
 CLEANRL_STEPS = 12_000
-CLEANRL_ARGS = ["--env-id", "PongNoFrameskip-v4", "--total-timesteps", str(CLEANRL_STEPS), "--learning-starts",
-                str(CLEANRL_STEPS // 2), "--train-frequency", "1", "--batch-size", "32", "--learning-rate", "1e-4",
-                "--buffer-size", "20000", "--target-network-frequency", "2000"]  # the Pong preset's settings
-CLEANRL_HELP = ("to compare: pip install 'cleanrl[atari]' (PyTorch; Atari ROMs via AutoROM), then rerun; "
-                "the bench runs python -m cleanrl.dqn_atari " + " ".join(CLEANRL_ARGS))
+CLEANRL_ARGS = [
+    "--env-id",
+    "PongNoFrameskip-v4",
+    "--total-timesteps",
+    str(CLEANRL_STEPS),
+    "--learning-starts",
+    str(CLEANRL_STEPS // 2),
+    "--train-frequency",
+    "1",
+    "--batch-size",
+    "32",
+    "--learning-rate",
+    "1e-4",
+    "--buffer-size",
+    "20000",
+    "--target-network-frequency",
+    "2000",
+]  # the Pong preset's settings
+CLEANRL_HELP = (
+    "to compare: pip install 'cleanrl[atari]' (PyTorch; Atari ROMs via AutoROM), then rerun; "
+    "the bench runs python -m cleanrl.dqn_atari " + " ".join(CLEANRL_ARGS)
+)
 
 
 def case_cleanrl(**_):
@@ -437,17 +539,28 @@ def case_cleanrl(**_):
     import importlib.util
 
     if importlib.util.find_spec("cleanrl") is None:
-        return dict(case="cleanrl", implementation="CleanRL dqn_atari", env_steps_per_s="not installed",
-                    updates_per_s="not installed", note=CLEANRL_HELP)
+        return dict(
+            case="cleanrl",
+            implementation="CleanRL dqn_atari",
+            env_steps_per_s="not installed",
+            updates_per_s="not installed",
+            note=CLEANRL_HELP,
+        )
     start = time.perf_counter()
     steps = CLEANRL_STEPS
-    result = subprocess.run([sys.executable, "-m", "cleanrl.dqn_atari", *CLEANRL_ARGS, "--no-track",
-                             "--no-capture-video"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "cleanrl.dqn_atari", *CLEANRL_ARGS, "--no-track", "--no-capture-video"],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - start
-    return dict(case="cleanrl", implementation="CleanRL dqn_atari (PyTorch)",
-                env_steps_per_s=steps / seconds if result.returncode == 0 else f"failed ({result.returncode})",
-                updates_per_s=(steps // 2) / seconds if result.returncode == 0 else "",
-                note="whole-run average incl. start-up" if result.returncode == 0 else result.stderr[-200:])
+    return dict(
+        case="cleanrl",
+        implementation="CleanRL dqn_atari (PyTorch)",
+        env_steps_per_s=steps / seconds if result.returncode == 0 else f"failed ({result.returncode})",
+        updates_per_s=(steps // 2) / seconds if result.returncode == 0 else "",
+        note="whole-run average incl. start-up" if result.returncode == 0 else result.stderr[-200:],
+    )
 
 
 def run_case(name, export_dir):
@@ -478,28 +591,77 @@ def _fmt(value, digits=3):
 
 
 TABLES = {
-    "ceiling": ("Compute ceiling (float32 matmul in TensorFlow)", [
-        ("matrix", "matrix"), ("GFLOP/s", "gflops"), ("ms per matmul", "ms_per_matmul"),
-        ("intra-op threads", "threads"), ("error", "error")]),
-    "train": ("Training step per app: FLOPs and share of the ceiling", [
-        ("app", "app"), ("model", "model"), ("batch", "batch"), ("ms/step", "step_ms"),
-        ("examples/s", "examples_per_s"), ("GFLOP/step", "gflop_per_step"), ("achieved GFLOP/s", "achieved_gflops"),
-        ("share of ceiling", "share"), ("matmul GFLOP/s in the same process", "ceiling_gflops"),
-        ("export notes", "export_notes"), ("error", "error")]),
-    "inference": ("Inference latency per example (ms) and model size", [
-        ("app", "app"), ("runtime", "runtime"), ("batch 1 ms", "ms_b1"), ("batch 64 ms/example", "ms_b64"),
-        ("size MB", "size_mb")]),
-    "throughput": ("Default classifier training throughput (Fashion-MNIST, batch 128)", [
-        ("variant", "variant"), ("examples/s", "examples_per_s"), ("vs plain", "ratio"),
-        ("first epoch s", "first_epoch_s"), ("steady epoch s", "steady_epoch_s"), ("peak RSS MB", "peak_rss_mb"),
-        ("error", "error")]),
-    "dqn": ("DQN: environment steps/s and learner updates/s", [
-        ("implementation", "implementation"), ("env steps/s", "env_steps_per_s"), ("updates/s", "updates_per_s"),
-        ("envs", "num_envs"), ("batch", "batch"), ("peak RSS MB", "peak_rss_mb"), ("note", "note"),
-        ("error", "error")]),
-    "memory": ("Peak RSS (MB), one process per case", [
-        ("app", "app"), ("training step case", "train_peak_rss_mb"), ("fit on Fashion-MNIST", "fit_peak_rss_mb"),
-        ("DQN training", "dqn_train_peak_rss_mb"), ("serving (SavedModel)", "serving_peak_rss_mb")]),
+    "ceiling": (
+        "Compute ceiling (float32 matmul in TensorFlow)",
+        [
+            ("matrix", "matrix"),
+            ("GFLOP/s", "gflops"),
+            ("ms per matmul", "ms_per_matmul"),
+            ("intra-op threads", "threads"),
+            ("error", "error"),
+        ],
+    ),
+    "train": (
+        "Training step per app: FLOPs and share of the ceiling",
+        [
+            ("app", "app"),
+            ("model", "model"),
+            ("batch", "batch"),
+            ("ms/step", "step_ms"),
+            ("examples/s", "examples_per_s"),
+            ("GFLOP/step", "gflop_per_step"),
+            ("achieved GFLOP/s", "achieved_gflops"),
+            ("share of ceiling", "share"),
+            ("matmul GFLOP/s in the same process", "ceiling_gflops"),
+            ("export notes", "export_notes"),
+            ("error", "error"),
+        ],
+    ),
+    "inference": (
+        "Inference latency per example (ms) and model size",
+        [
+            ("app", "app"),
+            ("runtime", "runtime"),
+            ("batch 1 ms", "ms_b1"),
+            ("batch 64 ms/example", "ms_b64"),
+            ("size MB", "size_mb"),
+        ],
+    ),
+    "throughput": (
+        "Default classifier training throughput (Fashion-MNIST, batch 128)",
+        [
+            ("variant", "variant"),
+            ("examples/s", "examples_per_s"),
+            ("vs plain", "ratio"),
+            ("first epoch s", "first_epoch_s"),
+            ("steady epoch s", "steady_epoch_s"),
+            ("peak RSS MB", "peak_rss_mb"),
+            ("error", "error"),
+        ],
+    ),
+    "dqn": (
+        "DQN: environment steps/s and learner updates/s",
+        [
+            ("implementation", "implementation"),
+            ("env steps/s", "env_steps_per_s"),
+            ("updates/s", "updates_per_s"),
+            ("envs", "num_envs"),
+            ("batch", "batch"),
+            ("peak RSS MB", "peak_rss_mb"),
+            ("note", "note"),
+            ("error", "error"),
+        ],
+    ),
+    "memory": (
+        "Peak RSS (MB), one process per case",
+        [
+            ("app", "app"),
+            ("training step case", "train_peak_rss_mb"),
+            ("fit on Fashion-MNIST", "fit_peak_rss_mb"),
+            ("DQN training", "dqn_train_peak_rss_mb"),
+            ("serving (SavedModel)", "serving_peak_rss_mb"),
+        ],
+    ),
 }
 
 
@@ -529,15 +691,16 @@ class Table:
         if quiet:
             return
         title, columns = self.title, self.columns
-        print(f"\n## {title}\n| " + " | ".join(c for c, _ in columns) + " |\n|" + "---|" * len(columns),
-              flush=True)
+        print(f"\n## {title}\n| " + " | ".join(c for c, _ in columns) + " |\n|" + "---|" * len(columns), flush=True)
 
     @classmethod
     def from_csv(cls, name, path):
         table = cls(name, quiet=True)
         with open(path) as f:
-            table.rows = [{k: (_number(v) if _number(v) is not None and k != "batch" else v) for k, v in r.items()}
-                          for r in csv.DictReader(f)]
+            table.rows = [
+                {k: (_number(v) if _number(v) is not None and k != "batch" else v) for k, v in r.items()}
+                for r in csv.DictReader(f)
+            ]
         return table
 
     def add(self, row):
@@ -545,8 +708,12 @@ class Table:
         print("| " + " | ".join(_fmt(row.get(key, "")) for _, key in self.columns) + " |", flush=True)
 
     def markdown(self):
-        lines = [f"### {self.title}", "", "| " + " | ".join(c for c, _ in self.columns) + " |",
-                 "|" + "---|" * len(self.columns)]
+        lines = [
+            f"### {self.title}",
+            "",
+            "| " + " | ".join(c for c, _ in self.columns) + " |",
+            "|" + "---|" * len(self.columns),
+        ]
         lines += ["| " + " | ".join(_fmt(r.get(k, "")) for _, k in self.columns) + " |" for r in self.rows]
         return "\n".join(lines)
 
@@ -561,8 +728,14 @@ def spawn(case, export_dir, timeout=600):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     start = time.perf_counter()
     try:
-        result = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", case, "--export-dir",
-                                 export_dir], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--case", case, "--export-dir", export_dir],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"case": case, "error": f"timed out after {timeout} s"}
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -619,8 +792,10 @@ def drive(sections, apps, out, docs):
                 if plain and "examples_per_s" in result:
                     result["ratio"] = f"{result['examples_per_s'] / plain:.2f}x"
                 table.add(result)
-            memory["classify"] = dict(memory.get("classify", {"app": "classify"}),
-                                      fit_peak_rss_mb=tables["throughput"].rows[0].get("peak_rss_mb", ""))
+            memory["classify"] = dict(
+                memory.get("classify", {"app": "classify"}),
+                fit_peak_rss_mb=tables["throughput"].rows[0].get("peak_rss_mb", ""),
+            )
         if "dqn" in sections:
             table = tables["dqn"] = Table("dqn")
             result = spawn("dqn", export_dir)
@@ -639,10 +814,12 @@ def drive(sections, apps, out, docs):
         table.write_csv(os.path.join(out, f"{name}.csv"))
     minutes = (time.time() - started) / 60
     load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"] * 3
-    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {minutes:.1f} min on "
-              f"{os.cpu_count()} CPU cores, load average {' '.join(load)} at the end "
-              f"(TensorFlow {_tf_version()}, `python bench/run.py --sections {','.join(sections)} "
-              f"--apps {','.join(apps)}`).")
+    header = (
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {minutes:.1f} min on "
+        f"{os.cpu_count()} CPU cores, load average {' '.join(load)} at the end "
+        f"(TensorFlow {_tf_version()}, `python bench/run.py --sections {','.join(sections)} "
+        f"--apps {','.join(apps)}`)."
+    )
     print(f"\n{header}\nCSV files: {out}/")
     with open(os.path.join(out, "header.txt"), "w") as f:
         f.write(header)
@@ -653,8 +830,11 @@ def drive(sections, apps, out, docs):
 
 def render(out, docs):
     """Rebuild the docs tables from the CSV files of the last run (no measuring)."""
-    tables = {name: Table.from_csv(name, os.path.join(out, f"{name}.csv")) for name in TABLES
-              if os.path.exists(os.path.join(out, f"{name}.csv"))}
+    tables = {
+        name: Table.from_csv(name, os.path.join(out, f"{name}.csv"))
+        for name in TABLES
+        if os.path.exists(os.path.join(out, f"{name}.csv"))
+    }
     if not tables:
         raise SystemExit(f"bench/run.py: error: no CSV files in {out}; run the benchmarks first")
     if "train" in tables:
@@ -667,6 +847,7 @@ def render(out, docs):
 def _tf_version():
     try:
         from importlib.metadata import version
+
         return version("tensorflow")
     except Exception:
         return "?"
@@ -683,8 +864,11 @@ def main():
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     parser.add_argument("--apps", default=",".join(APPS), help=f"comma list of {', '.join(APPS)}")
     parser.add_argument("--out", default=os.path.join("runs", "bench"), help="CSV folder (default: %(default)s)")
-    parser.add_argument("--docs", default=os.path.join("docs", "bench.md"),
-                        help="Markdown file whose tables are regenerated ('' for none)")
+    parser.add_argument(
+        "--docs",
+        default=os.path.join("docs", "bench.md"),
+        help="Markdown file whose tables are regenerated ('' for none)",
+    )
     parser.add_argument("--render", action="store_true", help="only rebuild --docs from the CSVs in --out")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--export-dir", help=argparse.SUPPRESS)

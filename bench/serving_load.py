@@ -416,7 +416,8 @@ def main(argv=None):
           f"{os.cpu_count()} CPU cores shared by server and client")
     print("| protocol | requests | errors | requests/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        print(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+        print(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_s']:.0f} | {r['p50_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} |")
     print(json.dumps(results))
 
 

@@ -195,7 +195,8 @@ def _load_tfds(name, val_fraction, limit):
         builder.download_and_prepare()
         train, val, test = builder.as_dataset(split=splits, as_supervised=True, shuffle_files=False)
     except Exception as error:  # tfds raises many types; all mean the same to the user
-        raise UserError(f"could not load tensorflow-datasets dataset '{name}' ({first_line(error)}); {offline}") from None
+        raise UserError(f"could not load tensorflow-datasets dataset '{name}' ({first_line(error)}); "
+                        f"{offline}") from None
     info = builder.info
     label = info.features["label"]
     shape = tuple(info.features["image"].shape)
@@ -205,11 +206,14 @@ def _load_tfds(name, val_fraction, limit):
         finite.check_finite(dataset, f"dataset 'tfds:{name}' (split {split})", batched=False)
     num_train = info.splits["train"].num_examples * (100 - val_percent) // 100
     return ImageDataset(
-        name=f"tfds:{name}", class_names=tuple(label.names), image_shape=shape,
+        name=f"tfds:{name}",
+        class_names=tuple(label.names),
+        image_shape=shape,
         train=train.map(_to_example, num_parallel_calls=AUTOTUNE),
         val=val.map(_to_example, num_parallel_calls=AUTOTUNE),
         test=test.map(_to_example, num_parallel_calls=AUTOTUNE),
-        num_train=min(num_train, limit) if limit else num_train)
+        num_train=min(num_train, limit) if limit else num_train,
+    )
 
 
 def load_dataset(name, *, val_fraction=0.1, seed=0, limit=None):
@@ -218,7 +222,7 @@ def load_dataset(name, *, val_fraction=0.1, seed=0, limit=None):
     `limit` caps each split's size, for quick runs and tests.
     """
     if name.startswith("tfds:"):
-        return _load_tfds(name[len("tfds:"):], val_fraction, limit)
+        return _load_tfds(name[len("tfds:") :], val_fraction, limit)
     if name not in OFFLINE_DATASETS:
         raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(available_datasets())}")
     if not 0.0 < val_fraction < 1.0:
@@ -233,13 +237,19 @@ def load_dataset(name, *, val_fraction=0.1, seed=0, limit=None):
     x_val, y_val = _limit(x_val, y_val, limit)
     x_test, y_test = _limit(x_test, y_test, limit)
     return ImageDataset(
-        name=name, class_names=class_names, image_shape=tuple(x_train.shape[1:]),
-        train=_from_arrays(x_train, y_train), val=_from_arrays(x_val, y_val),
-        test=_from_arrays(x_test, y_test), num_train=len(x_train))
+        name=name,
+        class_names=class_names,
+        image_shape=tuple(x_train.shape[1:]),
+        train=_from_arrays(x_train, y_train),
+        val=_from_arrays(x_val, y_val),
+        test=_from_arrays(x_test, y_test),
+        num_train=len(x_train),
+    )
 
 
-def batched(dataset, batch_size, *, shuffle=False, seed=0, cache=True, augment=None,
-            drop_remainder=False, what="the data"):
+def batched(
+    dataset, batch_size, *, shuffle=False, seed=0, cache=True, augment=None, drop_remainder=False, what="the data"
+):
     """Turn an unbatched pipeline into the batches `fit` reads.
 
     A NaN or infinity in the pipeline is a `UserError` naming `what`.

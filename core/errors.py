@@ -15,7 +15,6 @@ success, and reruns it; the rerun resumes from that checkpoint.
 import os
 import sys
 
-
 EXIT_PREEMPTED = 143
 
 

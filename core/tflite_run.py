@@ -47,8 +47,14 @@ class TfliteModel:
         if signature not in signatures:
             raise RunnerError(f"{path} has no '{signature}' signature (it has {sorted(signatures) or 'none'})")
         self.runner = self.interpreter.get_signature_runner(signature)
-        self.inputs = {name: (d["dtype"], [int(n) for n in d["shape_signature"]]) for name, d in self.runner.get_input_details().items()}
-        self.outputs = {name: (d["dtype"], [int(n) for n in d["shape_signature"]]) for name, d in self.runner.get_output_details().items()}
+        self.inputs = {
+            name: (d["dtype"], [int(n) for n in d["shape_signature"]])
+            for name, d in self.runner.get_input_details().items()
+        }
+        self.outputs = {
+            name: (d["dtype"], [int(n) for n in d["shape_signature"]])
+            for name, d in self.runner.get_output_details().items()
+        }
 
     def __call__(self, **inputs):
         arrays = {}
@@ -59,11 +65,13 @@ class TfliteModel:
             try:
                 array = np.asarray(value, dtype=dtype)
             except (TypeError, ValueError):
-                raise RunnerError(f"input '{name}' has dtype {np.asarray(value).dtype}, the model expects "
-                                  f"{np.dtype(dtype).name}") from None
+                raise RunnerError(
+                    f"input '{name}' has dtype {np.asarray(value).dtype}, the model expects {np.dtype(dtype).name}"
+                ) from None
             if len(array.shape) != len(shape) or any(s > 0 and s != a for s, a in zip(shape, array.shape)):
-                raise RunnerError(f"input '{name}' has shape {list(array.shape)}, the model expects {shape} "
-                                  f"(-1: any size)")
+                raise RunnerError(
+                    f"input '{name}' has shape {list(array.shape)}, the model expects {shape} (-1: any size)"
+                )
             arrays[name] = array
         missing = set(self.inputs) - set(arrays)
         if missing:
@@ -110,8 +118,7 @@ def read_input(path, dtype, shape):
     except ImportError:
         raise RunnerError(f"{path}: only .npy inputs without Pillow") from None
     if len(shape) != 4 or shape[3] not in (1, 3) or min(shape[1:3]) < 1:
-        raise RunnerError(f"{path}: the model's input {shape} is not an image (N, H, W, 1 or 3); "
-                          f"pass a .npy array")
+        raise RunnerError(f"{path}: the model's input {shape} is not an image (N, H, W, 1 or 3); pass a .npy array")
     height, width, channels = shape[1:4]
     try:
         with Image.open(path) as image:
@@ -149,8 +156,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="tflite-run", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help=".tflite file")
     parser.add_argument("files", nargs="*", help=".npy arrays or images for the model's single input")
-    parser.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                        help="an array for a named input (repeatable)")
+    parser.add_argument(
+        "--input", action="append", default=[], metavar="NAME=FILE.npy", help="an array for a named input (repeatable)"
+    )
     parser.add_argument("--labels", help="class names, one a line")
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
@@ -159,14 +167,20 @@ def main(argv=None):
 
     model = TfliteModel(args.model, num_threads=args.threads)
     if not args.files and not args.input:
-        print(json.dumps({"inputs": {k: [str(np.dtype(d)), s] for k, (d, s) in model.inputs.items()},
-                          "outputs": {k: [str(np.dtype(d)), s] for k, (d, s) in model.outputs.items()}}))
+        print(
+            json.dumps(
+                {
+                    "inputs": {k: [str(np.dtype(d)), s] for k, (d, s) in model.inputs.items()},
+                    "outputs": {k: [str(np.dtype(d)), s] for k, (d, s) in model.outputs.items()},
+                }
+            )
+        )
         return 0
     inputs = {}
     if args.files:
         if len(model.inputs) != 1:
             raise RunnerError(f"the model has inputs {sorted(model.inputs)}; pass them as --input NAME=FILE.npy")
-        (name, (dtype, shape)), = model.inputs.items()
+        ((name, (dtype, shape)),) = model.inputs.items()
         inputs[name] = np.concatenate([read_input(f, dtype, shape) for f in args.files])
     for item in args.input:
         name, _, path = item.partition("=")
@@ -190,8 +204,10 @@ def print_outputs(outputs, names, labels, top):
             row_names = names if names and len(names) == len(value) else [f"example {i}" for i in range(len(value))]
             for name, row in zip(row_names, value):
                 best = np.argsort(row)[::-1][:top]
-                print(f"{name}: " + ", ".join(f"{labels[i] if labels and i < len(labels) else i} {row[i]:.3f}"
-                                             for i in best))
+                print(
+                    f"{name}: "
+                    + ", ".join(f"{labels[i] if labels and i < len(labels) else i} {row[i]:.3f}" for i in best)
+                )
         else:
             print(f"{alias}: {json.dumps(value.tolist())}")
 

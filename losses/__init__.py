@@ -1,15 +1,35 @@
 """Shared losses of the suite; every public class and function is re-exported here."""
 
 from losses.classification import BinaryFocalLoss, CategoricalFocalLoss, LabelSmoothedCrossEntropy, MulticlassHinge
-from losses.generative import (CycleConsistencyLoss, KLStandardNormal, critic_loss_wasserstein, cycle_consistency_loss,
-                               discriminator_loss_least_squares, discriminator_loss_minimax, feature_matching_loss,
-                               gaussian_reconstruction_log_likelihood, generator_loss_least_squares,
-                               generator_loss_minimax, generator_loss_non_saturating, generator_loss_wasserstein,
-                               gradient_penalty, kl_standard_normal, kl_standard_normal_sampled, negative_elbo)
+from losses.generative import (
+                               CycleConsistencyLoss,
+                               KLStandardNormal,
+                               critic_loss_wasserstein,
+                               cycle_consistency_loss,
+                               discriminator_loss_least_squares,
+                               discriminator_loss_minimax,
+                               feature_matching_loss,
+                               gaussian_reconstruction_log_likelihood,
+                               generator_loss_least_squares,
+                               generator_loss_minimax,
+                               generator_loss_non_saturating,
+                               generator_loss_wasserstein,
+                               gradient_penalty,
+                               kl_standard_normal,
+                               kl_standard_normal_sampled,
+                               negative_elbo,
+)
 from losses.regression import SmoothL1Loss, SparsityPenalty, WeightedMultiTaskLoss, sparsity_penalty
 from losses.segmentation import DiceLoss, SoftIoULoss
-from losses.style import (ContentLoss, StyleLoss, TotalVariationLoss, content_loss, gram_matrix, style_loss,
-                          total_variation_loss)
+from losses.style import (
+                               ContentLoss,
+                               StyleLoss,
+                               TotalVariationLoss,
+                               content_loss,
+                               gram_matrix,
+                               style_loss,
+                               total_variation_loss,
+)
 
 __all__ = [
     "BinaryFocalLoss", "CategoricalFocalLoss", "MulticlassHinge", "LabelSmoothedCrossEntropy",

@@ -104,13 +104,22 @@ class RestClient:
                 return {k: np.asarray([p[k] for p in predictions]) for k in predictions[0]}
             return {"outputs": np.asarray(predictions)}
         outputs = payload["outputs"]
-        return {k: np.asarray(v) for k, v in outputs.items()} if isinstance(outputs, dict) else {"outputs": np.asarray(outputs)}
+        return (
+            {k: np.asarray(v) for k, v in outputs.items()}
+            if isinstance(outputs, dict)
+            else {"outputs": np.asarray(outputs)}
+        )
 
     def signature(self, model, version=None, signature_name="serving_default"):
         """{"inputs": {alias: (dtype name, shape)}, "outputs": {...}} from the metadata."""
         signature = self.metadata(model, version)["metadata"]["signature_def"]["signature_def"][signature_name]
-        return {side: {alias: (info["dtype"], [int(d["size"]) for d in info.get("tensor_shape", {}).get("dim", [])])
-                       for alias, info in signature[side].items()} for side in ("inputs", "outputs")}
+        return {
+            side: {
+                alias: (info["dtype"], [int(d["size"]) for d in info.get("tensor_shape", {}).get("dim", [])])
+                for alias, info in signature[side].items()
+            }
+            for side in ("inputs", "outputs")
+        }
 
 
 class GrpcClient:
@@ -121,9 +130,13 @@ class GrpcClient:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes)])
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
+        )
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 

@@ -6,13 +6,16 @@ import time
 from concurrent import futures
 
 import grpc
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from serving import protos
 from serving.errors import ServingError, invalid
 from serving.manager import validate_inputs
-
-from tensorflow_serving.apis import (model_service_pb2_grpc, model_management_pb2, predict_pb2,  # noqa: E402
-                                     prediction_service_pb2_grpc)
 
 
 def _spec_target(model_spec):

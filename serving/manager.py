@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from serving import config as config_lib
-from serving.errors import invalid, not_found, ServingError
+from serving.errors import ServingError, invalid, not_found
 
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -41,7 +41,9 @@ class TensorSpec:
         return self.tf_dtype.name
 
     def shape_text(self):
-        return "unknown" if self.shape is None else "[" + ",".join("?" if d is None else str(d) for d in self.shape) + "]"
+        return (
+            "unknown" if self.shape is None else "[" + ",".join("?" if d is None else str(d) for d in self.shape) + "]"
+        )
 
 
 class Signature:
@@ -114,7 +116,7 @@ class Servable:
     def signature(self, name):
         name = name or DEFAULT_SIGNATURE
         if name not in self.signatures:
-            raise invalid(f"Serving signature name: \"{name}\" not found in signature def")
+            raise invalid(f'Serving signature name: "{name}" not found in signature def')
         return self.signatures[name]
 
     def run(self, signature, inputs, output_filter=()):
@@ -123,11 +125,14 @@ class Servable:
 
         for alias in output_filter:
             if alias not in signature.outputs:
-                raise invalid(f"output tensor alias not found in signature: {alias} Outputs expected to be in "
-                              f"the set {{{','.join(sorted(signature.outputs))}}}.")
+                raise invalid(
+                    f"output tensor alias not found in signature: {alias} Outputs expected to be in "
+                    f"the set {{{','.join(sorted(signature.outputs))}}}."
+                )
         try:
-            outputs = signature.function(**{k: tf.constant(v, dtype=signature.inputs[k].tf_dtype)
-                                            for k, v in inputs.items()})
+            outputs = signature.function(
+                **{k: tf.constant(v, dtype=signature.inputs[k].tf_dtype) for k, v in inputs.items()}
+            )
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
             raise invalid(str(error).strip().splitlines()[0][:500]) from None
         names = list(output_filter) or list(outputs)
@@ -139,12 +144,15 @@ def validate_inputs(signature, arrays, max_batch):
     expected = ",".join(sorted(signature.inputs))
     for alias in arrays:
         if alias not in signature.inputs:
-            raise invalid(f"input tensor alias not found in signature: {alias}. "
-                          f"Inputs expected to be in the set {{{expected}}}.")
+            raise invalid(
+                f"input tensor alias not found in signature: {alias}. Inputs expected to be in the set {{{expected}}}."
+            )
     missing = sorted(set(signature.inputs) - set(arrays))
     if missing:
-        raise invalid(f"input tensor alias(es) missing from request: {','.join(missing)}. "
-                      f"Inputs expected to be in the set {{{expected}}}.")
+        raise invalid(
+            f"input tensor alias(es) missing from request: {','.join(missing)}. "
+            f"Inputs expected to be in the set {{{expected}}}."
+        )
     batch = None
     for alias, array in arrays.items():
         spec = signature.inputs[alias]
@@ -154,12 +162,16 @@ def validate_inputs(signature, arrays, max_batch):
             finite = np.isfinite(array)
             if not finite.all():
                 bad = int(finite.size - np.count_nonzero(finite))
-                raise invalid(f"input '{alias}': {bad} of {finite.size} values are NaN or infinite "
-                              f"(or out of {spec.dtype_name} range); the server accepts finite numbers only")
+                raise invalid(
+                    f"input '{alias}': {bad} of {finite.size} values are NaN or infinite "
+                    f"(or out of {spec.dtype_name} range); the server accepts finite numbers only"
+                )
         if spec.shape is not None:
             if len(shape) != len(spec.shape) or any(e is not None and e != d for e, d in zip(spec.shape, shape)):
-                raise invalid(f"input '{alias}': expected shape {spec.shape_text()} ({spec.dtype_name}), "
-                              f"got [{','.join(map(str, shape))}]")
+                raise invalid(
+                    f"input '{alias}': expected shape {spec.shape_text()} ({spec.dtype_name}), "
+                    f"got [{','.join(map(str, shape))}]"
+                )
         if shape:
             if shape[0] > max_batch:
                 raise invalid(f"input '{alias}': batch of {shape[0]} exceeds the server's limit of {max_batch}")
@@ -179,11 +191,11 @@ class ModelManager:
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._specs = {s.name: s for s in specs}
-        self._servables = {s.name: {} for s in specs}   # name -> {version: Servable}
-        self._states = {s.name: {} for s in specs}      # name -> {version: (state, error)}
-        self._failed = {}                               # (name, version) -> mtime of a folder that failed to load
-        self._bundles = {}                              # (real path, mtime) -> Bundle, shared by model names
-        self._kept = {}                                 # name -> versions kept up while wanted ones fail
+        self._servables = {s.name: {} for s in specs}  # name -> {version: Servable}
+        self._states = {s.name: {} for s in specs}  # name -> {version: (state, error)}
+        self._failed = {}  # (name, version) -> mtime of a folder that failed to load
+        self._bundles = {}  # (real path, mtime) -> Bundle, shared by model names
+        self._kept = {}  # name -> versions kept up while wanted ones fail
         self._config_stat = self._stat_config()
         self._stop = threading.Event()
         self._thread = None
@@ -306,8 +318,9 @@ class ModelManager:
         for spec in specs:
             real = os.path.realpath(spec.local_path)
             if not (real + os.sep).startswith(os.path.realpath(root) + os.sep):
-                raise ServingError("PERMISSION_DENIED",
-                                   f"base_path '{spec.base_path}' is outside the served models folder")
+                raise ServingError(
+                    "PERMISSION_DENIED", f"base_path '{spec.base_path}' is outside the served models folder"
+                )
         self.set_specs(specs)
         self.refresh()
 

@@ -67,15 +67,17 @@ def _inputs(signature, dataset, limit, samples=None, seed=0):
     inputs = {}
     for alias, spec in signature.inputs.items():
         shape = [min(limit, 64) if d is None else d for d in spec.shape]
-        inputs[alias] = (rng.uniform(0, 255, shape) if spec.dtype.kind == "f" else rng.integers(0, 10, shape)).astype(spec.dtype)
-    batches = [{k: v[i:i + 8] for k, v in inputs.items()} for i in range(0, len(next(iter(inputs.values()))), 8)]
+        inputs[alias] = (rng.uniform(0, 255, shape) if spec.dtype.kind == "f" else rng.integers(0, 10, shape)).astype(
+            spec.dtype
+        )
+    batches = [{k: v[i : i + 8] for k, v in inputs.items()} for i in range(0, len(next(iter(inputs.values()))), 8)]
     return inputs, None, [b[next(iter(b))] for b in batches] if len(inputs) == 1 else None
 
 
 def _batches(inputs, size):
     n = len(next(iter(inputs.values())))
     for start in range(0, n, size):
-        yield {k: v[start:start + size] for k, v in inputs.items()}
+        yield {k: v[start : start + size] for k, v in inputs.items()}
 
 
 def _latency(fn, example, runs):
@@ -99,8 +101,13 @@ def app_report(app_dir, *, name=None, limit=2000, latency_runs=200, dataset=None
     samples = export.read_sample_inputs(servable.path)
     inputs, labels, representative = _inputs(signature, dataset, limit, samples)
     dataset = dataset if labels is not None else None
-    source = (f"test examples of {dataset}" if dataset else "inputs recorded by the export" if samples is not None
-              else "seeded random inputs (an export without sample_inputs.npz)")
+    source = (
+        f"test examples of {dataset}"
+        if dataset
+        else "inputs recorded by the export"
+        if samples is not None
+        else "seeded random inputs (an export without sample_inputs.npz)"
+    )
     reference = {}
     for batch in _batches(inputs, 256):
         for k, v in servable.run(signature, batch).items():
@@ -110,12 +117,20 @@ def app_report(app_dir, *, name=None, limit=2000, latency_runs=200, dataset=None
 
     rows = []
     example = {k: v[:1] for k, v in inputs.items()}
-    fn = lambda e: signature.function(**{k: tf.constant(v) for k, v in e.items()})  # noqa: E731
+    fn = lambda e: signature.function(**{k: tf.constant(v) for k, v in e.items()})
     mean, p95 = _latency(fn, example, latency_runs)
-    rows.append({"app": servable.name, "version": version, "kind": "SavedModel",
-                 "size_kib": _dir_size(servable.path) / 1024, "max_abs_diff": 0.0,
-                 "accuracy": _accuracy(reference, labels) if classifier else None,
-                 "latency_ms_mean": mean, "latency_ms_p95": p95})
+    rows.append(
+        {
+            "app": servable.name,
+            "version": version,
+            "kind": "SavedModel",
+            "size_kib": _dir_size(servable.path) / 1024,
+            "max_abs_diff": 0.0,
+            "accuracy": _accuracy(reference, labels) if classifier else None,
+            "latency_ms_mean": mean,
+            "latency_ms_p95": p95,
+        }
+    )
     tflite_dir = os.path.join(app_dir, "tflite", str(version))
     for kind in KINDS:
         path = os.path.join(tflite_dir, f"{kind}.tflite")
@@ -142,12 +157,27 @@ def app_report(app_dir, *, name=None, limit=2000, latency_runs=200, dataset=None
             problem = None if np.isfinite(difference) else "an output is infinite in one file and finite in the other"
         except ValueError as error:
             difference, problem = float("nan"), str(error)
-        rows.append({"app": servable.name, "version": version, "kind": kind, "size_kib": os.path.getsize(path) / 1024,
-                     "max_abs_diff": difference, "problem": problem,
-                     "accuracy": _accuracy(outputs, labels) if classifier else None,
-                     "latency_ms_mean": mean, "latency_ms_p95": p95})
-    return {"app": servable.name, "version": version, "dataset": dataset, "inputs": source, "examples": len(reference[next(iter(reference))]),
-            "rows": rows}
+        rows.append(
+            {
+                "app": servable.name,
+                "version": version,
+                "kind": kind,
+                "size_kib": os.path.getsize(path) / 1024,
+                "max_abs_diff": difference,
+                "problem": problem,
+                "accuracy": _accuracy(outputs, labels) if classifier else None,
+                "latency_ms_mean": mean,
+                "latency_ms_p95": p95,
+            }
+        )
+    return {
+        "app": servable.name,
+        "version": version,
+        "dataset": dataset,
+        "inputs": source,
+        "examples": len(reference[next(iter(reference))]),
+        "rows": rows,
+    }
 
 
 def _accuracy(outputs, labels):
@@ -159,13 +189,17 @@ def _dir_size(path):
 
 
 def format_table(reports):
-    lines = ["| app | v | model | size KiB | max abs diff (reported) | accuracy | mean ms | p95 ms |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| app | v | model | size KiB | max abs diff (reported) | accuracy | mean ms | p95 ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for report in reports:
         for r in report["rows"]:
             accuracy = "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
-            lines.append(f"| {r['app']} | {r['version']} | {r['kind']} | {r['size_kib']:.0f} | "
-                         f"{r['max_abs_diff']:.2g} | {accuracy} | {r['latency_ms_mean']:.3f} | {r['latency_ms_p95']:.3f} |")
+            lines.append(
+                f"| {r['app']} | {r['version']} | {r['kind']} | {r['size_kib']:.0f} | "
+                f"{r['max_abs_diff']:.2g} | {accuracy} | {r['latency_ms_mean']:.3f} | {r['latency_ms_p95']:.3f} |"
+            )
     return "\n".join(lines)
 
 
@@ -181,17 +215,22 @@ def main(root="saved_models", *, apps=None, limit=2000, latency_runs=200, datase
         app_dir = os.path.join(root, folders.get(app, app))
         if not config_lib.list_versions(app_dir):
             raise UserError(f"no exported versions in {app_dir}")
-        report = app_report(app_dir, name=app, limit=limit, latency_runs=latency_runs,
-                            dataset=(datasets or {}).get(app), log=log)
+        report = app_report(
+            app_dir, name=app, limit=limit, latency_runs=latency_runs, dataset=(datasets or {}).get(app), log=log
+        )
         reports.append(report)
         path = os.path.join(app_dir, "tflite", str(report["version"]), "report.json")
         with open(path, "w") as f:
             json.dump(report, f, indent=2)
         data_note = f"{report['examples']} {report['inputs']}"
-        log(f"{app} v{report['version']}: {data_note}; latency of one example, LiteRT (XNNPACK, 1 thread) "
-            f"vs SavedModel (TF, all cores); wrote {path}")
+        log(
+            f"{app} v{report['version']}: {data_note}; latency of one example, LiteRT (XNNPACK, 1 thread) "
+            f"vs SavedModel (TF, all cores); wrote {path}"
+        )
     log(format_table(reports))
-    problems = [f"{r['app']} {r['kind']}: {r['problem']}" for report in reports for r in report["rows"] if r.get("problem")]
+    problems = [
+        f"{r['app']} {r['kind']}: {r['problem']}" for report in reports for r in report["rows"] if r.get("problem")
+    ]
     if problems:
         raise UserError("TFLite differs from the SavedModel in a way no figure measures: " + "; ".join(problems))
     return reports

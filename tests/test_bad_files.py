@@ -27,9 +27,9 @@ import zipfile
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli_errors import error_lines
 
 from core.errors import run_cli
-from test_cli_errors import error_lines
 
 CLASS_NAMES = [str(i) for i in range(10)]
 CLASSIFY = dict(app="classify", model="lenet5", dataset="fashion_mnist", val_fraction=0.1, seed=0, limit=None,

@@ -5,7 +5,6 @@ import pytest
 
 from tests.conftest import run_python
 
-
 # --- perceptron -------------------------------------------------------------------------------------------
 
 def test_perceptron_converges_on_separable_data_and_not_on_xor():

@@ -150,24 +150,41 @@ def test_cli_reports_errors_as_one_line_in_a_real_process():
     result = run_python(["-m", "apps.classify", "train", "--model", "nosuchnet"])
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "apps.classify: error: unknown model 'nosuchnet'; choose one of: alexnet, densenet, googlenet, lenet5, mlp, nin, "
-        "resnet, resnet_bottleneck, resnet_preact, resnet_sd, resnext, se_resnet, vgg, wide_resnet")
+        "apps.classify: error: unknown model 'nosuchnet'; choose one of: alexnet, densenet, googlenet, lenet5, mlp, "
+        "nin, resnet, resnet_bottleneck, resnet_preact, resnet_sd, resnext, se_resnet, vgg, wide_resnet"
+    )
     assert "Traceback" not in result.stderr
 
 
 def test_killed_training_resumes_and_ends_at_the_same_epoch_count(tmp_path):
     """SIGKILL during training, rerun the same command: it resumes, it does not restart."""
     out = tmp_path / "run"
-    command = ["-m", "apps.classify", "train", "--model", "lenet5", "--dataset", "fashion_mnist",
-               "--limit", "4000", "--epochs", "4", "--batch-size", "32", "--out", str(out)]
+    command = [
+        "-m",
+        "apps.classify",
+        "train",
+        "--model",
+        "lenet5",
+        "--dataset",
+        "fashion_mnist",
+        "--limit",
+        "4000",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+    ]
     import subprocess
     import sys
 
     from conftest import ROOT
 
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     history = out / "history.csv"
     deadline = time.time() + 150
     while time.time() < deadline and process.poll() is None:

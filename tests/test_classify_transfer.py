@@ -53,7 +53,9 @@ def test_fine_tuning_the_top_layers_changes_only_those(backbone, tmp_path):
     assert changed == {"c5", "f6"}  # the two top layers with weights; c1 and c3 stay frozen
     whole = app.transfer(backbone, dataset="digits", mode="finetune", epochs=1, batch_size=64, limit=300,
                          out=str(tmp_path / "all"))
-    assert any(not np.array_equal(source[v.path], v.numpy()) for v in whole.get_layer("backbone").get_layer("c1").weights)
+    assert any(
+        not np.array_equal(source[v.path], v.numpy()) for v in whole.get_layer("backbone").get_layer("c1").weights
+    )
 
     with pytest.raises(UserError, match="unknown transfer mode 'linear'"):
         app.transfer(backbone, mode="linear", out=str(tmp_path / "x"))

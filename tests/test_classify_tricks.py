@@ -36,30 +36,90 @@ def all_layers(model):
 
 
 def test_every_flag_reaches_train():
-    args = parse_args(["train", "--optimizer", "nesterov", "--momentum", "0.8", "--lr-schedule", "cosine",
-                       "--warmup-epochs", "1", "--lr-step-epochs", "3", "--lr-gamma", "0.5", "--init", "he",
-                       "--l1", "1e-5", "--l2", "1e-4", "--dropout", "0.3", "--dropconnect", "0.2", "--no-batchnorm",
-                       "--width", "0.5", "--label-smoothing", "0.1", "--augment", "flip,mixup", "--imbalance", "0.1",
-                       "--resample", "over", "--class-weight", "balanced", "--aux-weight", "0.2", "--coarse-weight", "0.5",
-                       "--patience", "2"])
+    args = parse_args(
+        [
+            "train",
+            "--optimizer",
+            "nesterov",
+            "--momentum",
+            "0.8",
+            "--lr-schedule",
+            "cosine",
+            "--warmup-epochs",
+            "1",
+            "--lr-step-epochs",
+            "3",
+            "--lr-gamma",
+            "0.5",
+            "--init",
+            "he",
+            "--l1",
+            "1e-5",
+            "--l2",
+            "1e-4",
+            "--dropout",
+            "0.3",
+            "--dropconnect",
+            "0.2",
+            "--no-batchnorm",
+            "--width",
+            "0.5",
+            "--label-smoothing",
+            "0.1",
+            "--augment",
+            "flip,mixup",
+            "--imbalance",
+            "0.1",
+            "--resample",
+            "over",
+            "--class-weight",
+            "balanced",
+            "--aux-weight",
+            "0.2",
+            "--coarse-weight",
+            "0.5",
+            "--patience",
+            "2",
+        ]
+    )
     kwargs = train_kwargs(args)
     assert {k: kwargs[k] for k in TRICKS} == dict(
-        optimizer="nesterov", momentum=0.8, lr_schedule="cosine", warmup_epochs=1.0, lr_step_epochs=3.0,
-        lr_gamma=0.5, init="he", l1=1e-5, l2=1e-4, dropout=0.3, dropconnect=0.2, batchnorm=False, width=0.5,
-        label_smoothing=0.1, augment="flip,mixup", imbalance=0.1, resample="over", class_weight="balanced",
-        aux_weight=0.2, coarse_weight=0.5)
+        optimizer="nesterov",
+        momentum=0.8,
+        lr_schedule="cosine",
+        warmup_epochs=1.0,
+        lr_step_epochs=3.0,
+        lr_gamma=0.5,
+        init="he",
+        l1=1e-5,
+        l2=1e-4,
+        dropout=0.3,
+        dropconnect=0.2,
+        batchnorm=False,
+        width=0.5,
+        label_smoothing=0.1,
+        augment="flip,mixup",
+        imbalance=0.1,
+        resample="over",
+        class_weight="balanced",
+        aux_weight=0.2,
+        coarse_weight=0.5,
+    )
     assert kwargs["patience"] == 2 and set(TRICKS) == set(app.TRAIN_DEFAULTS)
 
 
-@pytest.mark.parametrize("name,cls,extra", [
-    ("sgd", keras.optimizers.SGD, dict(momentum=0.0, nesterov=False)),
-    ("momentum", keras.optimizers.SGD, dict(momentum=0.9, nesterov=False)),
-    ("nesterov", keras.optimizers.SGD, dict(momentum=0.9, nesterov=True)),
-    ("adagrad", keras.optimizers.Adagrad, {}),
-    ("rmsprop", keras.optimizers.RMSprop, {}),
-    ("adam", keras.optimizers.Adam, dict(amsgrad=False)),
-    ("amsgrad", keras.optimizers.Adam, dict(amsgrad=True)),
-])
+@pytest.mark.parametrize(
+    "name,cls,extra",
+    [
+        ("sgd", keras.optimizers.SGD, dict(momentum=0.0, nesterov=False)),
+        ("momentum", keras.optimizers.SGD, dict(momentum=0.9, nesterov=False)),
+        ("nesterov", keras.optimizers.SGD, dict(momentum=0.9, nesterov=True)),
+        ("adagrad", keras.optimizers.Adagrad, {}),
+        ("rmsprop", keras.optimizers.RMSprop, {}),
+        ("adam", keras.optimizers.Adam, dict(amsgrad=False)),
+        ("amsgrad", keras.optimizers.Adam, dict(amsgrad=True)),
+    ],
+)
 def test_optimizer_flag_picks_the_optimizer(name, cls, extra):
     optimizer = recipes.make_optimizer(name, 0.01)
     assert type(optimizer) is cls
@@ -95,8 +155,17 @@ def test_learning_rate_at_step_k_follows_the_schedule(kind):
     # 5 steps per epoch, 4 epochs, 1 warm-up epoch, a step drop every 1 epoch by 0.5.
     spec = dict(base=0.1, kind=kind, total=20, warmup=5, step_size=5, gamma=0.5)
     model = tiny_mlp()
-    app.compile_model(model, optimizer="momentum", learning_rate=0.1, lr_schedule=kind, warmup_epochs=1,
-                      lr_step_epochs=1, lr_gamma=0.5, steps_per_epoch=5, epochs=4)
+    app.compile_model(
+        model,
+        optimizer="momentum",
+        learning_rate=0.1,
+        lr_schedule=kind,
+        warmup_epochs=1,
+        lr_step_epochs=1,
+        lr_gamma=0.5,
+        steps_per_epoch=5,
+        epochs=4,
+    )
     schedule = model.optimizer._learning_rate
     for k in [0, 2, 4, 5, 9, 10, 14, 17, 19, 25]:
         assert float(schedule(k)) == pytest.approx(schedule_formula(k, **spec), rel=1e-5), (kind, k)
@@ -106,8 +175,7 @@ def test_learning_rate_at_step_k_follows_the_schedule(kind):
     assert float(model.optimizer.learning_rate) == pytest.approx(schedule_formula(7, **spec), rel=1e-5)
 
 
-@pytest.mark.parametrize("init,variance", [("xavier", lambda fi, fo: 2 / (fi + fo)),
-                                           ("he", lambda fi, fo: 2 / fi)])
+@pytest.mark.parametrize("init,variance", [("xavier", lambda fi, fo: 2 / (fi + fo)), ("he", lambda fi, fo: 2 / fi)])
 def test_initializer_sets_every_kernels_variance(init, variance):
     model = build_model("resnet", (28, 28, 1), 10)  # its convs (inside ResidualBlock too) start He normal
     recipes.apply_initializer(model, init)
@@ -126,7 +194,7 @@ def test_l1_and_l2_add_their_penalty_to_the_loss():
     plain = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
     recipes.apply_weight_decay(model, l1=0.01, l2=0.1)
     kernels = [model.layers[1].kernel.numpy(), model.layers[2].kernel.numpy()]
-    penalty = sum(0.01 * np.abs(k).sum() + 0.1 * (k ** 2).sum() for k in kernels)
+    penalty = sum(0.01 * np.abs(k).sum() + 0.1 * (k**2).sum() for k in kernels)
     assert float(sum(model.losses)) == pytest.approx(penalty, rel=1e-5)
     model.compile(optimizer="sgd", loss=model.loss)  # recompile: the loss now includes the penalty
     assert model.evaluate(x, y, verbose=0, return_dict=True)["loss"] == pytest.approx(plain + penalty, rel=1e-5)
@@ -203,9 +271,31 @@ def test_class_weights_follow_the_formula_and_weight_the_examples():
 def test_imbalanced_training_run_with_resampling_and_class_weights(tmp_path, capsys):
     """The CLI end to end on sklearn digits: --imbalance 0.1 --resample under --class-weight balanced."""
     out = str(tmp_path / "run")
-    main(["train", "--model", "mlp", "--dataset", "digits", "--epochs", "1", "--batch-size", "64",
-          "--imbalance", "0.1", "--resample", "under", "--class-weight", "balanced", "--optimizer", "rmsprop",
-          "--init", "xavier", "--out", out])
+    main(
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--imbalance",
+            "0.1",
+            "--resample",
+            "under",
+            "--class-weight",
+            "balanced",
+            "--optimizer",
+            "rmsprop",
+            "--init",
+            "xavier",
+            "--out",
+            out,
+        ]
+    )
     printed = capsys.readouterr().out
     images = data.load_dataset("digits")
     counts = np.bincount(np.concatenate([y for _, y in images.train.batch(2000).as_numpy_iterator()]), minlength=10)
@@ -220,17 +310,38 @@ def test_early_stopping_stops_when_the_validation_loss_stalls(tmp_path):
     """SGD with learning rate 0: the validation loss (on the split carved from training data) never
     improves, so --patience 1 stops after 2 of 6 epochs."""
     out = str(tmp_path / "run")
-    main(["train", "--model", "lenet5", "--dataset", "digits", "--epochs", "6", "--batch-size", "128",
-          "--optimizer", "sgd", "--learning-rate", "0", "--patience", "1", "--out", out])
+    main(
+        [
+            "train",
+            "--model",
+            "lenet5",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "6",
+            "--batch-size",
+            "128",
+            "--optimizer",
+            "sgd",
+            "--learning-rate",
+            "0",
+            "--patience",
+            "1",
+            "--out",
+            out,
+        ]
+    )
     with open(os.path.join(out, "history.csv")) as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1]
 
 
 def test_bad_trick_values_are_user_errors():
-    for kwargs, message in [(dict(optimizer="adamw"), "unknown optimizer 'adamw'"),
-                            (dict(lr_schedule="linear"), "unknown learning-rate schedule"),
-                            (dict(augment="flip,rotate"), "unknown augmentation 'rotate'"),
-                            (dict(imbalance=1.5), "--imbalance must be in"),
-                            (dict(resample="smote"), "unknown resampling 'smote'")]:
+    for kwargs, message in [
+        (dict(optimizer="adamw"), "unknown optimizer 'adamw'"),
+        (dict(lr_schedule="linear"), "unknown learning-rate schedule"),
+        (dict(augment="flip,rotate"), "unknown augmentation 'rotate'"),
+        (dict(imbalance=1.5), "--imbalance must be in"),
+        (dict(resample="smote"), "unknown resampling 'smote'"),
+    ]:
         with pytest.raises(UserError, match=message):
             app.train(model="mlp", dataset="digits", **kwargs)

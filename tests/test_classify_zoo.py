@@ -9,8 +9,16 @@ from apps.classify import app
 from apps.classify.__main__ import MODEL_NAMES
 from apps.classify.models import MODELS, LocalResponseNormalization, build_model, count_params, main_head
 from core import export
-from layers import (DenseBlock, InceptionBlock, NiNBlock, ResidualBlock, ResNeXtBlock, SqueezeExcitation,
-                    StochasticDepth, TransitionLayer)
+from layers import (
+    DenseBlock,
+    InceptionBlock,
+    NiNBlock,
+    ResidualBlock,
+    ResNeXtBlock,
+    SqueezeExcitation,
+    StochasticDepth,
+    TransitionLayer,
+)
 
 ZOO = ["lenet5", "alexnet", "vgg", "nin", "googlenet", "resnet", "resnet_bottleneck", "resnet_preact",
        "wide_resnet", "resnext", "densenet", "se_resnet", "resnet_sd"]

@@ -15,8 +15,8 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_python
 
+from conftest import ROOT, run_python
 from core.errors import run_cli
 
 # TensorFlow's C++ start-up lines are not the program's output.

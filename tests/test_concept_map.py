@@ -3,6 +3,7 @@ flags are accepted by that app's command line (its --help, parsed in-process: no
 
 import ast
 import contextlib
+import functools
 import importlib
 import io
 import os
@@ -28,12 +29,11 @@ def test_the_map_has_rows_for_every_part_of_the_notes():
     assert len(table_lines) == len(found), "a table row does not follow `| concept | `command` | `test` |`"
 
 
-def _test_names(path, cache={}):
-    if path not in cache:
-        with open(os.path.join(ROOT, path), encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-        cache[path] = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
-    return cache[path]
+@functools.cache
+def _test_names(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
 
 
 def test_every_named_test_exists():

@@ -49,7 +49,9 @@ def test_batched_pipeline_shapes_and_seeded_shuffle():
     x, y = next(iter(pipeline))
     assert x.shape == (32, 28, 28, 1) and x.dtype == tf.float32 and y.dtype == tf.int32
     # A fresh pipeline with the same seed yields the same first epoch.
-    first_epoch = np.concatenate([y for _, y in data.batched(images.train, 32, shuffle=True, seed=7).as_numpy_iterator()])
+    first_epoch = np.concatenate(
+        [y for _, y in data.batched(images.train, 32, shuffle=True, seed=7).as_numpy_iterator()]
+    )
     again = np.concatenate([y for _, y in data.batched(images.train, 32, shuffle=True, seed=7).as_numpy_iterator()])
     np.testing.assert_array_equal(first_epoch, again)
     assert sorted(first_epoch) == sorted(y for _, y in images.train.as_numpy_iterator())

@@ -162,7 +162,7 @@ def test_nms_layer_and_mask_pasting():
 
 
 def test_rpn_roi_align_heads_and_mask_head_shapes():
-    from apps.detect.models import MASK_SIZE, NUM_ROIS, MODELS
+    from apps.detect.models import MASK_SIZE, MODELS, NUM_ROIS
 
     rcnn = MODELS.get("rcnn")
     net = rcnn.build(64, 10)

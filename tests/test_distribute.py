@@ -54,8 +54,9 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, single_device
     weights = _weights(path)
     _assert_close(weights, single_device_weights)
     # And training moved the weights at all (the comparison is not of two initial states).
-    from apps.classify.models import build_model
     import keras
+
+    from apps.classify.models import build_model
 
     keras.utils.set_random_seed(0)
     initial = build_model("lenet5", (28, 28, 1), 10).get_weights()

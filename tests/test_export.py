@@ -44,9 +44,17 @@ def test_a_custom_check_sees_each_file_and_its_problem_fails_the_export(tmp_path
         seen.append(kind)
         return {"same_argmax": same}, None if same else "in its argmax"
 
-    report = export.export_model(token_model(), str(tmp_path / "a"), input_names=["ids"],
-                                 output_names=["probabilities"], sample_inputs={"ids": ids}, kinds=("float",),
-                                 check=argmax_only, class_names=["x", "y", "z"], extra_files={"notes/config.json": "{}"})
+    report = export.export_model(
+        token_model(),
+        str(tmp_path / "a"),
+        input_names=["ids"],
+        output_names=["probabilities"],
+        sample_inputs={"ids": ids},
+        kinds=("float",),
+        check=argmax_only,
+        class_names=["x", "y", "z"],
+        extra_files={"notes/config.json": "{}"},
+    )
     assert seen == ["float"] and report["parity"] == {"float": {"same_argmax": True}}
     assert report["max_abs_diff"] == {}  # this check measured no absolute difference
     with open(os.path.join(report["saved_model"], "assets.extra", "labels.txt")) as f:
@@ -57,5 +65,12 @@ def test_a_custom_check_sees_each_file_and_its_problem_fails_the_export(tmp_path
         return {}, "on purpose"
 
     with pytest.raises(export.ParityError, match=r"float\.tflite differs from the SavedModel on purpose"):
-        export.export_model(token_model(), str(tmp_path / "b"), input_names=["ids"], output_names=["probabilities"],
-                            sample_inputs={"ids": ids}, kinds=("float",), check=always_wrong)
+        export.export_model(
+            token_model(),
+            str(tmp_path / "b"),
+            input_names=["ids"],
+            output_names=["probabilities"],
+            sample_inputs={"ids": ids},
+            kinds=("float",),
+            check=always_wrong,
+        )

@@ -15,7 +15,6 @@ import tensorflow as tf
 
 from apps.classify.__main__ import main as classify_main
 from conftest import tiny_dataset
-
 from core import training
 from core.errors import UserError, run_cli
 

@@ -4,9 +4,21 @@ parity with keras.layers.MultiHeadAttention, gradients, round trips, TFLite."""
 import keras
 import numpy as np
 import pytest
+from layer_checks import (
+    Case,
+    assert_close,
+    case_forward,
+    case_gradient,
+    case_roundtrip,
+    case_shape_error,
+    case_tflite,
+    np_relu,
+    np_softmax,
+    rand,
+    randomize_weights,
+    to_numpy,
+)
 
-from layer_checks import (Case, assert_close, case_forward, case_gradient, case_roundtrip, case_shape_error,
-                          case_tflite, np_relu, np_softmax, rand, randomize_weights, to_numpy)
 from layers import AdditiveAttention, MultiHeadSelfAttention, PositionalEncoding, TransformerDecoder, TransformerEncoder
 
 
@@ -174,19 +186,19 @@ def test_padded_batch_equals_unpadded_sequence_at_real_positions(name):
     mask = KEY_MASK
     if name == "additive":
         layer = AdditiveAttention(4)
-        call = lambda xs, padded: layer(xs, key_mask=mask if padded else None)  # noqa: E731
+        call = lambda xs, padded: layer(xs, key_mask=mask if padded else None)
         _padded_equals_unpadded(call, [Q, junk], [Q[:1], junk[:1, :3]], 3)
     elif name.startswith("mhsa"):
         layer = MultiHeadSelfAttention(2, 3, causal=name.endswith("causal"))
-        call = lambda x, padded: layer(x, key_mask=mask if padded else None)  # noqa: E731
+        call = lambda x, padded: layer(x, key_mask=mask if padded else None)
         _padded_equals_unpadded(call, junk, junk[:1, :3], 3)
     elif name == "encoder":
         layer = TransformerEncoder(2, 3, 7)
-        call = lambda x, padded: layer(x, key_mask=mask if padded else None)  # noqa: E731
+        call = lambda x, padded: layer(x, key_mask=mask if padded else None)
         _padded_equals_unpadded(call, junk, junk[:1, :3], 3)
     else:
         layer = TransformerDecoder(2, 3, 7)
-        call = lambda xs, padded: layer(xs, memory_mask=mask if padded else None)  # noqa: E731
+        call = lambda xs, padded: layer(xs, memory_mask=mask if padded else None)
         _padded_equals_unpadded(call, [Q, junk], [Q[:1], junk[:1, :3]], 3)
 
 

@@ -2,9 +2,17 @@
 
 import numpy as np
 import pytest
+from layer_checks import (
+    Case,
+    case_forward,
+    case_gradient,
+    case_roundtrip,
+    case_shape_error,
+    case_tflite,
+    rand,
+    to_numpy,
+)
 
-from layer_checks import (Case, case_forward, case_gradient, case_roundtrip, case_shape_error, case_tflite, rand,
-                          to_numpy)
 from layers import MinibatchDiscrimination, Reparameterization, VirtualBatchNormalization
 
 MU, LOGVAR = rand(2, 3, seed=61), rand(2, 3, seed=62)

@@ -1,12 +1,19 @@
 """Maxout, Perceptron, GramMatrix, GuidedReLU."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_checks import (
+    Case,
+    case_forward,
+    case_gradient,
+    case_roundtrip,
+    case_shape_error,
+    case_tflite,
+    rand,
+    to_numpy,
+)
 
-from layer_checks import (Case, case_forward, case_gradient, case_roundtrip, case_shape_error, case_tflite, rand,
-                          to_numpy)
 from layers import GramMatrix, GuidedReLU, Maxout, Perceptron
 
 

@@ -1,14 +1,29 @@
 """Pooling family: NumPy references from each paper's definition, gradients,
 round trips, TFLite."""
 
-import keras
 import numpy as np
 import pytest
+from layer_checks import (
+    Case,
+    case_forward,
+    case_gradient,
+    case_roundtrip,
+    case_shape_error,
+    case_tflite,
+    rand,
+    to_numpy,
+)
 
-from layer_checks import (Case, assert_close, case_forward, case_gradient, case_roundtrip, case_shape_error,
-                          case_tflite, rand, to_numpy)
-from layers import (FractionalMaxPooling2D, LpPooling2D, MaxPoolingWithArgmax2D, MaxUnpooling2D, RoIAlign, RoIPooling,
-                    SpatialPyramidPooling2D, StochasticPooling2D)
+from layers import (
+    FractionalMaxPooling2D,
+    LpPooling2D,
+    MaxPoolingWithArgmax2D,
+    MaxUnpooling2D,
+    RoIAlign,
+    RoIPooling,
+    SpatialPyramidPooling2D,
+    StochasticPooling2D,
+)
 
 
 def lp_ref(l, xs):

@@ -4,9 +4,20 @@ keras.layers.SimpleRNN/LSTM/GRU under shared weights, gradients, export."""
 import keras
 import numpy as np
 import pytest
+from layer_checks import (
+    Case,
+    assert_close,
+    case_forward,
+    case_gradient,
+    case_roundtrip,
+    case_shape_error,
+    case_tflite,
+    np_sigmoid,
+    rand,
+    randomize_weights,
+    to_numpy,
+)
 
-from layer_checks import (Case, assert_close, case_forward, case_gradient, case_roundtrip, case_shape_error,
-                          case_tflite, np_sigmoid, rand, randomize_weights, to_numpy)
 from layers import ElmanCell, GRUCell, LSTMCell
 
 
@@ -34,7 +45,12 @@ def lstm_ref(rnn, xs):
     out = []
     for t in range(x.shape[1]):
         z = x[:, t] @ W + h @ U + b
-        i, f, g, o = np_sigmoid(z[:, :n]), np_sigmoid(z[:, n:2 * n]), np.tanh(z[:, 2 * n:3 * n]), np_sigmoid(z[:, 3 * n:])
+        i, f, g, o = (
+            np_sigmoid(z[:, :n]),
+            np_sigmoid(z[:, n : 2 * n]),
+            np.tanh(z[:, 2 * n : 3 * n]),
+            np_sigmoid(z[:, 3 * n :]),
+        )
         c = f * c + i * g
         h = o * np.tanh(c)
         out.append(h)
@@ -50,8 +66,8 @@ def gru_ref(rnn, xs):
     for t in range(x.shape[1]):
         xp, hp = x[:, t] @ W + b[0], h @ U + b[1]
         z = np_sigmoid(xp[:, :n] + hp[:, :n])
-        r = np_sigmoid(xp[:, n:2 * n] + hp[:, n:2 * n])
-        cand = np.tanh(xp[:, 2 * n:] + r * hp[:, 2 * n:])
+        r = np_sigmoid(xp[:, n : 2 * n] + hp[:, n : 2 * n])
+        cand = np.tanh(xp[:, 2 * n :] + r * hp[:, 2 * n :])
         h = z * h + (1 - z) * cand
         out.append(h)
     return np.stack(out, 1)
@@ -103,8 +119,10 @@ def test_cell_shape_error(case):
     case_shape_error(case)
 
 
-@pytest.mark.parametrize("cell_cls,keras_cls", [(ElmanCell, keras.layers.SimpleRNN), (LSTMCell, keras.layers.LSTM),
-                                                (GRUCell, keras.layers.GRU)])
+@pytest.mark.parametrize(
+    "cell_cls,keras_cls",
+    [(ElmanCell, keras.layers.SimpleRNN), (LSTMCell, keras.layers.LSTM), (GRUCell, keras.layers.GRU)],
+)
 def test_cell_matches_keras_layer(cell_cls, keras_cls):
     x = rand(2, 5, 3, seed=24)
     ours = keras.layers.RNN(cell_cls(4), return_sequences=True, return_state=True)

@@ -3,9 +3,18 @@ gradients, round trips, TFLite (inference graph)."""
 
 import numpy as np
 import pytest
+from layer_checks import (
+    Case,
+    case_forward,
+    case_gradient,
+    case_roundtrip,
+    case_shape_error,
+    case_tflite,
+    np_relu,
+    rand,
+    to_numpy,
+)
 
-from layer_checks import (Case, case_forward, case_gradient, case_roundtrip, case_shape_error, case_tflite, np_relu,
-                          rand, to_numpy)
 from layers import DropConnect, StochasticDepth
 
 

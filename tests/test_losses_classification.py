@@ -3,10 +3,20 @@
 import keras
 import numpy as np
 import pytest
-
 from layer_checks import assert_close, check_loss_gradient, check_loss_roundtrip, rand, rng, to_numpy
-from losses import (BinaryFocalLoss, CategoricalFocalLoss, DiceLoss, LabelSmoothedCrossEntropy, MulticlassHinge,
-                    SmoothL1Loss, SoftIoULoss, SparsityPenalty, WeightedMultiTaskLoss, sparsity_penalty)
+
+from losses import (
+    BinaryFocalLoss,
+    CategoricalFocalLoss,
+    DiceLoss,
+    LabelSmoothedCrossEntropy,
+    MulticlassHinge,
+    SmoothL1Loss,
+    SoftIoULoss,
+    SparsityPenalty,
+    WeightedMultiTaskLoss,
+    sparsity_penalty,
+)
 
 R = rng(81)
 Y_BIN = (R.uniform(size=(4, 3)) > 0.5).astype(np.float32)

@@ -1,28 +1,47 @@
 """VAE ELBO pieces, GAN losses, cycle consistency, style and TV losses."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from layer_checks import assert_close, check_loss_gradient, check_loss_roundtrip, rand, to_numpy
-from losses import (ContentLoss, CycleConsistencyLoss, KLStandardNormal, StyleLoss, TotalVariationLoss,
-                    content_loss, critic_loss_wasserstein, cycle_consistency_loss, discriminator_loss_least_squares,
-                    discriminator_loss_minimax, feature_matching_loss, generator_loss_least_squares,
-                    generator_loss_minimax, generator_loss_non_saturating, generator_loss_wasserstein,
-                    gradient_penalty, kl_standard_normal, kl_standard_normal_sampled, negative_elbo, style_loss,
-                    total_variation_loss)
+
+from losses import (
+    ContentLoss,
+    CycleConsistencyLoss,
+    KLStandardNormal,
+    StyleLoss,
+    TotalVariationLoss,
+    content_loss,
+    critic_loss_wasserstein,
+    cycle_consistency_loss,
+    discriminator_loss_least_squares,
+    discriminator_loss_minimax,
+    feature_matching_loss,
+    generator_loss_least_squares,
+    generator_loss_minimax,
+    generator_loss_non_saturating,
+    generator_loss_wasserstein,
+    gradient_penalty,
+    kl_standard_normal,
+    kl_standard_normal_sampled,
+    negative_elbo,
+    style_loss,
+    total_variation_loss,
+)
 
 MU, LV = rand(3, 4, seed=91).astype(np.float64), rand(3, 4, seed=92).astype(np.float64)
-REAL, FAKE = rand(5, 1, seed=93, low=-2, high=2).astype(np.float64), rand(5, 1, seed=94, low=-2, high=2).astype(np.float64)
+REAL, FAKE = (
+    rand(5, 1, seed=93, low=-2, high=2).astype(np.float64),
+    rand(5, 1, seed=94, low=-2, high=2).astype(np.float64),
+)
 F1, F2 = rand(2, 3, 4, 3, seed=95).astype(np.float64), rand(2, 3, 4, 3, seed=96).astype(np.float64)
-sig = lambda l: 1 / (1 + np.exp(-l))  # noqa: E731
+sig = lambda l: 1 / (1 + np.exp(-l))
 
 
 def kl_ref(m, lv):
     # KL(N(m, s²) || N(0, 1)) = log(1/s) + (s² + m²)/2 - 1/2, per dimension.
     s2 = np.exp(lv)
-    return (-0.5 * lv + 0.5 * (s2 + m ** 2) - 0.5).sum(-1)
+    return (-0.5 * lv + 0.5 * (s2 + m**2) - 0.5).sum(-1)
 
 
 def gram_ref(f):
@@ -32,25 +51,39 @@ def gram_ref(f):
 
 FUNCTIONS = {
     "kl_analytic": (lambda m, lv: kl_standard_normal(m, lv), [MU, LV], kl_ref),
-    "d_minimax": (discriminator_loss_minimax, [REAL, FAKE],
-                  lambda r, f: -(np.log(sig(r)).mean() + np.log(1 - sig(f)).mean())),
+    "d_minimax": (
+        discriminator_loss_minimax,
+        [REAL, FAKE],
+        lambda r, f: -(np.log(sig(r)).mean() + np.log(1 - sig(f)).mean()),
+    ),
     "g_minimax": (generator_loss_minimax, [FAKE], lambda f: np.log(1 - sig(f)).mean()),
     "g_non_saturating": (generator_loss_non_saturating, [FAKE], lambda f: -np.log(sig(f)).mean()),
-    "d_least_squares": (discriminator_loss_least_squares, [REAL, FAKE],
-                        lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f ** 2).mean()),
+    "d_least_squares": (
+        discriminator_loss_least_squares,
+        [REAL, FAKE],
+        lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f**2).mean(),
+    ),
     "g_least_squares": (generator_loss_least_squares, [FAKE], lambda f: 0.5 * ((f - 1) ** 2).mean()),
     "critic_wasserstein": (critic_loss_wasserstein, [REAL, FAKE], lambda r, f: f.mean() - r.mean()),
     "g_wasserstein": (generator_loss_wasserstein, [FAKE], lambda f: -f.mean()),
-    "feature_matching": (feature_matching_loss, [F1.reshape(2, -1), F2.reshape(2, -1)],
-                         lambda a, b: ((a.mean(0) - b.mean(0)) ** 2).sum()),
+    "feature_matching": (
+        feature_matching_loss,
+        [F1.reshape(2, -1), F2.reshape(2, -1)],
+        lambda a, b: ((a.mean(0) - b.mean(0)) ** 2).sum(),
+    ),
     "cycle": (lambda a, b: cycle_consistency_loss(a, b, 5.0), [F1, F2], lambda a, b: 5.0 * np.abs(b - a).mean()),
     "content": (content_loss, [F1, F2], lambda a, b: 0.5 * ((b - a) ** 2).sum((1, 2, 3))),
     "style": (style_loss, [F1, F2], lambda a, b: ((gram_ref(b) - gram_ref(a)) ** 2).sum((1, 2)) / (4 * 9)),
-    "total_variation": (total_variation_loss, [F1],
-                        lambda x: np.abs(np.diff(x, axis=1)).sum((1, 2, 3)) + np.abs(np.diff(x, axis=2)).sum((1, 2, 3))),
-    "negative_elbo": (lambda x, xm, m, lv: negative_elbo(x, xm, m, lv), [F1.reshape(2, -1), F2.reshape(2, -1),
-                                                                         MU[:2], LV[:2]],
-                      lambda x, xm, m, lv: (0.5 * (np.log(2 * np.pi) + (x - xm) ** 2)).sum(-1) + kl_ref(m, lv)),
+    "total_variation": (
+        total_variation_loss,
+        [F1],
+        lambda x: np.abs(np.diff(x, axis=1)).sum((1, 2, 3)) + np.abs(np.diff(x, axis=2)).sum((1, 2, 3)),
+    ),
+    "negative_elbo": (
+        lambda x, xm, m, lv: negative_elbo(x, xm, m, lv),
+        [F1.reshape(2, -1), F2.reshape(2, -1), MU[:2], LV[:2]],
+        lambda x, xm, m, lv: (0.5 * (np.log(2 * np.pi) + (x - xm) ** 2)).sum(-1) + kl_ref(m, lv),
+    ),
 }
 
 
@@ -84,7 +117,7 @@ def test_kl_sampled_with_tfp_approaches_analytic():
 def test_gradient_penalty():
     # Linear critic f(x) = x·w has ∇f = w everywhere: penalty = (||w|| - 1)².
     w = np.array([[0.5], [2.0], [-1.0]], np.float64)
-    critic = lambda x: tf.matmul(x, w)  # noqa: E731
+    critic = lambda x: tf.matmul(x, w)
     real, fake = rand(4, 3, seed=97).astype(np.float64), rand(4, 3, seed=98).astype(np.float64)
     assert_close(gradient_penalty(critic, real, fake, seed=3).numpy(), (np.linalg.norm(w) - 1) ** 2, atol=1e-9)
     # Quadratic critic f(x) = ½||x||²: ∇f(x̂) = x̂, checked at a fixed ε.

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_python
 
+from conftest import run_python
 from core import data, training
 from core.errors import UserError, run_cli
 

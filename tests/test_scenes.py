@@ -68,9 +68,11 @@ def test_splits_draw_from_disjoint_items():
     validation, _ = scenes.item_pool("fashion_mnist", "validation")
     test, _ = scenes.item_pool("fashion_mnist", "test")
     assert len(train) == 54000 and len(validation) == 6000 and len(test) == 10000
-    as_rows = lambda a: {row.tobytes() for row in a[:500].reshape(500, -1)}  # noqa: E731
+    as_rows = lambda a: {row.tobytes() for row in a[:500].reshape(500, -1)}
     assert not as_rows(validation) & {row.tobytes() for row in train.reshape(len(train), -1)}
-    assert len(as_rows(test) & {row.tobytes() for row in train.reshape(len(train), -1)}) < 5  # a few duplicates exist in the dataset itself
+    assert (
+        len(as_rows(test) & {row.tobytes() for row in train.reshape(len(train), -1)}) < 5
+    )  # a few duplicates exist in the dataset itself
 
 
 def test_tfds_dataset_serves_the_generated_scenes(tmp_path):

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from test_serving_support import InProcessServer, LocalServer, export_version, images, tiny_classifier
 
 ATOL = 1e-5
@@ -225,8 +224,9 @@ def test_grpc_refuses_nan_and_inf_naming_the_input(served):
 
 
 def test_rest_body_limit_and_grpc_validation(served):
-    from serving.client import GrpcClient, ServingClientError
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    from serving.client import GrpcClient, ServingClientError
 
     server, x, _ = served
     # A body declared over the limit is refused from its headers alone, before
@@ -363,9 +363,10 @@ def test_client_cli_rest_and_grpc(served, tmp_path, capsys):
 def test_new_version_and_config_reload_without_restart(served):
     """A version dropped into the folder is served within a poll; ModelService
     reloads the config (policy change) and refuses folders outside the models root."""
+    from tensorflow_serving.apis import model_management_pb2
+
     from serving import config as config_lib
     from serving.client import GrpcClient, RestClient, ServingClientError
-    from tensorflow_serving.apis import model_management_pb2
 
     server, x, expected = served
     root = server.root

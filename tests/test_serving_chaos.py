@@ -13,7 +13,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-
 from test_serving_support import InProcessServer, LocalServer
 
 TIMEOUTS = {"header_timeout": 2.0, "body_timeout": 2.0}

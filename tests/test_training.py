@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from conftest import tiny_dataset
-
 from core import training
 from core.errors import UserError
 
@@ -54,15 +53,18 @@ def test_fit_resumes_from_the_previous_backup_when_the_latest_is_corrupt(tmp_pat
                 raise KeyboardInterrupt  # a kill after epoch 2's backup was written
 
     with pytest.raises(KeyboardInterrupt):
-        training.fit(model, tiny_dataset(0), tiny_dataset(1), epochs=5, run_dir=run_dir, extra_callbacks=[StopAfterTwoEpochs()])
+        training.fit(
+            model, tiny_dataset(0), tiny_dataset(1), epochs=5, run_dir=run_dir, extra_callbacks=[StopAfterTwoEpochs()]
+        )
     backup = os.path.join(run_dir, "backup")
     assert sorted(os.listdir(backup)) == ["epoch-000001-batch-000000", "epoch-000002-batch-000000"]
     with open(os.path.join(backup, "epoch-000002-batch-000000", "model.weights.h5"), "wb") as f:
         f.write(b"half-written")  # as if the disk had lost it
 
     training.fit(_tiny_model(), tiny_dataset(0), tiny_dataset(1), epochs=5, run_dir=run_dir)
-    epochs = [int(line.split(",")[0]) for line in open(os.path.join(run_dir, "history.csv")).read().split("\n")[1:]
-              if line]
+    epochs = [
+        int(line.split(",")[0]) for line in open(os.path.join(run_dir, "history.csv")).read().split("\n")[1:] if line
+    ]
     # Epoch 0 and 1 ran before the kill; the previous backup (after epoch 0)
     # was used, so epoch 1 is redone (its first row trimmed), then 2..4.
     assert epochs == [0, 1, 2, 3, 4]

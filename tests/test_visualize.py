@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_visualize_support import classify_run, toy_classifier
 
 from apps.visualize import common, gradients, inspect, toy
 from apps.visualize.__main__ import main
 from core import export
 from core.errors import UserError
-from test_visualize_support import classify_run, toy_classifier
 
 
 @pytest.fixture(scope="module")

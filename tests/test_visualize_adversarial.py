@@ -5,11 +5,11 @@ import os
 
 import numpy as np
 import pytest
+from test_visualize_support import classify_run
 
 from apps.visualize import adversarial, common
 from apps.visualize.__main__ import main
 from core.errors import UserError
-from test_visualize_support import classify_run
 
 
 @pytest.fixture(scope="module")

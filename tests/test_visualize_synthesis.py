@@ -4,10 +4,10 @@ import os
 
 import numpy as np
 import pytest
+from test_visualize_support import classify_run
 
 from apps.visualize import common, embedding, synthesis
 from apps.visualize.__main__ import main
-from test_visualize_support import classify_run
 
 
 @pytest.fixture(scope="module")

@@ -157,7 +157,8 @@ def run(*, out=None, small=False, seed=0):
                  for r, l in zip(dying["relu"], dying["leaky_relu"])])
     means, variances = selu_stats["selu"]
     print(f"  SELU, {len(means)} layers of LeCun-normal weights: last layer mean {means[-1]:.3f}, "
-          f"variance {variances[-1]:.3f} (tanh: {selu_stats['tanh'][1][-1]:.3f}, relu: {selu_stats['relu'][1][-1]:.3g})")
+          f"variance {variances[-1]:.3f} (tanh: {selu_stats['tanh'][1][-1]:.3f}, "
+          f"relu: {selu_stats['relu'][1][-1]:.3g})")
 
     pngs = []
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))

@@ -225,12 +225,15 @@ def run(*, out=None, small=False, seed=0):
     print_table("scratch MLP 64-64-10 (ReLU, softmax + cross-entropy, SGD) on sklearn digits",
                 ["epoch", "train loss", "train acc", "test loss", "test acc"],
                 [[e + 1, history["loss"][e], history["train_accuracy"][e], history["test_loss"][e],
-                  history["test_accuracy"][e]] for e in sorted({0, len(history["loss"]) // 2, len(history["loss"]) - 1})])
+                  history["test_accuracy"][e]]
+                 for e in sorted({0, len(history["loss"]) // 2, len(history["loss"]) - 1})])
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for loss, marker in zip(LOSSES, "os"):
         c = checks[loss]
-        axes[0].semilogy(np.maximum(c["vs_tape"], 1e-17), marker + "-", label=f"{loss}: vs GradientTape (0 drawn at 1e-17)")
+        axes[0].semilogy(
+            np.maximum(c["vs_tape"], 1e-17), marker + "-", label=f"{loss}: vs GradientTape (0 drawn at 1e-17)"
+        )
         axes[0].semilogy(np.maximum(c["vs_finite_differences"], 1e-17), marker + "--", label=f"{loss}: vs finite diff.")
     axes[0].set_xticks(range(len(checks["l2"]["names"])), checks["l2"]["names"])
     axes[0].set_ylabel("max relative error")
@@ -250,5 +253,10 @@ def run(*, out=None, small=False, seed=0):
         ax.legend()
     png = save(fig, os.path.join(folder, "backprop.png"))
     print(f"wrote {png}")
-    return {"checks": checks, "worked_example": example, "history": history, "pngs": [png],
-            "test_accuracy": history["test_accuracy"][-1]}
+    return {
+        "checks": checks,
+        "worked_example": example,
+        "history": history,
+        "pngs": [png],
+        "test_accuracy": history["test_accuracy"][-1],
+    }

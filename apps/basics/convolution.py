@@ -29,7 +29,6 @@ import numpy as np
 
 from apps.basics.common import out_dir, print_table, save
 
-
 # --- hand-designed kernels ----------------------------------------------------------------------------------
 
 def gabor(size=15, sigma=3.0, theta=0.0, wavelength=6.0):

@@ -19,12 +19,11 @@ same start on the same loss and compares the parameters after every step.
 
 import os
 
+import keras
 import numpy as np
+from keras import ops
 
 from apps.basics.common import load_arrays, out_dir, print_table, save
-
-import keras  # noqa: E402
-from keras import ops  # noqa: E402
 
 
 class _Scratch(keras.optimizers.Optimizer):

@@ -18,7 +18,8 @@ from apps.detect import boxes as box_utils
 from apps.detect.data import detector_dataset, ground_truths, load_scenes
 from apps.detect.metrics import detection_metrics
 from apps.detect.models import MODELS
-from core import distribute, export, scenes as scene_lib, training
+from core import distribute, export, training
+from core import scenes as scene_lib
 from core.errors import UserError
 from core.images import read_image
 

@@ -12,7 +12,8 @@ import tensorflow as tf
 from keras_cv import bounding_box
 
 from apps.detect import boxes as box_utils
-from core import data, scenes as scene_lib
+from core import data
+from core import scenes as scene_lib
 
 CHUNK = 512       # scenes per vectorized target computation (bounded memory)
 MASK_CHUNK = 64   # scenes per mask resampling: R full-size masks each

@@ -198,7 +198,7 @@ def build_vae(image_shape, latent_dim=2, num_classes=0, likelihood="bernoulli", 
     vae = VAE(build_encoder(image_shape, latent_dim, num_classes), build_decoder(image_shape, latent_dim, num_classes),
               likelihood=likelihood, kl=kl, num_classes=num_classes, seed=seed, name="cvae" if num_classes else "vae")
     example = np.zeros((1, *image_shape), np.float32)
-    vae(([example, np.zeros((1,), np.int32)] if num_classes else example))  # build the variables now
+    vae([example, np.zeros((1,), np.int32)] if num_classes else example)  # build the variables now
     return vae
 
 

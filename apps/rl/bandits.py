@@ -97,8 +97,9 @@ def compare(settings=DEFAULT_SETTINGS, *, arms=10, steps=1000, runs=2000, seed=0
 
 def plot(results, png_path, runs):
     """Two panels: average reward and % optimal action against steps."""
-    from core import plots  # noqa: F401  (selects the Agg backend)
     import matplotlib.pyplot as plt
+
+    from core import plots
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     for name, result in results:

@@ -109,8 +109,9 @@ def train(env_id="CartPole-v1", episodes=300, batch_episodes=8, gamma=0.99, poli
         writer = csv.writer(f)
         writer.writerow(["episode", "return"])
         writer.writerows(enumerate(all_returns, 1))
-    from core import plots  # noqa: F401  (Agg backend)
     import matplotlib.pyplot as plt
+
+    from core import plots
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.plot(all_returns, ".", alpha=0.3, label="episode")

@@ -203,8 +203,13 @@ def overlays(images, predicted, names, png_path, truth=None, title=None):
     colours = palette(len(names))
     panels = ["image"] + (["truth"] if truth is not None else []) + ["prediction"]
     # One more, short row of axes below the panels holds the class colours.
-    fig, rows = plt.subplots(len(images) + 1, len(panels), figsize=(max(2.2 * len(panels), 5.5), 2.2 * len(images) + 0.7),
-                             squeeze=False, height_ratios=[1] * len(images) + [0.3])
+    fig, rows = plt.subplots(
+        len(images) + 1,
+        len(panels),
+        figsize=(max(2.2 * len(panels), 5.5), 2.2 * len(images) + 0.7),
+        squeeze=False,
+        height_ratios=[1] * len(images) + [0.3],
+    )
     axes, legend_row = rows[:-1], rows[-1]
     for ax in legend_row:
         ax.axis("off")
@@ -219,8 +224,13 @@ def overlays(images, predicted, names, png_path, truth=None, title=None):
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(panel, fontsize=9)
-    legend = legend_row[0].legend(handles=[Patch(color=colours[c], label=name) for c, name in enumerate(names) if c > 0],
-                                  loc="upper left", ncol=5, fontsize=7, frameon=False)
+    legend = legend_row[0].legend(
+        handles=[Patch(color=colours[c], label=name) for c, name in enumerate(names) if c > 0],
+        loc="upper left",
+        ncol=5,
+        fontsize=7,
+        frameon=False,
+    )
     legend.set_in_layout(False)  # it spans the whole row; tight_layout would shrink the panels for it
     if title:
         fig.suptitle(title, fontsize=10)
@@ -240,10 +250,19 @@ def preview(*, dataset=DEFAULT_DATASET, split="train", count=8, data_dir=None, p
         y0, x0, y1, x1 = (example["objects"]["bbox"].reshape(n, 4) * size).T  # tfds: normalized y/x order
         boxes[i, :n] = np.stack([x0, y0, x1, y1], axis=-1)
         classes[i, :n] = example["objects"]["label"]
-    arrays = {"image": np.stack([e["image"] for e in examples]), "semantic": np.stack([e["semantic"] for e in examples]),
-              "boxes": boxes, "classes": classes, "num_objects": (classes >= 0).sum(axis=1)}
-    path = scenes.preview(arrays, png or os.path.join("runs", APP, f"preview_{dataset}_{split}.png"), count=count,
-                          names=scenes.class_names(spec.source))
+    arrays = {
+        "image": np.stack([e["image"] for e in examples]),
+        "semantic": np.stack([e["semantic"] for e in examples]),
+        "boxes": boxes,
+        "classes": classes,
+        "num_objects": (classes >= 0).sum(axis=1),
+    }
+    path = scenes.preview(
+        arrays,
+        png or os.path.join("runs", APP, f"preview_{dataset}_{split}.png"),
+        count=count,
+        names=scenes.class_names(spec.source),
+    )
     print(f"wrote {path}")
     return path
 
@@ -280,12 +299,17 @@ def parity(kind, reference, candidate):
     flipped = reference[MASK_OUTPUT] != candidate[MASK_OUTPUT]
     top_two = np.sort(probabilities, axis=-1)[..., -2:]
     unexplained = int((flipped & (top_two[..., 1] - top_two[..., 0] > 2 * difference + 1e-6)).sum())
-    figures = {"max_abs_diff": difference, "mask_agreement": float(1.0 - flipped.mean()),
-               "mask_unexplained_flips": unexplained}
+    figures = {
+        "max_abs_diff": difference,
+        "mask_agreement": float(1.0 - flipped.mean()),
+        "mask_unexplained_flips": unexplained,
+    }
     problem = None
     if difference > PROBABILITY_TOLERANCES[kind] or unexplained:
-        problem = (f"in probabilities by {difference:.3g} (tolerance {PROBABILITY_TOLERANCES[kind]}); "
-                   f"{unexplained} mask pixels flipped where the classes were not tied")
+        problem = (
+            f"in probabilities by {difference:.3g} (tolerance {PROBABILITY_TOLERANCES[kind]}); "
+            f"{unexplained} mask pixels flipped where the classes were not tied"
+        )
     return figures, problem
 
 
@@ -298,19 +322,30 @@ def export_run(*, out="runs/segment/unet", export_dir="saved_models", version=No
     sample = {"images": np.stack([image for image, _ in test.as_numpy_iterator()])}
     app_dir = os.path.join(export_dir, APP)
     training.make_output_dir(app_dir)
-    report = export.export_model(net, app_dir, input_names=["images"], output_names=[OUTPUT, MASK_OUTPUT],
-                                 sample_inputs=sample, class_names=config["class_names"], version=version,
-                                 check=parity)
+    report = export.export_model(
+        net,
+        app_dir,
+        input_names=["images"],
+        output_names=[OUTPUT, MASK_OUTPUT],
+        sample_inputs=sample,
+        class_names=config["class_names"],
+        version=version,
+        check=parity,
+    )
     keras_probabilities = np.asarray(net(sample["images"], training=False)[0])
     served = report["saved_model_outputs"][OUTPUT]
     report["keras_vs_saved_model"] = float(np.max(np.abs(keras_probabilities - served)))
-    print(f"wrote SavedModel {report['saved_model']} (signature '{export.SIGNATURE}': images -> {OUTPUT}, "
-          f"{MASK_OUTPUT}); max |difference| vs Keras {report['keras_vs_saved_model']:.2g}")
+    print(
+        f"wrote SavedModel {report['saved_model']} (signature '{export.SIGNATURE}': images -> {OUTPUT}, "
+        f"{MASK_OUTPUT}); max |difference| vs Keras {report['keras_vs_saved_model']:.2g}"
+    )
     for kind, path in report["tflite"].items():
         figures = report["parity"][kind]
-        print(f"wrote TFLite {path} ({os.path.getsize(path) / 1024:.0f} KiB): max |difference| of the probabilities "
-              f"{figures['max_abs_diff']:.2g}, mask agrees on {100 * figures['mask_agreement']:.3f} % of "
-              f"{sample['images'].shape[0]} scenes' pixels")
+        print(
+            f"wrote TFLite {path} ({os.path.getsize(path) / 1024:.0f} KiB): max |difference| of the probabilities "
+            f"{figures['max_abs_diff']:.2g}, mask agrees on {100 * figures['mask_agreement']:.3f} % of "
+            f"{sample['images'].shape[0]} scenes' pixels"
+        )
     return report
 
 
@@ -325,18 +360,20 @@ def predict(paths, *, out="runs/segment/unet", saved_model=None, resize=False, c
     from core.images import read_image  # PNG/JPEG -> raw float pixels, with one-line errors
 
     if saved_model:
-        loaded, signature = export.load_signature(saved_model, inputs=["images"], outputs=[OUTPUT, MASK_OUTPUT],
-                                                  what="a segment export")
+        loaded, signature = export.load_signature(
+            saved_model, inputs=["images"], outputs=[OUTPUT, MASK_OUTPUT], what="a segment export"
+        )
         names = export.read_labels(saved_model) or [
-            str(c) for c in range(signature.structured_outputs[OUTPUT].shape[-1])]  # no labels.txt: class numbers
+            str(c) for c in range(signature.structured_outputs[OUTPUT].shape[-1])
+        ]  # no labels.txt: class numbers
         image_shape = tuple(signature.structured_input_signature[1]["images"].shape[1:])
-        run = lambda batch: signature(images=tf.constant(batch))[MASK_OUTPUT].numpy()  # noqa: E731
+        run = lambda batch: signature(images=tf.constant(batch))[MASK_OUTPUT].numpy()
         source = saved_model
     else:
         config = training.load_config(out)
         net = training.load_trained_model(out, input_shape=config.get("image_shape"))
         names, image_shape = config["class_names"], tuple(config["image_shape"])
-        run = lambda batch: predict_masks(net, batch)  # noqa: E731
+        run = lambda batch: predict_masks(net, batch)
         source = f"{config['model']} ({out})"
     png = png or os.path.join(out, "predictions.png")
     if paths:
@@ -345,13 +382,18 @@ def predict(paths, *, out="runs/segment/unet", saved_model=None, resize=False, c
     else:
         if saved_model:
             raise UserError("with --saved-model, give image files to segment")
-        images, truth = next(load_split(config["dataset"], "test", data_dir or config.get("data_dir"), count)
-                             .batch(count).as_numpy_iterator())
+        images, truth = next(
+            load_split(config["dataset"], "test", data_dir or config.get("data_dir"), count)
+            .batch(count)
+            .as_numpy_iterator()
+        )
         paths = [f"test scene {i}" for i in range(len(images))]
     masks = run(images)
     for path, mask in zip(paths, masks):
         present = np.bincount(mask.ravel(), minlength=len(names)) / mask.size
-        found = [f"{names[c]} {100 * present[c]:.1f} %" for c in np.argsort(-present) if c > 0 and present[c] >= MIN_SHARE]
+        found = [
+            f"{names[c]} {100 * present[c]:.1f} %" for c in np.argsort(-present) if c > 0 and present[c] >= MIN_SHARE
+        ]
         print(f"{path}: " + (", ".join(found) if found else "background only"))
     written = overlays(images, masks, names, png, truth=truth, title=f"segmentation by {source}")
     print(f"wrote {written}")

@@ -220,7 +220,7 @@ def adversarial_train_step(net, *, eps, method="fgsm", steps=3, share=0.5):
     first: a share `share` of the batch is replaced by its adversarial version
     (share=1: Madry's min-max training on PGD examples only)."""
     scores = common.logits_model(net)
-    score_fn = lambda x: scores(x, training=False)  # noqa: E731
+    score_fn = lambda x: scores(x, training=False)
     base_step = type(net).train_step
     eps_px = eps * PIXEL_RANGE
 
