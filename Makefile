@@ -75,10 +75,14 @@ generative: setup ## generative models: train, evaluate, export (MODEL=vae|cvae|
 generative-quality: setup ## sample-quality table: every sampling model at its budget, scored by the judge (runs/generative/quality/quality.md)
 	$(PY) -m apps.generative quality --models all $(ARGS)
 
-rl: setup ## RL notes: bandit testbed PNG, tabular policies vs optimal, REINFORCE on CartPole
+rl: setup ## RL notes: bandits (and contextual), tabular policies vs optimal, REINFORCE on CartPole, MCTS + policy-value net on tic-tac-toe
 	$(PY) -m apps.rl bandits
+	$(PY) -m apps.rl contextual
 	$(PY) -m apps.rl tabular
 	$(PY) -m apps.rl reinforce
+	$(PY) -m apps.rl mcts train
+	$(PY) -m apps.rl mcts evaluate
+	$(PY) -m apps.rl mcts export
 
 FRAMES ?= 500000
 dqn: setup ## DQN on Pong (FRAMES=500000; rerun resumes): train, evaluate (GIF), export + TFLite parity, play

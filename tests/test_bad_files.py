@@ -44,6 +44,7 @@ TEXTCLASS = dict(app="sequence", task="textclass", model="bag", sequence_length=
 CHARLM = dict(app="sequence", task="charlm", cell="lstm", units=8, num_layers=1, vocab=["a", "b"])
 DATES = dict(app="sequence", task="dates", model="bahdanau", vocab=["", "[UNK]", "1"])
 DQN = dict(env="CartPole-v1", network="mlp", hidden=8, num_envs=1, buffer_size=64, batch_size=8)
+MCTS = dict(app="rl.mcts", simulations=10, c_puct=1.5, input_shape=[9])
 
 
 def _png(size=(28, 28), mode="L", seed=0):
@@ -185,6 +186,8 @@ def files(tmp_path_factory):
     for kind in ("binary", "list", "empty"):
         run(f"dqn_config_{kind}", str(root / f"{kind}.json"), model=None)
     run("dqn_config_classify", CLASSIFY, model=None)
+    run("mcts_model_truncated", MCTS, root / "truncated.keras")
+    run("mcts_foreign", MCTS, root / "foreign.keras")
 
     # A DQN export whose dqn_config.json is damaged: saved_models/rl/dqn/{1/dqn_config.json, tflite/1/float.tflite}
     write("dqn_export/1/dqn_config.json", binary)
@@ -274,6 +277,16 @@ CASES = [
     ("apps.rl", ["dqn", "play", "--tflite", "{dqn_export_tflite}"], "not UTF-8 text"),
     ("apps.rl", ["dqn", "train", "--preset", "cartpole", "--steps", "10", "--out", "{unwritable}"],
      "cannot write to the output folder"),
+    # apps.rl mcts: the run's config.json and model.keras, --tflite, an unwritable --out
+    ("apps.rl", ["mcts", "evaluate", "--out", "{run_classify_config_binary}"], "not UTF-8 text"),
+    ("apps.rl", ["mcts", "evaluate", "--out", "{run_classify}"], "not the config of an 'mcts train' run"),
+    ("apps.rl", ["mcts", "export", "--out", "{run_mcts_model_truncated}"], NOT_KERAS),
+    ("apps.rl", ["mcts", "evaluate", "--out", "{run_mcts_foreign}"], "takes inputs of shape (3,)"),
+    ("apps.rl", ["mcts", "play", "--tflite", "{empty_tflite}", "--opponent", "random"], "cannot load"),
+    ("apps.rl", ["mcts", "play", "--tflite", "{truncated_tflite}", "--opponent", "random"], "cannot load"),
+    ("apps.rl", ["mcts", "play", "--tflite", "{dense_tflite}", "--opponent", "random"],
+     "not a tic-tac-toe policy-value net"),
+    ("apps.rl", ["mcts", "train", "--small", "--out", "{unwritable}"], "cannot write to the output folder"),
     # core.tflite_run: the model, .npy and image inputs, --labels
     ("core.tflite_run", ["{empty_tflite}"], "cannot load"),
     ("core.tflite_run", ["{truncated_tflite}"], "cannot load"),

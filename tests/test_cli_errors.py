@@ -150,6 +150,10 @@ IN_PROCESS_CASES = [
     ("apps.rl", ["dqn", "train", "--preset", "pacman"], "unknown preset 'pacman'"),
     ("apps.rl", ["dqn", "evaluate", "--out", "{missing}"], "no DQN run in"),
     ("apps.rl", ["dqn", "play", "--tflite", "{missing}"], "no such TFLite file"),
+    ("apps.rl", ["mcts", "train", "--games", "0"], "--games must be at least 1"),
+    ("apps.rl", ["mcts", "evaluate", "--out", "{missing}"], "no training run in"),
+    ("apps.rl", ["mcts", "play", "--tflite", "{missing}", "--opponent", "random"], "no such TFLite file"),
+    ("apps.rl", ["contextual", "--env", "bandit"], "unknown contextual environment 'bandit'"),
     ("apps.rl", ["bandits", "--arms", "0", "--runs", "2", "--steps", "5", "--out", "{root}/bandits"], "--arms"),
     # sequence
     ("apps.sequence", ["charlm", "evaluate", "--out", "{missing}"], "no training run in"),

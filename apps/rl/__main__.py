@@ -1,9 +1,11 @@
-"""Command line: python -m apps.rl {bandits,tabular,dqn,reinforce} ...
+"""Command line: python -m apps.rl {bandits,contextual,tabular,dqn,reinforce,mcts} ...
 
   bandits                      k-armed testbed: greedy, ε-greedy, softmax, UCB -> PNG
+  contextual                   LinUCB and contextual ε-greedy vs context-free UCB, ε-greedy -> regret PNG
   tabular                      value/policy iteration, MC control, SARSA, Q-learning on toy-text
   dqn train|evaluate|export|play   Deep Q-Network on Atari (or CartPole)
   reinforce                    REINFORCE with a baseline on CartPole
+  mcts train|evaluate|export|play  AlphaZero in miniature: MCTS + policy-value net, tic-tac-toe self-play
 """
 
 import argparse
@@ -26,6 +28,19 @@ def parse_args(argv=None):
     p.add_argument("--arms", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(OUT, "bandits"))
+
+    p = commands.add_parser("contextual", help="contextual bandits: LinUCB, contextual ε-greedy vs context-free "
+                            "UCB and ε-greedy; PNG of cumulative regret and %% optimal arm")
+    p.add_argument("--env", default="all", help="linear, digits or all (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps per run (default: 1000 on linear, 2000 on digits; with --small 300 and 500)")
+    p.add_argument("--runs", type=int, default=None,
+                   help="independent runs (default: 200 on linear, 20 on digits; with --small 50 and 5)")
+    p.add_argument("--alpha", type=float, default=0.5, help="LinUCB width factor α (default: %(default)s)")
+    p.add_argument("--epsilon", type=float, default=0.1, help="ε of both ε-greedy agents (default: %(default)s)")
+    p.add_argument("--small", action="store_true", help="a few seconds instead of half a minute")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=os.path.join(OUT, "contextual"), help="PNG folder (default: %(default)s)")
 
     p = commands.add_parser("tabular", help="planning and learning on FrozenLake, CliffWalking, Taxi")
     p.add_argument("--env", default="all", help="frozenlake, cliffwalking, taxi or all (default: %(default)s)")
@@ -88,7 +103,46 @@ def parse_args(argv=None):
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(OUT, "reinforce"))
+
+    add_mcts_parser(commands)
     return parser.parse_args(argv)
+
+
+def add_mcts_parser(commands):
+    from apps.rl.alphazero import DEFAULTS, SMALL
+
+    p = commands.add_parser("mcts", help="MCTS + policy-value net on tic-tac-toe: train, evaluate, export, play")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    run_dir = os.path.join(OUT, "mcts")
+    t = verbs.add_parser("train", help="self-play rounds: MCTS with the net -> (board, visits, outcome) -> fit",
+                         description="defaults in brackets; --small: " + ", ".join(
+                             f"{k}={v}" for k, v in SMALL.items() if DEFAULTS[k] != v))
+    for name in ("iterations", "games", "simulations", "epochs", "window", "hidden"):
+        t.add_argument(f"--{name}", type=int, default=None, help=f"[{DEFAULTS[name]}]")
+    t.add_argument("--c-puct", type=float, default=None, help=f"PUCT exploration c [{DEFAULTS['c_puct']}]")
+    t.add_argument("--learning-rate", type=float, default=None, help=f"Adam [{DEFAULTS['learning_rate']}]")
+    t.add_argument("--small", action="store_true", help="a short run (seconds): the sizes above")
+    t.add_argument("--seed", type=int, default=None, help=f"[{DEFAULTS['seed']}]")
+    t.add_argument("--out", default=run_dir, help="run folder (default: %(default)s)")
+    e = verbs.add_parser("evaluate", help="MCTS + net, the net alone and plain MCTS vs random and one-ply greedy")
+    e.add_argument("--out", default=run_dir, help="run folder (default: %(default)s)")
+    e.add_argument("--games", type=int, default=100, help="games on each side per opponent (default: %(default)s)")
+    e.add_argument("--simulations", type=int, default=None, help="per move (default: the run's)")
+    e.add_argument("--seed", type=int, default=0)
+    x = verbs.add_parser("export", help="SavedModel (board -> policy, value) + TFLite, parity-checked")
+    x.add_argument("--out", default=run_dir, help="run folder (default: %(default)s)")
+    x.add_argument("--export-dir", default=os.path.join("saved_models", "rl", "mcts"),
+                   help="(default: %(default)s)")
+    x.add_argument("--version", type=int, default=None)
+    y = verbs.add_parser("play", help="the exported TFLite net searching with MCTS, against you or a fixed player")
+    y.add_argument("--tflite", default=None, help="a .tflite file (default: the newest export's float.tflite)")
+    y.add_argument("--export-dir", default=os.path.join("saved_models", "rl", "mcts"),
+                   help="(default: %(default)s)")
+    y.add_argument("--opponent", default="human", help="human, random or greedy (default: %(default)s)")
+    y.add_argument("--second", action="store_true", help="the network plays O (default: it plays X, first)")
+    y.add_argument("--games", type=int, default=1, help="(default: %(default)s)")
+    y.add_argument("--simulations", type=int, default=100, help="per move (default: %(default)s)")
+    y.add_argument("--seed", type=int, default=0)
 
 
 def run_bandits(args):
@@ -103,6 +157,34 @@ def run_bandits(args):
     for name, reward, optimal in bandits.summary(results):
         print(f"{name:32s} {reward:18.3f} {optimal:21.1f}")
     print(f"best possible (mean of max q*): {results[0][1]['best_possible']:.3f}")
+    print(f"PNG: {png}")
+
+
+def run_contextual(args):
+    from apps.rl import contextual
+
+    environments = list(contextual.ENVIRONMENTS) if args.env == "all" else args.env.split(",")
+    for name in environments:
+        if name not in contextual.ENVIRONMENTS:
+            raise UserError(f"unknown contextual environment '{name}'; choose from: linear, digits, all")
+    sizes = {"linear": (300, 50) if args.small else (1000, 200), "digits": (500, 5) if args.small else (2000, 20)}
+    for flag, value in (("--steps", args.steps), ("--runs", args.runs)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1 (got {value})")
+    if args.alpha < 0 or not 0 <= args.epsilon <= 1:
+        raise UserError(f"--alpha must be ≥ 0 and --epsilon in [0, 1] (got {args.alpha}, {args.epsilon})")
+    settings = (("linucb", {"alpha": args.alpha}), ("linear-epsilon", {"epsilon": args.epsilon}),
+                ("ucb", {"c": 2.0}), ("epsilon", {"epsilon": args.epsilon}))
+    all_results, runs = {}, {}
+    for name in environments:
+        steps, runs[name] = args.steps or sizes[name][0], args.runs or sizes[name][1]
+        results = contextual.compare(name, settings, steps=steps, runs=runs[name], seed=args.seed)
+        all_results[name] = results
+        print(f"\n{name}: {steps} steps, {runs[name]} runs")
+        print(f"{'agent':34s} {'cumulative regret':>18s} {'± s.e.':>8s} {'% optimal (last 100)':>21s}")
+        for agent, regret, error, optimal in contextual.summary(results):
+            print(f"{agent:34s} {regret:18.1f} {error:8.1f} {optimal:21.1f}")
+    png = contextual.plot(all_results, os.path.join(args.out, "contextual.png"), runs)
     print(f"PNG: {png}")
 
 
@@ -197,9 +279,42 @@ def run_reinforce(args):
     print(f"PNG: {png}")
 
 
+def run_mcts(args):
+    for flag in ("iterations", "games", "simulations", "epochs", "window", "hidden"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag} must be at least 1 (got {value})")
+    from apps.rl import alphazero
+
+    if args.verb == "train":
+        overrides = dict(alphazero.SMALL) if args.small else {}
+        for key in ("iterations", "games", "simulations", "epochs", "window", "hidden", "c_puct", "learning_rate",
+                    "seed"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        alphazero.train(args.out, **overrides)
+        print(f"run folder: {args.out} (config.json, model.keras, history.csv)")
+        print(f"PNG: {os.path.join(args.out, 'learning_curve.png')}")
+    elif args.verb == "evaluate":
+        _, png = alphazero.evaluate(args.out, games=args.games, simulations=args.simulations, seed=args.seed)
+        print(f"PNG: {png}")
+    elif args.verb == "export":
+        alphazero.export(args.out, export_dir=args.export_dir, version=args.version)
+    elif args.verb == "play":
+        from core import export as core_export
+
+        tflite = args.tflite
+        if tflite is None:
+            version = os.path.basename(core_export.latest_version_dir(args.export_dir))
+            tflite = os.path.join(args.export_dir, "tflite", version, "float.tflite")
+        alphazero.play(tflite, opponent=args.opponent, ai_first=not args.second, games=args.games,
+                       simulations=args.simulations, seed=args.seed)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    {"bandits": run_bandits, "tabular": run_tabular, "dqn": run_dqn, "reinforce": run_reinforce}[args.command](args)
+    {"bandits": run_bandits, "contextual": run_contextual, "tabular": run_tabular, "dqn": run_dqn,
+     "reinforce": run_reinforce, "mcts": run_mcts}[args.command](args)
 
 
 if __name__ == "__main__":
