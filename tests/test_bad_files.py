@@ -277,6 +277,11 @@ CASES = [
     ("apps.rl", ["dqn", "play", "--tflite", "{dqn_export_tflite}"], "not UTF-8 text"),
     ("apps.rl", ["dqn", "train", "--preset", "cartpole", "--steps", "10", "--out", "{unwritable}"],
      "cannot write to the output folder"),
+    # apps.segment crf: the run's model.keras and config.json
+    ("apps.segment", ["crf", "--run", "{run_segment_model_truncated}"], NOT_KERAS),
+    ("apps.segment", ["crf", "--run", "{run_segment_config_list}"], "not a JSON object"),
+    ("apps.segment", ["crf", "--run", "{run_segment_foreign}"], "takes inputs of shape (3,)"),
+    ("apps.segment", ["crf", "--run", "{run_classify}"], "unknown scene dataset 'fashion_mnist'"),
     # apps.rl mcts: the run's config.json and model.keras, --tflite, an unwritable --out
     ("apps.rl", ["mcts", "evaluate", "--out", "{run_classify_config_binary}"], "not UTF-8 text"),
     ("apps.rl", ["mcts", "evaluate", "--out", "{run_classify}"], "not the config of an 'mcts train' run"),

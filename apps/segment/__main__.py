@@ -1,9 +1,9 @@
-"""Command line: python -m apps.segment {train,evaluate,export,predict,preview} ..."""
+"""Command line: python -m apps.segment {train,evaluate,export,predict,preview,sliding-window,crf} ..."""
 
 import argparse
 import os
 
-from core.errors import run_cli
+from core.errors import UserError, run_cli
 
 MODEL_NAMES = ("fcn", "segnet", "unet")
 LOSS_NAMES = ("crossentropy", "dice", "both")
@@ -63,14 +63,69 @@ def parse_args(argv=None):
     p.add_argument("--count", type=int, default=8)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--png", default=None, help="default: runs/segment/preview_DATASET_SPLIT.png")
+
+    p = commands.add_parser("sliding-window", help="sliding-window patch classifier vs the FCN at the same training "
+                                                   "budget: mIoU, FLOPs and ms per scene; the patch net run "
+                                                   "convolutionally gives the same logits")
+    p.add_argument("--out", default=os.path.join("runs", "segment", "sliding_window"),
+                   help="folder of the PNG (default: %(default)s)")
+    p.add_argument("--small", action="store_true", help="64x64 scenes, 40 steps: seconds, not minutes")
+    p.add_argument("--steps", type=int, default=None, help="Adam steps of each model (default: 200, 40 with --small)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+
+    p = commands.add_parser("crf", help="dense-CRF (mean field) refinement of an FCN's masks: mIoU before/after")
+    p.add_argument("--run", default=None, help="a training run folder (train ... --out DIR) whose model to refine "
+                                               "(default: none, train a quick FCN first)")
+    p.add_argument("--out", default=os.path.join("runs", "segment", "crf"),
+                   help="folder of the PNG (default: %(default)s)")
+    p.add_argument("--small", action="store_true", help="64x64 scenes, fewer of them: seconds, not minutes")
+    p.add_argument("--scenes", type=int, default=None, help="validation scenes, half to pick the appearance "
+                                                            "weight w_a, half to report (default: 32, 8 with --small)")
+    p.add_argument("--iterations", type=int, default=5, help="mean-field iterations (default: %(default)s)")
+    p.add_argument("--theta-alpha", type=float, default=8.0,
+                   help="appearance kernel: position scale in pixels (default: %(default)s)")
+    p.add_argument("--theta-beta", type=float, default=30.0,
+                   help="appearance kernel: intensity scale, of 255 (default: %(default)s)")
+    p.add_argument("--smoothness-weight", type=float, default=1.0,
+                   help="w_s, the smoothness kernel's weight (default: %(default)s)")
+    p.add_argument("--theta-gamma", type=float, default=1.5,
+                   help="smoothness kernel: position scale in pixels (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     args = parser.parse_args(argv)
+    check_concept_options(args)
     if getattr(args, "model", None) is not None and args.out is None:
         args.out = default_out(args.model)
     return args
 
 
+def check_concept_options(args):
+    """Numbers the experiments cannot use are the user's to fix: one line each."""
+    for option in ("steps", "iterations", "scenes"):
+        if getattr(args, option, None) is not None and getattr(args, option) < 1:
+            raise UserError(f"--{option} must be at least 1, got {getattr(args, option)}")
+    for option in ("theta_alpha", "theta_beta", "theta_gamma"):
+        if getattr(args, option, None) is not None and not getattr(args, option) > 0:
+            raise UserError(f"--{option.replace('_', '-')} must be positive, got {getattr(args, option)}")
+    if getattr(args, "smoothness_weight", 0) < 0:
+        raise UserError(f"--smoothness-weight must be at least 0, got {args.smoothness_weight}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.command == "sliding-window":
+        from apps.segment import sliding_window
+
+        sliding_window.run(out=args.out, small=args.small, seed=args.seed, steps=args.steps)
+        return
+    if args.command == "crf":
+        from apps.segment import crf
+
+        params = crf.CRFParams(theta_alpha=args.theta_alpha, theta_beta=args.theta_beta,
+                               smoothness_weight=args.smoothness_weight, theta_gamma=args.theta_gamma,
+                               iterations=args.iterations)
+        crf.run(out=args.out, small=args.small, seed=args.seed, run_dir=args.run, scenes_count=args.scenes,
+                params=params)
+        return
     from apps.segment import app  # after parsing, so --help is instant
 
     if args.command == "train":
