@@ -1,4 +1,5 @@
-"""Command line: python -m apps.sequence {charlm,generate,textclass,classify-text,dates,normalize-dates,caption} ...
+"""Command line: python -m apps.sequence {charlm,generate,textclass,classify-text,dates,normalize-dates,caption,
+vanishing,hard-attention} ...
 
   charlm {train,evaluate,export}         character-level language model on the fortunes
   generate PROMPT                        continue a prompt (greedy, beam or sample)
@@ -7,6 +8,8 @@
   dates {train,evaluate,export}          human-written dates -> ISO 8601 (Bahdanau RNN or Transformer)
   normalize-dates TEXT...                normalise dates with a trained run
   caption {train,evaluate,export,predict} image captioning of multi-object scenes (CNN + GRU with attention)
+  vanishing [--small]                    gradient through time: Elman vs LSTM vs GRU (PNG + table)
+  hard-attention [--small]               glimpse classifier: hard attention (REINFORCE) vs soft vs random glimpses
 """
 
 import argparse
@@ -15,6 +18,13 @@ import os
 from core.errors import UserError, run_cli
 
 RUNS = os.path.join("runs", "sequence")
+# experiments: verb -> what it shows; module apps/sequence/<verb with _>.py writes PNGs under <out>/ and a table
+EXPERIMENTS = {
+    "vanishing": "‖∂L/∂x_t‖ over time steps for Elman, LSTM and GRU at initialisation and after a little training "
+                 "on remember-the-first-symbol; tape vs finite differences",
+    "hard-attention": "translated Fashion-MNIST through one 28x28 glimpse: hard attention (sampled positions, "
+                      "REINFORCE with a learned baseline) vs soft attention vs random glimpses",
+}
 
 
 def parse_args(argv=None):
@@ -115,6 +125,14 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.path.join(RUNS, "caption"))
     p.add_argument("--export-dir", default="saved_models")
     p.add_argument("--version", type=int, default=None)
+    for name, help_text in EXPERIMENTS.items():
+        p = commands.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--out", default=RUNS, help="root of the PNG folders (default: %(default)s)")
+        p.add_argument("--small", action="store_true", help="reduced size: about a minute instead of several")
+        p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+        if name == "hard-attention":
+            p.add_argument("--export-dir", default="saved_models",
+                           help="root of the hard model's export; '' for none (default: %(default)s)")
     # Image files may come after options ("caption predict --out RUN a.png"), which argparse leaves over.
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "caption" and args.action == "predict" and not any(e.startswith("-") for e in extra):
@@ -183,6 +201,23 @@ def main(argv=None):
             print(f"{text!r} -> {normalizer.normalize(text, width=args.width)}")
     elif args.command == "caption":
         caption(args)
+    elif args.command in EXPERIMENTS:
+        experiment(args)
+
+
+def experiment(args):
+    import importlib
+    import time
+
+    from core import training
+
+    start = time.time()
+    training.set_seed(args.seed)
+    module = importlib.import_module(f"apps.sequence.{args.command.replace('-', '_')}")
+    print(f"== {args.command}: {EXPERIMENTS[args.command]}")
+    options = {"export_dir": args.export_dir} if hasattr(args, "export_dir") else {}
+    module.run(out=args.out, small=args.small, seed=args.seed, **options)
+    print(f"{args.command} finished in {time.time() - start:.0f} s")
 
 
 def caption(args):
