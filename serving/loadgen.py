@@ -277,7 +277,7 @@ class Spawned:
         import subprocess
         import tempfile
 
-        root = cwd or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        root = cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
         handle, self.spec_path = tempfile.mkstemp(suffix=".json", prefix="loadgen-")
         with os.fdopen(handle, "w") as f:
             json.dump(spec, f)
