@@ -32,13 +32,19 @@ class ResidualBlock(layers.Layer):
     paper) only when ``strides != 1`` or the channel count changes;
     ``True``/``False`` force it on/off (off requires matching shapes).
     The stride sits on the 3x3 conv (the "ResNet v1.5" placement).
+    ``dropout`` > 0 puts dropout between the convs, after the ReLU that feeds
+    the next conv (Wide ResNet, Zagoruyko & Komodakis 2016, Sec. 2.4):
+    active in training, the identity at inference.
     """
 
     expansion_bottleneck = 4
 
     def __init__(self, filters, strides=1, bottleneck=False, projection=None,
-                 preactivation=False, use_batchnorm=True, **kwargs):
+                 preactivation=False, use_batchnorm=True, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"ResidualBlock expects 0 <= dropout < 1, got {dropout}")
+        self.dropout = float(dropout)
         self.filters = int(filters)
         self.strides = int(strides)
         self.bottleneck = bool(bottleneck)
@@ -71,6 +77,8 @@ class ResidualBlock(layers.Layer):
             specs = [(self.filters, 3, self.strides), (self.filters, 3, 1)]
         self.convs = [conv(f, k, s, f"conv{i}") for i, (f, k, s) in enumerate(specs)]
         self.norms = [_bn(self.use_batchnorm, f"bn{i}", self.dtype_policy) for i in range(len(specs))]
+        # Weightless, so a saved block without dropout loads into one with it and back.
+        self.dropout_layer = layers.Dropout(self.dropout, name="dropout", dtype=self.dtype_policy)
         shape = tuple(input_shape)
         for c, n in zip(self.convs, self.norms):
             if self.preactivation:
@@ -101,16 +109,20 @@ class ResidualBlock(layers.Layer):
                 x = ops.relu(n(x, training=training))
                 if i == 0 and self.use_projection:
                     shortcut = self.proj_conv(x)
-                x = c(x)
+                x = c(self._drop(x, i, training))
             return x + shortcut
         for i, (c, n) in enumerate(zip(self.convs, self.norms)):
-            x = n(c(x), training=training)
+            x = n(c(self._drop(x, i, training)), training=training)
             if i < len(self.convs) - 1:
                 x = ops.relu(x)
         shortcut = inputs
         if self.use_projection:
             shortcut = self.proj_norm(self.proj_conv(inputs), training=training)
         return ops.relu(x + shortcut)
+
+    def _drop(self, x, i, training):
+        """Dropout on the input of every conv but the first: between the convs."""
+        return self.dropout_layer(x, training=training) if i > 0 and self.dropout else x
 
     def compute_output_shape(self, input_shape):
         h, w = input_shape[1], input_shape[2]
@@ -123,7 +135,7 @@ class ResidualBlock(layers.Layer):
         config = super().get_config()
         config.update(filters=self.filters, strides=self.strides, bottleneck=self.bottleneck,
                       projection=self.projection, preactivation=self.preactivation,
-                      use_batchnorm=self.use_batchnorm)
+                      use_batchnorm=self.use_batchnorm, dropout=self.dropout)
         return config
 
 

@@ -3,9 +3,21 @@
 import keras
 import numpy as np
 import pytest
+from layer_checks import (
+    assert_close,
+    check_config_roundtrip,
+    check_save_load,
+    check_tflite,
+    gradient_error,
+    np_batchnorm,
+    np_conv2d,
+    np_relu,
+    rand,
+    randomize_weights,
+    tiny_model,
+    to_numpy,
+)
 
-from layer_checks import (assert_close, check_config_roundtrip, check_save_load, check_tflite, gradient_error,
-                          np_batchnorm, np_conv2d, np_relu, rand, randomize_weights, tiny_model, to_numpy)
 from layers import ResidualBlock
 
 
@@ -94,7 +106,7 @@ def test_residual_gradient_float64(name):
 
 def test_residual_roundtrip(tmp_path):
     x = rand(2, 5, 6, 3, seed=5)
-    block = ResidualBlock(4, strides=2, preactivation=False)
+    block = ResidualBlock(4, strides=2, preactivation=False, dropout=0.3)
     block.build(x.shape)
     randomize_weights(block, seed=6)
     check_config_roundtrip(block, x, training=False)
@@ -112,6 +124,42 @@ def test_residual_tflite(tmp_path):
     check_tflite(model, x, tmp_path)
 
 
+def test_residual_dropout_sits_between_the_convs_in_training_only():
+    """Wide ResNet dropout (Zagoruyko & Komodakis 2016): inference is deterministic and equals the block
+    without dropout; training masks differ per call. The block is linear in the dropped activations
+    (pre-activation, no BN: y = conv1(drop(relu(conv0(relu(x))))) + x), so with inverted dropout the mean
+    of many training outputs is the inference output, within 5 standard errors. Dropout on the output
+    would zero half the outputs; between the convs each output sums 9*C dropped inputs."""
+    block = ResidualBlock(4, preactivation=True, use_batchnorm=False, dropout=0.5)
+    x = np.repeat(rand(1, 5, 5, 4, seed=10), 512, axis=0)  # one image, 512 independent masks
+    block.build(x.shape)
+    randomize_weights(block, seed=11)
+    inference = to_numpy(block(x[:1], training=False))
+    np.testing.assert_array_equal(inference, to_numpy(block(x[:1], training=False)))
+    assert block.get_config()["dropout"] == 0.5
+    plain = ResidualBlock.from_config({**block.get_config(), "dropout": 0.0})
+    plain.build(x.shape)
+    plain.set_weights(block.get_weights())
+    np.testing.assert_allclose(inference, to_numpy(plain(x[:1], training=True)), atol=1e-5)
+    np.testing.assert_allclose(inference, np_residual(block, x[:1].astype(np.float64)), atol=1e-4)
+
+    samples = to_numpy(block(x, training=True))
+    assert np.abs(samples[0] - samples[1]).max() > 1e-3                      # a fresh mask per example
+    assert (np.abs(samples - inference) > 1e-6).mean() > 0.95               # nearly every output moves
+    assert (samples == 0).mean() < 0.01  # dropout on the output would zero half of them
+    standard_error = samples.std(axis=0) / np.sqrt(len(samples))
+    assert (np.abs(samples.mean(axis=0) - inference[0]) < 5 * standard_error + 1e-5).mean() > 0.99
+
+
+def test_residual_configs_without_dropout_still_load():
+    config = ResidualBlock(4, strides=2).get_config()
+    config.pop("dropout")  # a block saved before the option existed
+    block = ResidualBlock.from_config(config)
+    assert block.dropout == 0.0
+    with pytest.raises(ValueError, match="ResidualBlock expects 0 <= dropout < 1, got 1.0"):
+        ResidualBlock(4, dropout=1.0)
+
+
 def test_residual_shape_errors():
     with pytest.raises(ValueError, match=r"ResidualBlock expects a 4-D input \(batch, height, width, channels\), "
                                          r"got shape \(None, 5\)"):
@@ -122,6 +170,7 @@ def test_residual_shape_errors():
 
 # ----------------------------------------------------------------- other blocks (table-driven)
 from layer_checks import Case, case_forward, case_gradient, case_roundtrip, case_shape_error, case_tflite, np_maxpool  # noqa: E402
+
 from layers import DenseBlock, InceptionBlock, NiNBlock, ResNeXtBlock, SqueezeExcitation, TransitionLayer  # noqa: E402
 
 NHWC_ERR = r"expects a 4-D input \(batch, height, width, channels\), got shape \(2, 5\)"

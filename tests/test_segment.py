@@ -55,7 +55,7 @@ def test_each_model_gives_per_pixel_probabilities_and_trains(name):
 def test_models_reject_sides_that_three_poolings_cannot_halve():
     with pytest.raises(UserError, match="multiple of 8, got 30x30"):
         build_model("unet", (30, 30, 1), 3)
-    with pytest.raises(UserError, match="unknown model 'deeplab'; choose one of: fcn, segnet, unet"):
+    with pytest.raises(UserError, match="unknown model 'deeplab'; choose one of: dilated, fcn, segnet, unet"):
         MODELS.get("deeplab")
 
 

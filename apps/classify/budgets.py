@@ -52,6 +52,8 @@ BUDGETS = {
     "densenet": dict(epochs=1, width=0.5),
     "se_resnet": dict(epochs=1, width=0.5),
     "resnet_sd": dict(epochs=1, width=0.5),
+    "mobilenet": dict(epochs=2),
+    "inception_v3": dict(epochs=1),
 }
 
 

@@ -26,8 +26,20 @@ from keras import layers, ops
 from apps.classify.budgets import DEFAULT_MODEL  # noqa: F401  (re-exported: the registry's default)
 from core.errors import UserError
 from core.registry import Registry
-from layers import (DenseBlock, DropConnect, InceptionBlock, NiNBlock, ResidualBlock, ResNeXtBlock,
-                    SqueezeExcitation, StochasticDepth, TransitionLayer)
+from layers import (
+    DenseBlock,
+    DropConnect,
+    FactorizedInceptionBlock,
+    GridReductionBlock,
+    InceptionBlock,
+    NiNBlock,
+    ResidualBlock,
+    ResNeXtBlock,
+    SeparableConvBlock,
+    SqueezeExcitation,
+    StochasticDepth,
+    TransitionLayer,
+)
 
 MODELS = Registry("model")
 MAIN_OUTPUT = "probabilities"
@@ -318,10 +330,12 @@ def resnet_preact(input_shape, num_classes, widths=(16, 32, 64), blocks_per_stag
 
 @MODELS.register("wide_resnet")
 def wide_resnet(input_shape, num_classes, depth=10, widen=4, width=1.0, batchnorm=True, dropout=0.0,
-                dropconnect=0.0):
+                dropconnect=0.0, block_dropout=0.3):
     """Wide ResNet WRN-depth-widen (Zagoruyko & Komodakis 2016): a
     pre-activation ResNet with (depth-4)/6 basic blocks per stage and stage
-    widths 16k, 32k, 64k (default WRN-10-4)."""
+    widths 16k, 32k, 64k (default WRN-10-4), and dropout `block_dropout`
+    between the two convs of every block (the paper's 0.3; `dropout` is the
+    one before the classifier)."""
     if (depth - 4) % 6:
         raise UserError(f"wide_resnet depth must be 6n+4 (10, 16, 22, 28, ...), got {depth}")
     images, x = _inputs(input_shape)
@@ -329,7 +343,7 @@ def wide_resnet(input_shape, num_classes, depth=10, widen=4, width=1.0, batchnor
     x = layers.Conv2D(_ch(16, width), 3, padding="same", use_bias=False, kernel_initializer="he_normal",
                       name="stem_conv")(x)
     x = _stages(x, widths, (depth - 4) // 6, lambda x, f, s, n: ResidualBlock(
-        f, strides=s, preactivation=True, use_batchnorm=batchnorm, name=n)(x))
+        f, strides=s, preactivation=True, use_batchnorm=batchnorm, dropout=block_dropout, name=n)(x))
     return _gap_classifier(images, x, num_classes, "wide_resnet", dropout, dropconnect, True, batchnorm)
 
 
@@ -424,6 +438,50 @@ def resnet_sd(input_shape, num_classes, widths=(16, 32, 64), blocks_per_stage=3,
 
     x = _stages(x, widths, blocks_per_stage, block)
     return _gap_classifier(images, x, num_classes, "resnet_sd", dropout, dropconnect, True, batchnorm)
+
+
+# --------------------------------------------------------------------------
+# Cheaper convolutions: depthwise-separable (MobileNet) and factorised (Inception v3).
+
+
+@MODELS.register("mobilenet")
+def mobilenet(input_shape, num_classes, stages=((64, 1), (128, 2), (128, 1), (256, 2), (256, 1)), width=1.0,
+              batchnorm=True, dropout=0.0, dropconnect=0.0):
+    """MobileNet v1 (Howard et al. 2017) for small images: a full 3x3 stem
+    conv, then depthwise-separable blocks (filters, stride) -- the paper's
+    first six at 28x28 (its stride-2 stem would leave too little image) --
+    and global average pooling. `width` is the paper's width multiplier
+    alpha: every channel count times alpha, the cost times about alpha^2."""
+    images, x = _inputs(input_shape)
+    x = _conv_bn(x, _ch(32, width), 3, "stem", batchnorm=batchnorm)
+    for i, (filters, strides) in enumerate(stages):
+        x = SeparableConvBlock(_ch(filters, width), strides=strides, use_batchnorm=batchnorm,
+                               name=f"separable{i + 1}")(x)
+    return _gap_classifier(images, x, num_classes, "mobilenet", dropout, dropconnect)
+
+
+@MODELS.register("inception_v3")
+def inception_v3(input_shape, num_classes, width=0.25, batchnorm=True, dropout=None, dropconnect=0.0,
+                 asymmetric=3):
+    """Inception v3 (Szegedy et al. 2016) for small images: a 3x3 stem, a
+    grid reduction (Fig. 10) to 14x14, two Fig. 5 modules (5x5 as two 3x3),
+    a grid reduction to 7x7, two Fig. 6 modules (n x n as 1xn -> nx1, with
+    n = `asymmetric`: 3 on the 7x7 grid as the paper's 7 on 17x17), global
+    average pooling and 20% dropout. Branch widths are the paper's (Keras'
+    InceptionV3) times `width`."""
+    dropout = 0.2 if dropout is None else dropout
+    c = lambda *filters: [_ch(f, width) for f in filters]
+    images, x = _inputs(input_shape)
+    x = _conv_bn(x, _ch(64, width), 3, "stem", batchnorm=batchnorm)
+    x = GridReductionBlock(*c(64, 96, 64, 96), use_batchnorm=batchnorm, name="reduction1")(x)
+    for i in range(2):  # the 35x35 modules: 1x1, 1x1 -> 3x3, 1x1 -> 3x3 -> 3x3, pool -> 1x1
+        x = FactorizedInceptionBlock(*c(64, 48, 64, 64, 96, 64), use_batchnorm=batchnorm,
+                                     name=f"inception_a{i + 1}")(x)
+    x = GridReductionBlock(*c(192, 384, 64, 96), use_batchnorm=batchnorm, name="reduction2")(x)
+    for i in range(2):  # the 17x17 modules, asymmetric
+        x = FactorizedInceptionBlock(*c(192, 128, 192, 128, 192, 192), asymmetric=asymmetric,
+                                     use_batchnorm=batchnorm, name=f"inception_b{i + 1}")(x)
+    return _gap_classifier(images, x, num_classes, "inception_v3", dropout, dropconnect)
 
 
 # --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import os
 
 from core.errors import UserError, run_cli
 
-MODEL_NAMES = ("fcn", "segnet", "unet")
+MODEL_NAMES = ("fcn", "segnet", "unet", "dilated")
 LOSS_NAMES = ("crossentropy", "dice", "both")
 DEFAULT_MODEL = "unet"
 

@@ -1,4 +1,4 @@
-"""The segmentation registry: FCN, SegNet and U-Net by name.
+"""The segmentation registry: FCN, SegNet, U-Net and a dilated network by name.
 
 Each builder takes the image shape (S, S, C) and the number of classes K
 (background included) and returns a functional Keras model that
@@ -6,8 +6,9 @@ Each builder takes the image shape (S, S, C) and the number of classes K
     inside the model, so a client of the exported model sends pixels as-is),
   - returns per-pixel class probabilities (N, S, S, K) as `probabilities`.
 
-All three encoders downsample three times (S must be a multiple of 8) with
-16-32-64 channels (`width` scales them), small enough to train on two CPU cores.
+The encoders downsample three times (S must be a multiple of 8; the dilated
+network twice) with 16-32-64 channels (`width` scales them), small enough to
+train on two CPU cores.
 
   fcn     Long et al. 2015 ("FCN-8s" style): a plain conv encoder; class scores
           at 1/8 resolution are upsampled by learned transposed convolutions
@@ -19,6 +20,12 @@ All three encoders downsample three times (S must be a multiple of 8) with
   unet    Ronneberger et al. 2015: a contracting path, a bottleneck, and an
           expanding path of transposed convolutions whose outputs are
           concatenated with the same-resolution encoder features.
+  dilated Yu & Koltun 2016 / DeepLab (Chen et al. 2017): a front end that
+          pools twice (1/4 resolution), then a context module of dilated 3x3
+          convs at rates 1, 2, 4, 8 that keeps the resolution while the
+          receptive field grows to 31 feature pixels (124 image pixels:
+          plain 3x3 convs would need 15 layers), 1x1 class scores and a
+          bilinear 4x upsampling.
 """
 
 import keras
@@ -26,12 +33,13 @@ from keras import layers
 
 from core.errors import UserError
 from core.registry import Registry
-from layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
+from layers import DilatedConvBlock, MaxPoolingWithArgmax2D, MaxUnpooling2D
 
 MODELS = Registry("model")
 OUTPUT = "probabilities"
 DOWNSAMPLING = 8  # three 2x2 poolings
 CHANNELS = (16, 32, 64)
+CONTEXT_RATES = (1, 2, 4, 8)  # the dilated network's context module
 
 
 def build_model(name, image_shape, num_classes, width=1.0):
@@ -122,3 +130,20 @@ def unet(image_shape, num_classes, channels):
         x = _conv(x, filters, f"up{level}a")
         x = _conv(x, filters, f"up{level}b")
     return keras.Model(images, _head(x, num_classes), name="unet")
+
+
+@MODELS.register("dilated")
+def dilated(image_shape, num_classes, channels):
+    images, x = _inputs(image_shape)
+    for level, filters in enumerate(channels[:2], start=1):    # front end: 1/2, then 1/4 resolution
+        x = _conv(x, filters, f"front{level}a")
+        x = _conv(x, filters, f"front{level}b")
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    # Context: no more pooling, so small objects keep their pixels; the dilation
+    # widens what each pixel sees instead (3 -> 7 -> 15 -> 31 feature pixels).
+    for rate in CONTEXT_RATES:
+        x = DilatedConvBlock(channels[-1], dilation_rate=rate, batchnorm_momentum=0.9, name=f"context_rate{rate}")(x)
+    scores = layers.Conv2D(num_classes, 1, name="scores")(x)
+    scores = layers.UpSampling2D(4, interpolation="bilinear", name="upsample")(scores)
+    probabilities = layers.Softmax(name=OUTPUT)(scores)
+    return keras.Model(images, probabilities, name="dilated")
