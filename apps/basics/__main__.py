@@ -15,7 +15,7 @@ EXPERIMENTS = {
     "perceptron": "Rosenblatt's rule: converges on separable data, not on XOR; an MLP solves XOR",
     "backprop": "NumPy backpropagation checked against tf.GradientTape and finite differences; trains on digits",
     "optimizers": "SGD ... AMSGrad from their update equations, checked against Keras; Rosenbrock/Beale, Fashion-MNIST",
-    "initialization": "zero / small random / Xavier / He in deep tanh and ReLU MLPs: activation and gradient statistics",
+    "initialization": "zero / small random / Xavier / He in deep tanh and ReLU MLPs: activation, gradient statistics",
     "activations": "sign ... SELU: curves, derivatives, dying ReLU, accuracy comparison",
     "regularization": "none / L2 / L1 / dropout / early stopping on a small training set",
     "pretraining": "greedy layer-wise autoencoder pre-training vs direct training of a deep MLP",
@@ -27,6 +27,8 @@ EXPERIMENTS = {
     "relu_bias": "zero vs small positive bias in ReLU layers: units never active on the data",
     "capacity": "universal approximation, depth vs width, training/validation error vs model and data size",
     "convolution": "hand-designed kernels, convolution backward pass from scratch, output sizes and receptive fields",
+    "degradation": "deeper plain nets train worse (higher training loss), residual ones do not (He et al. 2016)",
+    "ablation": "AlexNet-style convnet with conv / fully connected layers removed (Krizhevsky 2012, Zeiler & Fergus)",
 }
 DEFAULT_OUT = "runs/basics"
 

@@ -131,7 +131,7 @@ def run(*, out=None, small=False, seed=0):
     }
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
-    sign = lambda layer: (lambda p: layer(p).numpy()[:, 0])  # noqa: E731
+    sign = lambda layer: (lambda p: layer(p).numpy()[:, 0])
     _boundary(axes[0], sign(sep_layer), x_sep, y_sep,
               f"perceptron, separable: {sep_errors[-1]} errors after {len(sep_errors) - 1} epochs")
     _boundary(axes[1], sign(xor_layer), x_xor, y_xor,
