@@ -1,4 +1,7 @@
-"""Command line: python -m apps.classify {train,demo,zoo,cv,compare,transfer,ensemble,evaluate,export,predict} ..."""
+"""Command line: python -m apps.classify VERB ...
+
+Verbs: train, demo, zoo, cv, compare, transfer, ensemble, study, evaluate, export, predict.
+"""
 
 import argparse
 import os
@@ -12,10 +15,19 @@ DEFAULT_OUT = os.path.join("runs", "classify")
 
 
 MODEL_NAMES = ("mlp", "lenet5", "alexnet", "vgg", "nin", "googlenet", "resnet", "resnet_bottleneck",
-               "resnet_preact", "wide_resnet", "resnext", "densenet", "se_resnet", "resnet_sd")
+               "resnet_preact", "wide_resnet", "resnext", "densenet", "se_resnet", "resnet_sd", "mobilenet",
+               "inception_v3")
 TRICKS = ("optimizer", "momentum", "lr_schedule", "warmup_epochs", "lr_step_epochs", "lr_gamma", "init", "l1", "l2",
           "dropout", "dropconnect", "batchnorm", "width", "label_smoothing", "augment", "imbalance", "resample",
           "class_weight", "aux_weight", "coarse_weight")
+STUDIES = {  # apps/classify/studies.py
+    "multitask": "independent towers vs hard sharing (one trunk, two heads) vs soft sharing "
+                 "(λ·Σ‖W_fine − W_coarse‖²): fine-task accuracy with few fine labels, and the penalty vs λ",
+    "transfer": "a Fashion-MNIST backbone transferred to MNIST digits (frozen or fine-tuned) vs training "
+                "from scratch: test accuracy vs the number of labelled examples",
+    "imbalance": "an imbalanced training set: no handling vs class weights vs over-sampling: macro recall, "
+                 "macro F1 and the recall of the rarest classes",
+}
 
 
 def positive_int(text):
@@ -71,7 +83,8 @@ def parse_args(argv=None):
         p.add_argument("--dataset", default="fashion_mnist",
                        help="fashion_mnist, mnist5k, digits, or tfds:NAME (default: %(default)s)")
         p.add_argument("--epochs", type=positive_int, default=epochs, help="total epochs (default: %(default)s)")
-        p.add_argument("--batch-size", type=positive_int, default=128, help="batch size per replica (default: %(default)s)")
+        p.add_argument("--batch-size", type=positive_int, default=128,
+                       help="batch size per replica (default: %(default)s)")
         p.add_argument("--learning-rate", type=float, default=1e-3)
         p.add_argument("--strategy", default="auto", help="auto, default, mirrored or multiworker")
         p.add_argument("--seed", type=int, default=0)
@@ -140,6 +153,15 @@ def parse_args(argv=None):
     p = commands.add_parser("ensemble", help="average the probabilities of several trained runs")
     p.add_argument("runs", nargs="+", help="run folders (same dataset)")
     p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "ensemble"), help="run folder (default: %(default)s)")
+
+    p = commands.add_parser("study", help="measured effect of multi-task sharing, transfer learning or "
+                                          "imbalance handling on a small training set: a PNG and a table",
+                            description="; ".join(f"{k}: {v}" for k, v in STUDIES.items()))
+    p.add_argument("name", choices=[*STUDIES, "all"], help="the study (all: one after the other)")
+    p.add_argument("--small", action="store_true", help="reduced size: a quick demo instead of minutes")
+    p.add_argument("--seed", type=int, default=0, help="data split and first training seed (default: %(default)s)")
+    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "studies"),
+                   help="root of the study folders (default: %(default)s)")
 
     p = commands.add_parser("evaluate",
                             help="test accuracy, top-k error, per-class precision/recall/F1, one-vs-rest ROC AUC; "
@@ -247,6 +269,17 @@ def main(argv=None):
                      optimizer=args.optimizer, out=args.out, seed=args.seed, limit=args.limit,
                      val_fraction=args.val_fraction, patience=args.patience)
         print(f"run folder: {args.out}; next: python -m apps.classify evaluate --out {args.out}")
+    elif args.command == "study":
+        from apps.classify import studies
+
+        start = time.time()
+        pngs = []
+        for name in (STUDIES if args.name == "all" else [args.name]):
+            print(f"== study {name}: {STUDIES[name]}")
+            pngs += studies.run(name, out=args.out, small=args.small, seed=args.seed)["pngs"]
+        print(f"study {args.name} finished in {time.time() - start:.0f} s; PNG files:")
+        for png in pngs:
+            print(f"  {png}")
     elif args.command == "ensemble":
         app.ensemble(args.runs, out=args.out)
         print(f"run folder: {args.out}; next: python -m apps.classify evaluate --out {args.out}")

@@ -235,12 +235,12 @@ def predict(paths, *, out="runs/classify", saved_model=None, resize=False, top=3
                                                   what="a classifier export")
         class_names = export.read_labels(saved_model)  # written by `export`; other SavedModels get class indices
         image_shape = tuple(signature.structured_input_signature[1]["images"].shape[1:])
-        run = lambda batch: signature(images=batch)["probabilities"].numpy()  # noqa: E731
+        run = lambda batch: signature(images=batch)["probabilities"].numpy()
     else:
         config = training.load_config(out)
         net = main_head(training.load_trained_model(out, input_shape=config.get("image_shape")))
         class_names, image_shape = config["class_names"], tuple(config["image_shape"])
-        run = lambda batch: net.predict(batch, verbose=0)  # noqa: E731
+        run = lambda batch: net.predict(batch, verbose=0)
     batch = np.stack([read_image(p, image_shape, resize) for p in paths])
     probabilities = run(batch)
     class_names = class_names or [str(i) for i in range(probabilities.shape[-1])]
@@ -347,7 +347,7 @@ def feature_extractor(net):
 
 def transfer(backbone, *, dataset="mnist5k", mode="feature", fine_tune_layers=None, epochs=5, batch_size=128,
              learning_rate=1e-3, optimizer="adam", out="runs/classify/transfer", seed=0, limit=None,
-             val_fraction=0.1, patience=None):
+             val_fraction=0.1, patience=None, images=None):
     """Transfer learning from the trained run `backbone` (e.g. Fashion-MNIST) to `dataset`:
 
       feature   freeze the backbone, a feature extractor, and train a new softmax head;
@@ -355,14 +355,17 @@ def transfer(backbone, *, dataset="mnist5k", mode="feature", fine_tune_layers=No
                 `fine_tune_layers` layers with weights), usually with a smaller rate.
 
     The backbone runs in inference mode (batch norm keeps its statistics) in
-    both modes, the usual recipe for fine-tuning with small data.
+    both modes, the usual recipe for fine-tuning with small data. `images`, an
+    already loaded `ImageDataset`, replaces loading `dataset` (the transfer
+    study in studies.py trains on labelled subsets it made).
     """
     if mode not in ("feature", "finetune"):
         raise UserError(f"unknown transfer mode '{mode}'; choose one of: feature, finetune")
     source = training.load_config(backbone)
     base = feature_extractor(training.load_trained_model(backbone, input_shape=source.get("image_shape")))
     training.set_seed(seed)
-    images = data.load_dataset(dataset, val_fraction=val_fraction, seed=seed, limit=limit)
+    if images is None:
+        images = data.load_dataset(dataset, val_fraction=val_fraction, seed=seed, limit=limit)
     if tuple(base.input_shape[1:]) != tuple(images.image_shape):
         raise UserError(f"the backbone in {backbone} reads {tuple(base.input_shape[1:])} images, "
                         f"{images.name} has {tuple(images.image_shape)}")
