@@ -1,8 +1,12 @@
-"""Command line: python -m apps.generative {train,evaluate,sample,export,judge,pretrain,quality} ...
+"""Command line: python -m apps.generative {train,evaluate,sample,export,judge,pretrain,quality,
+overcomplete,unrolled,pix2pix} ...
 
 Models (--model): ae, conv_ae, linear_ae, sparse_ae, denoising_ae (autoencoders); vae, cvae (variational);
 gan, dcgan, cgan, wgan_gp (adversarial); cyclegan (unpaired translation between two classes).
 `quality --models all` trains every sampling model at a stated budget and writes the sample-quality table.
+Experiments (each writes PNGs under --out/<verb>/ and prints a table; --small for seconds):
+overcomplete (an overcomplete AE copies noise unless sparse or denoising), unrolled (unrolled vs plain GAN on
+a ring of Gaussians), pix2pix (edges -> Fashion-MNIST item; U-Net + PatchGAN, exported).
 """
 
 import argparse
@@ -100,11 +104,78 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="override every row's epochs (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="default: runs/generative/quality")
+
+    def add_experiment(name, help_text):
+        p = commands.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--out", default=os.path.join("runs", "generative"),
+                       help=f"PNGs go to OUT/{name}/ (default: %(default)s)")
+        p.add_argument("--small", action="store_true", help="reduced size: seconds instead of minutes")
+        p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+        return p
+
+    add_experiment("overcomplete", "overcomplete autoencoder on 8x8 digits: plain (copies noise too), sparse (L1 on "
+                                   "the code) and denoising; filters PNG and error/sparsity table")
+    p = add_experiment("unrolled", "unrolled GAN (Metz et al. 2017) vs plain GAN on a ring of 8 Gaussians: "
+                                   "samples over training, modes covered")
+    p.add_argument("--unroll-steps", type=int, default=5,
+                   help="K: discriminator steps the generator looks ahead (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per model (default 2000, --small 750)")
+    p = add_experiment("pix2pix", "pix2pix (Isola et al. 2017): Fashion-MNIST edge map or silhouette -> item, "
+                                  "U-Net + conditional PatchGAN vs L1 alone; exports the generator")
+    p.add_argument("--condition", choices=("edges", "silhouette"), default="edges",
+                   help="the input drawing (default: %(default)s)")
+    p.add_argument("--l1-weight", type=float, default=10.0, help="λ of the L1 term (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=2, help="(default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="training pairs (default 6000, --small 1600)")
+    p.add_argument("--export-dir", default="saved_models",
+                   help="the generator goes to EXPORT_DIR/generative/pix2pix/ (default: %(default)s)")
     return parser.parse_args(argv)
+
+
+def _check_experiment(args):
+    from core.errors import UserError
+
+    if args.command == "unrolled":
+        if args.unroll_steps < 1:
+            raise UserError(f"--unroll-steps must be at least 1 (0 is the plain GAN it is compared with), "
+                            f"got {args.unroll_steps}")
+        if args.steps is not None and args.steps < 10:
+            raise UserError(f"--steps must be at least 10 (samples are drawn every steps/5), got {args.steps}")
+    if args.command == "pix2pix":
+        if args.epochs < 1:
+            raise UserError(f"--epochs must be at least 1, got {args.epochs}")
+        if args.limit is not None and args.limit < 64:
+            raise UserError(f"--limit must be at least 64 training pairs (two batches), got {args.limit}")
+        if not args.l1_weight >= 0:
+            raise UserError(f"--l1-weight must be ≥ 0, got {args.l1_weight}")
+
+
+def run_experiment(args):
+    """One of the experiment verbs; returns its results dict."""
+    import importlib
+    import time
+
+    from core import training
+
+    _check_experiment(args)
+    start = time.time()
+    training.set_seed(args.seed)
+    module = importlib.import_module(f"apps.generative.{args.command}")
+    options = {}
+    if args.command == "unrolled":
+        options = dict(unroll_steps=args.unroll_steps, steps=args.steps)
+    elif args.command == "pix2pix":
+        options = dict(condition=args.condition, l1_weight=args.l1_weight, epochs=args.epochs, limit=args.limit,
+                       export_dir=args.export_dir)
+    result = module.run(out=args.out, small=args.small, seed=args.seed, **options)
+    print(f"{args.command} finished in {time.time() - start:.0f} s")
+    return result
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.command in ("overcomplete", "unrolled", "pix2pix"):
+        return run_experiment(args)
     if getattr(args, "model", None) not in (None, *MODEL_NAMES):
         from core.errors import UserError
 
@@ -121,8 +192,9 @@ def main(argv=None):
                   latent_dim=args.latent_dim, learning_rate=args.learning_rate, strategy=args.strategy, out=out,
                   seed=args.seed, limit=args.limit, val_fraction=args.val_fraction, patience=args.patience,
                   **options)
+        samples = args.model in ("vae", "cvae", "gan", "dcgan", "cgan", "wgan_gp", "cyclegan")
         print(f"run folder: {out} (model.keras, history.csv, learning_curves.png"
-              f"{', samples/epoch_*.png' if args.model in ('vae', 'cvae', 'gan', 'dcgan', 'cgan', 'wgan_gp', 'cyclegan') else ''})")
+              f"{', samples/epoch_*.png' if samples else ''})")
         print(f"  learning curves: {os.path.join(out, 'learning_curves.png')}")
     elif args.command == "evaluate":
         app.evaluate(out=args.out, model=args.model, limit=args.limit, num_samples=args.num_samples,

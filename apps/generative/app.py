@@ -13,6 +13,9 @@ The story, top to bottom:
   export    the decoder / generator (latent [+ label] -> image) as a
             SavedModel and TFLite files, parity-checked.
   pretrain  the stacked-autoencoder pre-training experiment.
+
+The concept experiments live in their own modules, each with `run(out=, small=, seed=)`:
+overcomplete.py (overcomplete autoencoders), unrolled.py (unrolled GAN), pix2pix.py (edges -> item).
 """
 
 import json
@@ -129,7 +132,7 @@ def train(*, model="vae", dataset="fashion_mnist", epochs=5, batch_size=128, lat
                                       global_batch=global_batch)
     train_ds, val_ds = images.train.map(to_unit), images.val.map(to_unit)
     if family == "autoencoder":
-        pair = lambda x, y: (x, x)  # noqa: E731
+        pair = lambda x, y: (x, x)
         training.fit(net, data.batched(train_ds.map(pair), global_batch, shuffle=True, seed=seed),
                      data.batched(val_ds.map(pair), global_batch), epochs=epochs, run_dir=out, patience=patience,
                      writes_files=writes_files, extra_callbacks=list(callbacks))

@@ -272,7 +272,7 @@ def pretraining_experiment(x_unlabelled, x_labelled, y_labelled, x_test, y_test,
     random initialization; report both test accuracies."""
     encoder, _, report = stacked_autoencoder(x_unlabelled, sizes, epochs=epochs, finetune_epochs=finetune_epochs,
                                              learning_rate=learning_rate, seed=seed, log=log)
-    flat = lambda a: np.asarray(a, np.float32).reshape(len(a), -1)  # noqa: E731
+    flat = lambda a: np.asarray(a, np.float32).reshape(len(a), -1)
     for pretrained in (True, False):
         net = classifier_from_encoder(encoder, num_classes, pretrained, seed)
         net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",

@@ -181,7 +181,7 @@ class GAN(keras.Model):
         penalty = tf.constant(0.0)
         if self.gp_weight:
             epsilon = tf.random.uniform(tf.concat([tf.shape(images)[:1], [1, 1, 1]], 0))
-            critic = lambda x: self.discriminate(x, labels, training)[0]  # noqa: E731
+            critic = lambda x: self.discriminate(x, labels, training)[0]
             penalty = L.gradient_penalty(critic, images, fake, epsilon=epsilon)
             loss = loss + self.gp_weight * penalty
         return loss, penalty, real_logits, fake_logits
