@@ -16,11 +16,16 @@ and serves the integer version folders in it; it ignores the rest):
 Keras 3 models go to TFLite through the SavedModel (`from_saved_model`):
 `TFLiteConverter.from_keras_model` fails for many Keras 3 models.
 
+A signature of strings or with a decoding loop is an `endpoint_archive`; when it cannot
+become TFLite, the .tflite files come from a `TFLiteSource` (say, a language model's one
+step), whose SavedModel is `<version>/tflite_source/` (with its own assets.extra/).
+
 A version folder appears whole or not at all: it is written as `.tmp-<version>`
 and renamed. A write that fails (full disk, read-only folder) removes what it
 wrote and is a one-line `UserError`; the versions before it are untouched.
 """
 
+import dataclasses
 import os
 import re
 import shutil
@@ -68,6 +73,29 @@ def export_saved_model(model, export_dir, input_names=None, output_names=None):
     archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=specs)
     archive.write_out(export_dir, verbose=False)
     return export_dir
+
+
+def endpoint_archive(fn, input_signature, track=()):
+    """An `ExportArchive` whose `serving_default` is `fn(*inputs) -> dict of outputs` (strings, vectorization, a
+    decoding loop: what a model's call cannot express); `track`: the layers and models `fn` uses."""
+    archive = keras.export.ExportArchive()
+    for item in track:
+        archive.track(item)
+    archive.add_endpoint(name=SIGNATURE, fn=fn, input_signature=input_signature)
+    return archive
+
+
+@dataclasses.dataclass
+class TFLiteSource:
+    """What the TFLite files compute when the served signature cannot be converted: a Keras model or an
+    `endpoint_archive` of numbers in and out. `export_model` writes its SavedModel in the version folder's
+    `tflite_source/` (TF Serving ignores it), converts it, and checks the files against it on `sample_inputs`."""
+
+    model: object
+    input_names: list
+    output_names: list
+    sample_inputs: dict
+    FOLDER = "tflite_source"
 
 
 def convert_to_tflite(saved_model_dir, tflite_path, quantization="float", representative_data=None):
@@ -240,11 +268,13 @@ def absolute_parity(kind, reference, candidate):
 
 def input_record(sample_inputs, rows=SAMPLE_ROWS):
     """The assets.extra files that describe an export's inputs: {INPUT_SPEC: JSON text (per input: dtype,
-    shape with the batch as null, min and max of the samples), SAMPLE_INPUTS: .npz bytes (the first `rows`)}."""
+    shape with the batch as null, min and max of the samples), SAMPLE_INPUTS: .npz bytes (the first `rows`)}.
+    Text inputs are stored as fixed-width unicode or bytes arrays (an object array would need pickle)."""
     import io
     import json
 
     arrays = {name: _as_array(value)[:rows] for name, value in sample_inputs.items()}
+    arrays = {name: np.asarray(a.tolist()) if a.dtype == object else a for name, a in arrays.items()}
     spec = {name: {"dtype": str(a.dtype), "shape": [None, *a.shape[1:]],
                    "min": a.min().item() if a.dtype.kind in "biuf" and a.size else None,
                    "max": a.max().item() if a.dtype.kind in "biuf" and a.size else None}
@@ -266,14 +296,25 @@ def read_sample_inputs(folder):
         raise UserError(f"corrupt {path}: {str(error).splitlines()[0][:200]}") from None
 
 
-def _write_version(model, saved_model_dir, input_names, output_names, files):
-    """The SavedModel and `files` (relative path -> text) in `saved_model_dir`, whole or not at all:
-    TF Serving watches the folder and loads any integer version folder that appears."""
+def _write_saved_model(model, export_dir, input_names, output_names):
+    if hasattr(model, "write_out"):  # an ExportArchive (keras.export.ExportArchive() makes a backend's subclass)
+        model.write_out(export_dir, verbose=False)
+    else:
+        export_saved_model(model, export_dir, input_names, output_names)
+
+
+def _write_version(model, saved_model_dir, input_names, output_names, files, tflite_from=None):
+    """The SavedModel (and the `tflite_from` one in its folder) and `files` (relative path -> text) in
+    `saved_model_dir`, whole or not at all: TF Serving watches the folder and loads any integer version
+    folder that appears."""
     tmp_dir = os.path.join(os.path.dirname(saved_model_dir), f".tmp-{os.path.basename(saved_model_dir)}")
     try:
         shutil.rmtree(tmp_dir, ignore_errors=True)  # left by a killed export
         with quiet_write_failures():
-            export_saved_model(model, tmp_dir, input_names, output_names)
+            _write_saved_model(model, tmp_dir, input_names, output_names)
+            if tflite_from is not None:
+                _write_saved_model(tflite_from.model, os.path.join(tmp_dir, TFLiteSource.FOLDER),
+                                   tflite_from.input_names, tflite_from.output_names)
         for relative_path, text in files.items():
             path = os.path.join(tmp_dir, relative_path)
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -284,13 +325,19 @@ def _write_version(model, saved_model_dir, input_names, output_names, files):
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise UserError(f"cannot write the export {saved_model_dir}: {write_error_reason(error)}; "
                         f"the versions before it are untouched") from None
+    except BaseException:  # a model that cannot be exported, Ctrl-C: no half version left behind either
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
 
 
 def export_model(model, app_dir, *, input_names, output_names, sample_inputs, representative_data=None,
                  class_names=None, version=None, kinds=("float", "dynamic"), check=absolute_parity,
-                 extra_files=None, log=print):
+                 extra_files=None, log=print, tflite_from=None):
     """Export `model` for Serving and TFLite, and check that they agree.
 
+    `model`: a Keras model (its call is the signature, inputs and outputs
+    named by `input_names`, `output_names`) or an `endpoint_archive` (its
+    `serving_default` takes `input_names` and gives `output_names`).
     Writes `app_dir/<version>/` (SavedModel; `assets.extra/labels.txt` from
     `class_names`; `extra_files`, a dict relative path -> text) atomically, then
     `app_dir/tflite/<version>/<kind>.tflite` for each of `kinds` (+ "int8" when
@@ -304,6 +351,11 @@ def export_model(model, app_dir, *, input_names, output_names, sample_inputs, re
     and `max_abs_diff[kind]` where the check measured it), and the SavedModel's
     outputs on `sample_inputs` (`saved_model_outputs`, for a caller's own
     comparison with Keras without running the SavedModel again).
+    `tflite_from`: a `TFLiteSource` when the served signature cannot become
+    TFLite. The TFLite files are then converted from its SavedModel
+    (`report["tflite_source"]`) and checked against it on its own sample
+    inputs (`report["tflite_source_outputs"]`); `representative_data` and
+    `check` are about it.
     """
     version = int(version or next_version(app_dir))
     saved_model_dir = os.path.join(app_dir, str(version))
@@ -313,16 +365,24 @@ def export_model(model, app_dir, *, input_names, output_names, sample_inputs, re
     files.update(input_record(sample_inputs))
     if class_names:
         files[os.path.join("assets.extra", "labels.txt")] = "\n".join(class_names) + "\n"
-    _write_version(model, saved_model_dir, input_names, output_names, files)
+    source_dir, source_inputs = saved_model_dir, sample_inputs
+    if tflite_from is not None:
+        source_dir, source_inputs = os.path.join(saved_model_dir, TFLiteSource.FOLDER), tflite_from.sample_inputs
+        files.update({os.path.join(TFLiteSource.FOLDER, path): text
+                      for path, text in input_record(source_inputs).items()})
+    _write_version(model, saved_model_dir, input_names, output_names, files, tflite_from)
 
-    reference = run_saved_model(saved_model_dir, sample_inputs)
+    reference = run_saved_model(saved_model_dir, sample_inputs, outputs=output_names)
     tflite_dir = os.path.join(app_dir, "tflite", str(version))
     report = {"version": version, "saved_model": saved_model_dir, "tflite": {}, "parity": {}, "max_abs_diff": {},
               "saved_model_outputs": reference}
+    if tflite_from is not None:
+        reference = run_saved_model(source_dir, source_inputs, outputs=tflite_from.output_names)
+        report.update(tflite_source=source_dir, tflite_source_outputs=reference)
     for kind in list(kinds) + (["int8"] if representative_data is not None else []):
         path = os.path.join(tflite_dir, f"{kind}.tflite")
         try:
-            convert_to_tflite(saved_model_dir, path, kind, representative_data)
+            convert_to_tflite(source_dir, path, kind, representative_data)
         except UserError:  # the file could not be written
             raise
         except Exception as error:  # the converter raises ConverterError and friends
@@ -330,7 +390,7 @@ def export_model(model, app_dir, *, input_names, output_names, sample_inputs, re
                 raise
             log(f"note: full-int8 conversion skipped: {str(error).splitlines()[0][:200]}")
             continue
-        figures, problem = check(kind, reference, run_tflite(path, sample_inputs))
+        figures, problem = check(kind, reference, run_tflite(path, source_inputs))
         report["tflite"][kind] = path
         report["parity"][kind] = figures
         if "max_abs_diff" in figures:

@@ -74,3 +74,50 @@ def test_a_custom_check_sees_each_file_and_its_problem_fails_the_export(tmp_path
             kinds=("float",),
             check=always_wrong,
         )
+
+
+def test_a_string_signature_exports_with_the_tflite_files_of_its_numeric_model(tmp_path):
+    """An `endpoint_archive` (text in, class names out) is the served SavedModel; the TFLite files are
+    converted from a `TFLiteSource` (the numeric model inside it), written in the same version folder, and
+    checked against it. A source that cannot be exported leaves no version folder behind."""
+    import json
+
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = token_model()
+    lookup = keras.layers.StringLookup(vocabulary=[f"w{i}" for i in range(19)])  # 0: unknown or padding
+    lookup(tf.constant(["w0"]))  # builds it (an unbuilt layer cannot be exported)
+    names = tf.constant(["x", "y", "z"])
+
+    def serve(text):
+        ids = tf.cast(lookup(tf.strings.split(text).to_tensor(shape=[None, 6])), tf.int32)
+        probabilities = model(ids, training=False)
+        return {"class_name": tf.gather(names, tf.argmax(probabilities, axis=-1)), "probabilities": probabilities}
+
+    texts = np.array(["w1 w2 w3", "w4 w5 w6 w7 w8 w9", "w17 w0", "w18 unknown w3"])
+    ids = np.array([[2, 3, 4, 0, 0, 0], [5, 6, 7, 8, 9, 10], [18, 1, 0, 0, 0, 0], [19, 0, 4, 0, 0, 0]], np.int32)
+    arguments = dict(input_names=["text"], output_names=["class_name", "probabilities"], sample_inputs={"text": texts},
+                     kinds=("float",), log=pytest.fail)
+    archive = export.endpoint_archive(serve, [tf.TensorSpec([None], tf.string, name="text")], [model, lookup])
+    app_dir = str(tmp_path / "text")
+    report = export.export_model(archive, app_dir, **arguments,
+                                 tflite_from=export.TFLiteSource(model, ["ids"], ["probabilities"], {"ids": ids}))
+    expected = model(ids).numpy()
+    np.testing.assert_allclose(report["saved_model_outputs"]["probabilities"], expected, atol=1e-6)
+    assert [n.decode() for n in report["saved_model_outputs"]["class_name"]] == [
+        "xyz"[i] for i in expected.argmax(1)]
+    assert report["tflite_source"] == os.path.join(report["saved_model"], "tflite_source")
+    assert report["max_abs_diff"]["float"] < 1e-6  # float32 softmax probabilities, the same ops reordered
+    np.testing.assert_allclose(export.run_tflite(report["tflite"]["float"], {"ids": ids})["probabilities"], expected,
+                               atol=1e-6)
+    # Each SavedModel records its own inputs; text is stored without pickle.
+    with open(os.path.join(report["saved_model"], export.INPUT_SPEC)) as f:
+        assert json.load(f)["text"]["dtype"].startswith("<U")
+    assert export.read_sample_inputs(report["saved_model"])["text"].tolist() == texts.tolist()
+    np.testing.assert_array_equal(export.read_sample_inputs(report["tflite_source"])["ids"], ids)
+
+    broken = export.TFLiteSource(model, ["ids", "extra"], ["probabilities"], {"ids": ids})
+    with pytest.raises(ValueError, match="1 inputs"):
+        export.export_model(archive, app_dir, **arguments, tflite_from=broken)
+    assert sorted(os.listdir(app_dir)) == ["1", "tflite"]  # no version 2, no temporary folder

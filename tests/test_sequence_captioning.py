@@ -1,6 +1,8 @@
 """apps.sequence image captioning: captions from boxes, learning beyond the most frequent caption,
 attention, beam = greedy, SavedModel parity, CLI errors (real scenes, real TF)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -96,15 +98,29 @@ def test_attention_sums_to_one_and_beam_width_one_is_greedy(caption_run):
     assert all(m.shape == (h, w) for m in maps)
 
 
-def test_saved_model_captions_equal_python_greedy(caption_run, tmp_path):
+def test_saved_model_and_tflite_captions_equal_python_greedy(caption_run, tmp_path):
+    from apps.sequence import exports
     from core import export
 
-    report = captioning.export_run(out=caption_run[0], export_dir=str(tmp_path))  # raises on any difference
+    # raises on a parity failure: served captions vs Keras, TFLite tokens and logits vs their SavedModel
+    report = captioning.export_run(out=caption_run[0], export_dir=str(tmp_path), kinds=("float",))
     model = captioning.CaptionModel(caption_run[0])
     images = model.load_split("validation", limit=5).images
     served = export.run_saved_model(report["saved_model"], {"image": images})["caption"]
     assert [c.decode() for c in served] == [model.caption(image) for image in images]
     assert len(set(report["captions"])) > 1  # not one caption for everything
+    assert sorted(os.listdir(tmp_path / "sequence-caption")) == ["1", "tflite"]
+    for folder in (report["saved_model"], report["tflite_source"]):
+        assert os.path.isfile(os.path.join(folder, export.INPUT_SPEC)), folder
+    # The device file: uint8 images in, greedy word ids out, Keras' captions wherever no step is a near tie.
+    reference = export.run_saved_model(report["tflite_source"], {"image": images})
+    lite = export.run_tflite(report["tflite"]["float"], {"image": images})
+    assert decoding.greedy_tokens_check(model.end)("float", reference, lite)[1] is None
+    tolerance = decoding.FLOAT_RELATIVE * (1.0 + np.abs(reference["logits"]).max())
+    undecided = exports.undecided_rows(reference["logits"], reference["tokens"], model.end, tolerance)
+    for row, caption, tie in zip(lite["tokens"], model.greedy_batch(images), undecided):
+        assert tie or model.words(row[:list(row).index(model.end)] if model.end in row else row) == caption
+    assert not undecided.all()
 
 
 @pytest.mark.parametrize("argv,message", [

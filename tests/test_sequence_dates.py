@@ -1,6 +1,7 @@
 """apps.sequence date normalisation: Babel data, Bahdanau attention seq2seq, Transformer masking, export."""
 
 import datetime
+import os
 import re
 from collections import Counter
 
@@ -74,12 +75,31 @@ def test_attention_weights_sum_to_one_and_beam_one_is_greedy(bahdanau_run):
     assert normalizer.normalize_batch(texts) == [normalizer.normalize(t) for t in texts]
 
 
-def test_bahdanau_string_export_parity(bahdanau_run, tmp_path):
+def test_bahdanau_string_export_and_tflite_parity(bahdanau_run, tmp_path):
+    from apps.sequence import exports
     from core import export
 
-    report = seq2seq.export_run(out=bahdanau_run[0], export_dir=str(tmp_path))  # raises on a parity failure
+    # raises on a parity failure: served text vs Keras, TFLite tokens and logits vs their SavedModel
+    report = seq2seq.export_run(out=bahdanau_run[0], export_dir=str(tmp_path), kinds=("float",))
+    normalizer = seq2seq.Normalizer(bahdanau_run[0])
     out = export.run_saved_model(report["saved_model"], {"text": np.array(["4 mars 2021"], dtype=object)})
-    assert out["iso"][0].decode() == seq2seq.Normalizer(bahdanau_run[0]).normalize("4 mars 2021")
+    assert out["iso"][0].decode() == normalizer.normalize("4 mars 2021")
+    assert sorted(os.listdir(tmp_path / "sequence-dates-bahdanau")) == ["1", "tflite"]
+    for folder in (report["saved_model"], report["tflite_source"]):
+        assert os.path.isfile(os.path.join(folder, export.INPUT_SPEC)), folder
+    # The device file on the recorded inputs: source ids in, greedy tokens out, the same dates as Keras.
+    texts = export.read_sample_inputs(report["saved_model"])["text"].tolist()
+    source = export.read_sample_inputs(report["tflite_source"])
+    np.testing.assert_array_equal(source["source"], normalizer.ids(texts))
+    reference = export.run_saved_model(report["tflite_source"], source)
+    lite = export.run_tflite(report["tflite"]["float"], source)
+    tolerance = decoding.FLOAT_RELATIVE * (1.0 + np.abs(reference["logits"]).max())
+    assert decoding.greedy_tokens_check(seq2seq.END)("float", reference, lite)[1] is None
+    undecided = exports.undecided_rows(reference["logits"], reference["tokens"], seq2seq.END, tolerance)
+    keras_dates = normalizer.normalize_batch(texts)
+    for row, date, tie in zip(lite["tokens"], keras_dates, undecided):
+        assert tie or seq2seq.decode_targets(row) == date
+    assert not undecided.all()
 
 
 def test_transformer_decoder_is_causal_and_step_decoding_matches_full_pass():

@@ -4,7 +4,7 @@
   contextual                   LinUCB and contextual ε-greedy vs context-free UCB, ε-greedy -> regret PNG
   tabular                      value/policy iteration, MC control, SARSA, Q-learning on toy-text
   dqn train|evaluate|export|play   Deep Q-Network on Atari (or CartPole)
-  reinforce                    REINFORCE with a baseline on CartPole
+  reinforce [--export]         REINFORCE with a baseline on CartPole (--export: SavedModel + TFLite of the policy)
   mcts train|evaluate|export|play  AlphaZero in miniature: MCTS + policy-value net, tic-tac-toe self-play
 """
 
@@ -103,6 +103,11 @@ def parse_args(argv=None):
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(OUT, "reinforce"))
+    p.add_argument("--export", action="store_true",
+                   help="export the trained policy: SavedModel + float and dynamic-range TFLite, parity-checked")
+    p.add_argument("--export-dir", default=os.path.join("saved_models", "rl", "reinforce"),
+                   help="with --export (default: %(default)s)")
+    p.add_argument("--version", type=int, default=None, help="with --export (default: the next one)")
 
     add_mcts_parser(commands)
     return parser.parse_args(argv)
@@ -277,6 +282,8 @@ def run_reinforce(args):
     print(f"mean return of the last 50 training episodes: {returns[-50:].mean():.1f}; "
           f"greedy policy over 10 episodes: {reinforce.greedy_return(policy):.1f}")
     print(f"PNG: {png}")
+    if args.export:
+        reinforce.export(policy, export_dir=args.export_dir, version=args.version)
 
 
 def run_mcts(args):

@@ -10,9 +10,15 @@ G_t = Σ_k γ^k r_{t+k}:
 
 The update is one `tf.function`. Episodes come from a gymnasium vector env
 (several games at once; each environment's episode is kept whole).
+
+`export` deploys the trained policy through `core.export.export_model`:
+observations -> action probabilities and the greedy action, as a SavedModel
+and float / dynamic-range TFLite files, checked on the observations the
+greedy policy visits.
 """
 
 import csv
+import json
 import os
 import time
 
@@ -143,3 +149,81 @@ def greedy_return(policy, env_id="CartPole-v1", episodes=10, seed=100):
         totals.append(total)
     env.close()
     return float(np.mean(totals))
+
+
+# -------------------------------------------------------------------- export
+def policy_model(policy):
+    """observations -> (action probabilities, greedy action): the policy as deployed."""
+    from apps.rl.dqn import GreedyPolicy
+
+    observations = keras.Input(policy.inputs[0].shape[1:], name="observations")
+    logits = policy(observations)
+    return keras.Model(observations, [keras.layers.Softmax()(logits), GreedyPolicy()(logits)], name="reinforce_policy")
+
+
+def visited_observations(policy, env_id="CartPole-v1", count=256, seed=200):
+    """Observations the greedy policy meets, episode after episode (the parity check's inputs)."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    logits_of = tf.function(lambda x: policy(x, training=False))
+    observations, episode = [], 0
+    while len(observations) < count:
+        obs, _ = env.reset(seed=seed + episode)
+        done = False
+        while not done and len(observations) < count:
+            observations.append(obs)
+            action = int(np.argmax(logits_of(tf.constant(obs[None], tf.float32)).numpy()[0]))
+            obs, _, terminated, truncated, _ = env.step(action)
+            done = terminated or truncated
+        episode += 1
+    env.close()
+    return np.stack(observations).astype(np.float32)
+
+
+def parity(kind, reference, candidate):
+    """Probabilities within core.export's float tolerance (absolute: they live in [0, 1]), and the same
+    greedy action wherever the two most probable actions are further apart than twice that; the
+    dynamic-range file is measured, not held to it."""
+    from core.export import TOLERANCES
+
+    tolerance = TOLERANCES["float"]
+    top2 = np.sort(reference["probabilities"], axis=1)[:, -2:]
+    decisive = top2[:, 1] - top2[:, 0] > 2 * tolerance
+    difference = float(np.abs(candidate["probabilities"] - reference["probabilities"]).max())
+    agreement = float((candidate["action"] == reference["action"]).mean())
+    problem = None
+    if kind == "float" and (difference > tolerance or
+                            np.any(candidate["action"][decisive] != reference["action"][decisive])):
+        problem = f"in its probabilities by {difference:.3g}, actions agree on {agreement:.1%}"
+    return {"max_abs_diff": difference, "action_agreement": agreement}, problem
+
+
+def export(policy, export_dir="saved_models/rl/reinforce", version=None, env_id="CartPole-v1",
+           kinds=("float", "dynamic"), log=print):
+    """SavedModel (signature `serving_default`: observations -> probabilities, action) and TFLite files of
+    the trained policy, through `core.export.export_model` (`parity`); the SavedModel's probabilities
+    also match Keras'."""
+    from core import export as core_export
+
+    observations = visited_observations(policy, env_id)
+    config = {"env": env_id, "observation_size": int(observations.shape[1]),
+              "num_actions": int(policy.outputs[0].shape[-1])}
+    report = core_export.export_model(policy_model(policy), export_dir, input_names=["observations"],
+                                      output_names=["probabilities", "action"],
+                                      sample_inputs={"observations": observations}, version=version, kinds=kinds,
+                                      check=parity, log=log,
+                                      extra_files={"reinforce_config.json": json.dumps(config, indent=2) + "\n"})
+    keras_probabilities = tf.nn.softmax(policy(observations, training=False)).numpy()
+    report["saved_model_vs_keras"] = float(np.abs(report["saved_model_outputs"]["probabilities"]
+                                                  - keras_probabilities).max())
+    if report["saved_model_vs_keras"] > core_export.TOLERANCES["float"]:
+        raise core_export.ParityError(f"{report['saved_model']} differs from Keras by "
+                                      f"{report['saved_model_vs_keras']:.3g}")
+    log(f"SavedModel: {report['saved_model']} (observations -> probabilities, action; "
+        f"{len(observations)} visited observations checked)")
+    for kind, path in report["tflite"].items():
+        figures = report["parity"][kind]
+        log(f"TFLite {kind}: {path} (max |Δp| {figures['max_abs_diff']:.2g}, "
+            f"same action {figures['action_agreement']:.0%})")
+    return report

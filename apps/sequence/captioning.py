@@ -25,7 +25,8 @@
             a PNG of images with their generated captions and, for every word,
             the attention map over the image.
   export    SavedModel whose `serving_default` takes uint8 images and returns
-            caption strings (greedy `tf.while_loop` and the word lookup inside).
+            caption strings (greedy decoding and the word lookup inside); TFLite:
+            uint8 images -> greedy word ids (apps/sequence/exports.py).
 """
 
 import collections
@@ -231,20 +232,30 @@ class Captioner:
             memory = layers.Reshape((h * w, c), name="positions")(grid)
             return memory, bridge(layers.GlobalAveragePooling2D()(features))
 
-        def decode(tokens, state, memory):
-            outputs, state = decoder(embed(tokens), initial_state=state)
+        def attend(outputs, memory):
             context, weights = attention([outputs, memory])
-            return logits(combine(layers.Concatenate()([outputs, context]))), state, weights
+            return logits(combine(layers.Concatenate()([outputs, context]))), weights
+
+        def decode(tokens, state, memory):
+            outputs, _ = decoder(embed(tokens), initial_state=state)
+            return attend(outputs, memory)[0]
+
+        def decode_step(token, state, memory):
+            # One step is one call of the decoder's cell: an RNN loop over one step would hold a TensorList
+            # of unknown batch size, which TFLite cannot convert.
+            state, _ = decoder.cell(ops.squeeze(embed(token), 1), [state])
+            step_logits, weights = attend(ops.expand_dims(state, 1), memory)
+            return step_logits, state, weights
 
         memory, state = encode(image)
         self.grid = tuple(cnn.compute_output_shape((None, image_size, image_size, 1))[1:3])
-        out, _, _ = decode(caption_in, state, memory)
+        out = decode(caption_in, state, memory)
         self.model = keras.Model([image, caption_in], out, name="captioner")
         self.encoder = keras.Model(image, [memory, state], name="captioner_encoder")
         token = keras.Input(shape=(1,), dtype="int32", name="token")
         state_in = keras.Input(shape=(units,), name="state")
         memory_in = keras.Input(shape=memory.shape[1:], name="memory")
-        self.decoder = keras.Model([token, state_in, memory_in], list(decode(token, state_in, memory_in)),
+        self.decoder = keras.Model([token, state_in, memory_in], list(decode_step(token, state_in, memory_in)),
                                    name="captioner_step")
         self._encode = tf.function(lambda x: self.encoder(x, training=False), reduce_retracing=True)
         self._decode = tf.function(lambda t, h, m: self.decoder([t, h, m], training=False), reduce_retracing=True)
@@ -484,44 +495,9 @@ def predict(paths=(), *, out="runs/sequence/caption", width=1, count=8, saved_mo
 
 
 # ------------------------------------------------------------------- export
-def export_run(*, out="runs/sequence/caption", export_dir="saved_models", version=None):
-    """saved_models/sequence-caption/<v>/: uint8 images (N, S, S, 1) -> caption strings (greedy, in the graph)."""
-    from apps.sequence.charlm import write_string_saved_model
+def export_run(*, out="runs/sequence/caption", export_dir="saved_models", version=None, kinds=("float", "dynamic")):
+    """saved_models/sequence-caption/<v>/: uint8 images (N, S, S, 1) -> caption strings (greedy, in the graph),
+    and TFLite files of uint8 images -> greedy word ids (see apps/sequence/exports.py)."""
+    from apps.sequence.exports import export_captioner
 
-    model = CaptionModel(out)
-    net, size = model.net, model.config["image_size"]
-    words = tf.constant(model.vocab)
-    start, end = model.start, model.end
-
-    def serve(image):
-        memory, state = net.encoder(tf.cast(image, tf.float32), training=False)
-        first = tf.fill([tf.shape(image)[0]], start)
-
-        def body(t, token, state, tokens):
-            logits, state, _ = net.decoder([token[:, None], state, memory], training=False)
-            token = tf.argmax(logits[:, 0], axis=-1, output_type=tf.int32)
-            return t + 1, token, state, tokens.write(t, token)
-
-        loop = tf.while_loop(lambda t, *_: t < CAPTION_LENGTH, body,
-                             (tf.constant(0), first, state, tf.TensorArray(tf.int32, CAPTION_LENGTH)))
-        tokens = tf.transpose(loop[3].stack())
-        before_end = tf.cumsum(tf.cast(tf.equal(tokens, end), tf.int32), axis=1) == 0
-        kept = tf.ragged.boolean_mask(tf.gather(words, tokens), before_end)
-        return {"caption": tf.strings.reduce_join(kept, axis=1, separator=" ")}
-
-    app_dir = os.path.join(export_dir, "sequence-caption")
-    version = int(version or export.next_version(app_dir))
-    saved = os.path.join(app_dir, str(version))
-    if os.path.exists(saved):
-        raise UserError(f"{saved} already exists; choose another --version")
-    write_string_saved_model(saved, serve, [tf.TensorSpec([None, size, size, 1], tf.uint8, name="image")],
-                             [net.encoder, net.decoder])
-    images = model.load_split("test", limit=64).images
-    served = [c.decode() for c in export.run_saved_model(saved, {"image": images})["caption"]]
-    expected = model.greedy_batch(images)
-    if served != expected:
-        raise export.ParityError(f"SavedModel captions differ from Python greedy decoding: "
-                                 f"{served[:3]} vs {expected[:3]}")
-    print(f"wrote SavedModel {saved} (signature '{export.SIGNATURE}': uint8 images {size}x{size}x1 -> caption); "
-          f"same captions as Python greedy decoding on {len(images)} test scenes")
-    return {"saved_model": saved, "captions": served}
+    return export_captioner(out=out, export_dir=export_dir, version=version, kinds=kinds)

@@ -13,7 +13,8 @@
   export    SavedModel whose `serving_default` takes raw prompt strings and
             returns generated strings (vectorization and the decoding loop
             inside); the one-step model (token + states -> logits + states)
-            to float TFLite with builtin ops only, parity-checked.
+            to float and dynamic-range TFLite with builtin ops only, both
+            through `core.export.export_model`, parity-checked.
 """
 
 import json
@@ -27,9 +28,11 @@ import tensorflow as tf
 from apps.sequence import data, decoding
 from apps.sequence.models import NUM_STATES, RNNS, char_lm, copy_weights, load_run
 from core import distribute, export, training
+from core.checkpoints import write_json_atomically
 from core.errors import UserError
 
 APP = "sequence"
+VOCABULARY = "vocabulary.json"  # the characters by id, in assets.extra/ and next to the TFLite files
 PROMPT_PREFIX = "\n\n"  # quotes are separated by blank lines: a prompt starts a quote
 
 
@@ -243,35 +246,42 @@ def serving_module(gen, length=200):
 
 
 def write_string_saved_model(export_dir, fn, input_signature, track):
-    """SavedModel with `serving_default` = fn(**inputs) -> dict, tracking the given layers/models."""
-    archive = keras.export.ExportArchive()
-    for item in track:
-        archive.track(item)
-    archive.add_endpoint(name=export.SIGNATURE, fn=fn, input_signature=input_signature)
-    archive.write_out(export_dir, verbose=False)
+    """SavedModel with `serving_default` = fn(**inputs) -> dict, tracking the given layers/models (the text
+    classifier's string export; the char LM's goes through `core.export.export_model`)."""
+    export.endpoint_archive(fn, input_signature, track).write_out(export_dir, verbose=False)
     return export_dir
 
 
-def export_run(*, out="runs/sequence/charlm", export_dir="saved_models", version=None, length=200,
-               prompts=("The computer", "Q: What")):
-    """saved_models/sequence-charlm/<v>/ (strings -> strings) and .../tflite/<v>/float.tflite (one step)."""
-    gen = Generator(out)
-    app_dir = os.path.join(export_dir, "sequence-charlm")
-    version = int(version or export.next_version(app_dir))
-    saved = os.path.join(app_dir, str(version))
-    if os.path.exists(saved):
-        raise UserError(f"{saved} already exists; choose another --version")
-    serve, vectorizer = serving_module(gen, length)
-    write_string_saved_model(saved, serve, [tf.TensorSpec([None], tf.string, name="prompt")],
-                             [gen.model, vectorizer])
-    served = export.run_saved_model(saved, {"prompt": np.array(list(prompts))})["text"]
-    expected = [gen.generate(p, length=length) for p in prompts]
-    served = [s.decode("utf-8") for s in served]
-    if served != expected:
-        raise export.ParityError(f"SavedModel generation differs from Keras: {served!r} vs {expected!r}")
-    print(f"wrote SavedModel {saved} (signature '{export.SIGNATURE}': prompt strings -> text, "
-          f"{length} greedy characters)")
+def step_samples(gen, prompts):
+    """Inputs of the one-step model after each prompt: its greedy next character and the states there."""
+    primed = [gen.prime(p) for p in prompts]
+    tokens = np.array([[int(np.argmax(logits))] for logits, _ in primed], np.int32)
+    states = [np.concatenate(layer) for layer in zip(*(states for _, states in primed))]
+    return tokens, states
 
+
+def greedy_with_gaps(step, first_logits, states, length):
+    """Greedy ids, and at each of them how far the best logit led the second (`decoding.top_two_gap`)."""
+    gaps = [decoding.top_two_gap(first_logits)]
+
+    def recording(tokens, states):
+        logits, states = step(tokens, states)
+        gaps.append(decoding.top_two_gap(logits[0]))
+        return logits, states
+
+    return decoding.greedy(recording, first_logits, states, length), gaps
+
+
+def export_run(*, out="runs/sequence/charlm", export_dir="saved_models", version=None, length=200,
+               prompts=("The computer", "Q: What"), kinds=("float", "dynamic"), check_length=60):
+    """saved_models/sequence-charlm/<v>/ (prompt strings -> generated text) and its tflite/<v>/ files (one step:
+    tokens + states -> logits + states), through `core.export.export_model`: the served text equals Keras'
+    greedy text, and greedy decoding driven by the float TFLite file writes Keras' first `check_length`
+    characters (up to a step float rounding could decide)."""
+    if "float" not in kinds:
+        raise ValueError(f"kinds {kinds} lack 'float', the file the greedy parity check runs")
+    gen = Generator(out)
+    serve, vectorizer = serving_module(gen, length)
     # TFLite: the one-step model, unrolled (no while loop), builtin ops only.
     step_model = char_lm(len(gen.vocab), cell=gen.config["cell"], units=gen.config["units"],
                          num_layers=gen.config["num_layers"], embed_dim=gen.config["embed_dim"],
@@ -279,30 +289,44 @@ def export_run(*, out="runs/sequence/charlm", export_dir="saved_models", version
     step_model.set_weights(gen.model.get_weights())
     names = [t.name.split(":")[0] for t in step_model.inputs]
     state_names = names[1:]
-    step_dir = os.path.join(app_dir, "step", str(version))
-    export.export_saved_model(step_model, step_dir, input_names=names,
-                              output_names=["logits"] + [f"{n}_out" for n in state_names])
-    tflite_path = export.convert_to_tflite(step_dir, os.path.join(app_dir, "tflite", str(version), "float.tflite"))
+    tokens, states = step_samples(gen, prompts)
+    report = export.export_model(
+        export.endpoint_archive(serve, [tf.TensorSpec([None], tf.string, name="prompt")], [gen.model, vectorizer]),
+        os.path.join(export_dir, "sequence-charlm"), input_names=["prompt"], output_names=["text"],
+        sample_inputs={"prompt": np.array(list(prompts))}, version=version, kinds=kinds,
+        check=decoding.relative_check(), extra_files={os.path.join("assets.extra", VOCABULARY): json.dumps(gen.vocab)},
+        tflite_from=export.TFLiteSource(step_model, names, ["logits"] + [f"{n}_out" for n in state_names],
+                                        {"tokens": tokens, **dict(zip(state_names, states))}))
+    served = [s.decode("utf-8") for s in report["saved_model_outputs"]["text"]]
+    expected = [gen.generate(p, length=length) for p in prompts]
+    if served != expected:
+        raise export.ParityError(f"SavedModel generation differs from Keras: {served!r} vs {expected!r}")
+    print(f"wrote SavedModel {report['saved_model']} (signature '{export.SIGNATURE}': prompt strings -> text, "
+          f"{length} greedy characters)")
+
+    # Greedy generation driven by each TFLite file next to Keras' (the float file's must be the same).
     logits, states = gen.prime(prompts[0])
-    tokens = np.array([[int(np.argmax(logits))]], np.int32)
-    inputs = {"tokens": tokens, **{n: s for n, s in zip(state_names, states)}}
-    reference = {k: np.asarray(v) for k, v in export.run_saved_model(step_dir, inputs).items()}
-    lite = export.run_tflite(tflite_path, inputs)
-    difference = export.max_abs_difference(reference, lite)
-    # Greedy generation driven by the TFLite file must equal Keras' greedy generation.
-    def lite_step(tok, st):
-        result = export.run_tflite(tflite_path, {"tokens": np.asarray(tok, np.int32)[:, None],
-                                                 **{n: s for n, s in zip(state_names, st)}})
-        return result["logits"][:, -1], [result[f"{n}_out"] for n in state_names]
-    lite_text = decode_ids(decoding.greedy(lite_step, logits, states, 60), gen.vocab)
-    keras_text = gen.generate(prompts[0], length=60)
-    if difference > export.TOLERANCES["float"] or lite_text != keras_text:
-        raise export.ParityError(f"{tflite_path}: max |difference| {difference:.3g}; "
-                                 f"TFLite greedy {lite_text!r} vs Keras {keras_text!r}")
-    with open(os.path.join(app_dir, "tflite", str(version), "vocabulary.json"), "w") as f:
-        json.dump(gen.vocab, f)
-    print(f"wrote TFLite {tflite_path} ({os.path.getsize(tflite_path) / 1024:.0f} KiB, one step: tokens + "
-          f"states -> logits + states; builtin ops only; max |difference| vs SavedModel {difference:.2g}; "
-          f"greedy text identical)")
-    return {"saved_model": saved, "tflite": tflite_path, "max_abs_diff": difference,
-            "samples": dict(zip(prompts, served))}
+    keras_ids, gaps = greedy_with_gaps(gen.step, logits, states, check_length)
+    tolerance = decoding.FLOAT_RELATIVE * (1.0 + float(np.abs(report["tflite_source_outputs"]["logits"]).max()))
+    report["same_characters"] = {}
+    for kind, path in report["tflite"].items():
+        runner = export.tflite_signature_runner(path)
+
+        def lite_step(tok, st, runner=runner):
+            result = runner(tokens=np.asarray(tok, np.int32)[:, None], **dict(zip(state_names, st)))
+            return result["logits"][:, -1], [result[f"{n}_out"] for n in state_names]
+
+        lite_ids = decoding.greedy(lite_step, logits, states, check_length)
+        compared, problem = decoding.greedy_agreement(keras_ids, lite_ids, gaps, tolerance)
+        if kind == "float" and problem:
+            raise export.ParityError(f"{path}: TFLite greedy {decode_ids(lite_ids, gen.vocab)!r} vs Keras "
+                                     f"{decode_ids(keras_ids, gen.vocab)!r}: {problem}")
+        same = next((i for i, (a, b) in enumerate(zip(keras_ids, lite_ids)) if a != b), len(keras_ids))
+        report["same_characters"][kind] = same
+        print(f"wrote TFLite {path} ({os.path.getsize(path) / 1024:.0f} KiB, one step: tokens + states -> logits + "
+              f"states; builtin ops only; max |difference| vs SavedModel {report['max_abs_diff'][kind]:.2g}; "
+              f"greedy text the same for {same} of {len(keras_ids)} characters"
+              + (f", compared up to an undecided step at {compared})" if compared < len(keras_ids) else ")"))
+    write_json_atomically(os.path.join(os.path.dirname(report["tflite"]["float"]), VOCABULARY), gen.vocab)
+    report["samples"] = dict(zip(prompts, served))
+    return report

@@ -12,6 +12,10 @@ after the start token (a seq2seq decoder), `first_logits` of shape (vocab,)
 and `states` with batch 1.
 
 Results are lists of token ids, without the end token.
+
+The parity checks at the end compare greedy decoding by Keras with a converted
+(TFLite) copy of the same model: tokens must agree wherever float32 rounding
+cannot decide between the two best logits.
 """
 
 import numpy as np
@@ -107,3 +111,74 @@ def beam_search(step, first_logits, states, length, width=4, end_token=None, len
     candidates = finished + list(zip(beams, scores.tolist()))
     candidates.sort(key=lambda c: -ranked(*c))
     return candidates if return_all else candidates[0][0]
+
+
+# ------------------------------------------------- parity of converted models
+# A model converted to TFLite computes the same float32 logits in another order: rounding (eps 1.2e-7)
+# over a few hundred sequential multiply-adds stays near 1e-5 of the logits' scale; 1e-4 leaves a margin.
+FLOAT_RELATIVE = 1e-4
+
+
+def top_two_gap(logits):
+    """How far the best logit is above the second best, for every row of (..., vocab) logits."""
+    top = np.sort(np.asarray(logits, np.float64), axis=-1)[..., -2:]
+    return top[..., 1] - top[..., 0]
+
+
+def greedy_agreement(reference, candidate, gaps, tolerance):
+    """(steps compared, problem or None) for two greedy token lists of one model computed two ways (Keras
+    and a converted file): equal up to the first step whose reference top-two logits are within
+    2 * `tolerance` (a difference of `tolerance` in each could swap them, and from there on the two decode
+    different prefixes), or to the end."""
+    for t, (a, b) in enumerate(zip(reference, candidate)):
+        if gaps[t] <= 2 * tolerance:
+            return t, None
+        if a != b:
+            return t, f"token {t} is {b}, not {a}, although the best logit leads by {gaps[t]:.3g}"
+    if len(reference) != len(candidate):
+        return min(len(reference), len(candidate)), f"{len(candidate)} tokens, not {len(reference)}"
+    return len(reference), None
+
+
+def greedy_tokens_check(end_token, enforce=("float",), relative=FLOAT_RELATIVE):
+    """`core.export`'s parity check for greedy decoding inside the graph, outputs `tokens` (batch, T)
+    and their `logits` (batch, T, vocab): in each row, up to the reference's end token, the tokens agree
+    (`greedy_agreement`) and the logits of every step whose input tokens agreed are within `relative` times
+    the logits' scale. A problem for the `enforce` kinds; the others (quantized) are measured only."""
+
+    def check(kind, reference, candidate):
+        logits = np.asarray(reference["logits"], np.float64)
+        tolerance = relative * (1.0 + np.abs(logits).max())
+        gaps = top_two_gap(logits)
+        worst, same, total, problems = 0.0, 0, 0, []
+        for row, (ours, theirs) in enumerate(zip(reference["tokens"], candidate["tokens"])):
+            ends = np.flatnonzero(ours == end_token)
+            length = int(ends[0]) + 1 if len(ends) else len(ours)
+            compared, problem = greedy_agreement(list(ours[:length]), list(theirs[:length]), gaps[row], tolerance)
+            if problem:
+                problems.append(f"row {row}: {problem}")
+            steps = min(compared + 1, length)  # the logits of the first undecided step are still comparable
+            worst = max(worst, float(np.abs(candidate["logits"][row, :steps] - logits[row, :steps]).max()))
+            same += int((ours[:length] == theirs[:length]).sum())
+            total += length
+        figures = {"max_abs_diff": worst, "token_agreement": same / max(total, 1)}
+        if kind in enforce and (problems or worst > tolerance):
+            return figures, (f"in its greedy tokens ({problems[0]})" if problems else
+                             f"in its logits by {worst:.3g} (tolerance {tolerance:.3g})")
+        return figures, None
+
+    return check
+
+
+def relative_check(enforce=("float",), relative=FLOAT_RELATIVE):
+    """`core.export`'s parity check for float outputs of any scale (logits, RNN states): every output within
+    `relative` times the reference's largest magnitude. A problem for the `enforce` kinds only."""
+    from core.export import max_abs_difference
+
+    def check(kind, reference, candidate):
+        tolerance = relative * (1.0 + max(float(np.abs(v).max()) for v in reference.values()))
+        difference = max_abs_difference(reference, candidate)
+        problem = f"by {difference:.3g} (tolerance {tolerance:.3g})" if difference > tolerance else None
+        return {"max_abs_diff": difference}, problem if kind in enforce else None
+
+    return check

@@ -16,7 +16,8 @@
   evaluate  exact-match accuracy (the whole ISO string right) with greedy or
             beam decoding; attention alignment PNGs.
   export    SavedModel whose `serving_default` takes raw date strings and
-            returns ISO strings (vectorization and greedy decoding inside).
+            returns ISO strings (vectorization and greedy decoding inside);
+            TFLite: source ids -> greedy symbol ids (apps/sequence/exports.py).
 """
 
 import json
@@ -26,12 +27,11 @@ import warnings
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from apps.sequence import data, decoding
 from apps.sequence.models import KeyMask, copy_weights, load_run
-from core import export, training
-from core.errors import UserError
+from core import training
 from core.registry import Registry
 from layers import AdditiveAttention, GRUCell, PositionalEncoding, TransformerDecoder, TransformerEncoder
 
@@ -108,21 +108,31 @@ class Bahdanau(Seq2Seq):
             memory, forward, backward = encoder(embed_src(source))
             return memory, bridge(layers.Concatenate()([forward, backward]))
 
-        def decode(target, state, memory, source):
-            outputs, state = decoder(embed_tgt(target), initial_state=state)
+        def attend(outputs, memory, source):
             # Padded source characters get no attention weight.
             context, weights = attention([outputs, memory], key_mask=KeyMask()(source))
-            return logits(combine(layers.Concatenate()([outputs, context]))), state, weights
+            return logits(combine(layers.Concatenate()([outputs, context]))), weights
+
+        def decode(target, state, memory, source):
+            outputs, _ = decoder(embed_tgt(target), initial_state=state)
+            return attend(outputs, memory, source)[0]
+
+        def decode_step(token, state, memory, source):
+            # One step is one call of the decoder's cell: an RNN loop over one step would hold a TensorList
+            # of unknown batch size, which TFLite cannot convert.
+            state, _ = decoder.cell(ops.squeeze(embed_tgt(token), 1), [state])
+            step_logits, weights = attend(ops.expand_dims(state, 1), memory, source)
+            return step_logits, state, weights
 
         memory, state = encode(src)
-        out, _, _ = decode(tgt, state, memory, src)
+        out = decode(tgt, state, memory, src)
         self.model = keras.Model([src, tgt], out, name="bahdanau")
         self.encoder = keras.Model(src, [memory, state], name="bahdanau_encoder")
         token = keras.Input(shape=(1,), dtype="int32", name="token")
         state_in = keras.Input(shape=(units,), name="state")
         memory_in = keras.Input(shape=(MAX_INPUT, 2 * units), name="memory")
         source_in = keras.Input(shape=(MAX_INPUT,), dtype="int32", name="source")
-        step_logits, step_state, step_weights = decode(token, state_in, memory_in, source_in)
+        step_logits, step_state, step_weights = decode_step(token, state_in, memory_in, source_in)
         self.decoder = keras.Model([token, state_in, memory_in, source_in], [step_logits, step_state, step_weights],
                                    name="bahdanau_step")
         self._encode = tf.function(lambda s: self.encoder(s, training=False), reduce_retracing=True)
@@ -349,62 +359,10 @@ def evaluate(*, out="runs/sequence/dates-bahdanau", width=1, limit=None):
     return report
 
 
-def export_run(*, out="runs/sequence/dates-bahdanau", export_dir="saved_models", version=None):
-    """saved_models/sequence-dates-<model>/<v>/: date strings -> ISO strings (greedy, inside the graph)."""
-    from apps.sequence.charlm import write_string_saved_model
+def export_run(*, out="runs/sequence/dates-bahdanau", export_dir="saved_models", version=None,
+               kinds=("float", "dynamic")):
+    """saved_models/sequence-dates-<model>/<v>/: date strings -> ISO strings (greedy, inside the graph), and
+    TFLite files of source ids -> greedy symbol ids (see apps/sequence/exports.py)."""
+    from apps.sequence.exports import export_dates
 
-    normalizer = Normalizer(out)
-    net, vectorizer = normalizer.net, normalizer.vectorizer
-    symbols = tf.constant([s if i > END else "" for i, s in enumerate(TARGET_VOCAB)])
-    model_name = normalizer.config["model"]
-
-    def serve(text):
-        source = tf.cast(vectorizer(text), tf.int32)
-        batch = tf.shape(source)[0]
-        start = tf.fill([batch], START)
-        if model_name == "bahdanau":
-            memory, state = net.encoder(source, training=False)
-
-            def body(t, token, state, out):
-                logits, state, _ = net.decoder([token[:, None], state, memory, source], training=False)
-                token = tf.argmax(logits[:, 0], axis=-1, output_type=tf.int32)
-                return t + 1, token, state, out.write(t, token)
-
-            loop = tf.while_loop(lambda t, *_: t < TARGET_LENGTH, body,
-                                 (tf.constant(0), start, state, tf.TensorArray(tf.int32, TARGET_LENGTH)))
-            tokens = tf.transpose(loop[3].stack())
-        else:
-            # The decoder is causal: a fixed-length buffer, read at position t, decodes like a growing prefix.
-            memory = net.encoder(source, training=False)
-
-            def body(t, buffer):
-                logits = net.decoder([buffer[:, :TARGET_LENGTH], memory, source], training=False)
-                token = tf.argmax(tf.gather(logits, t, axis=1), axis=-1, output_type=tf.int32)
-                update = tf.one_hot(t + 1, TARGET_LENGTH + 1, dtype=tf.int32)[None] * token[:, None]
-                return t + 1, buffer + update
-
-            buffer = tf.concat([start[:, None], tf.zeros([batch, TARGET_LENGTH], tf.int32)], axis=1)
-            loop = tf.while_loop(lambda t, _: t < TARGET_LENGTH, body, (tf.constant(0), buffer))
-            tokens = loop[1][:, 1:]
-        done = tf.cumsum(tf.cast(tf.equal(tokens, END), tf.int32), axis=1) > 0
-        pieces = tf.where(done, "", tf.gather(symbols, tokens))
-        return {"iso": tf.strings.reduce_join(pieces, axis=1)}
-
-    app_dir = os.path.join(export_dir, f"sequence-dates-{model_name}")
-    version = int(version or export.next_version(app_dir))
-    saved = os.path.join(app_dir, str(version))
-    if os.path.exists(saved):
-        raise UserError(f"{saved} already exists; choose another --version")
-    write_string_saved_model(saved, serve, [tf.TensorSpec([None], tf.string, name="text")],
-                             [net.encoder, net.decoder, vectorizer])
-    config = normalizer.config
-    _, _, test_pairs = data.date_splits(config["train_size"], config["val_size"], config["test_size"], seed=0)
-    texts = [t for t, _ in test_pairs[:64]]
-    served = [s.decode() for s in export.run_saved_model(saved, {"text": np.array(texts, dtype=object)})["iso"]]
-    expected = normalizer.normalize_batch(texts)
-    if served != expected:
-        raise export.ParityError(f"SavedModel output differs from Keras greedy decoding: "
-                                 f"{served[:3]} vs {expected[:3]}")
-    print(f"wrote SavedModel {saved} (signature '{export.SIGNATURE}': date strings -> iso); "
-          f"parity with Keras on {len(texts)} dates")
-    return {"saved_model": saved}
+    return export_dates(out=out, export_dir=export_dir, version=version, kinds=kinds)
