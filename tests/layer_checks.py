@@ -9,11 +9,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from core.export import convert_to_tflite, export_saved_model, run_saved_model, run_tflite  # noqa: E402
+from core.export import convert_to_tflite, export_saved_model, run_saved_model, run_tflite
 
 
 def rng(seed=0):

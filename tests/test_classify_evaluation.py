@@ -147,7 +147,7 @@ def test_every_model_has_a_budget_and_demo_uses_the_default_one(tmp_path):
     assert demo["model"] == budgets.DEFAULT_MODEL
     assert {k: demo[k] for k in budgets.budget(budgets.DEFAULT_MODEL)} == budgets.budget(budgets.DEFAULT_MODEL)
     # The full-budget zoo writes one row per model with its budget, wall and CPU time.
-    quick = lambda name: {**budgets.budget(name), "epochs": 1, "width": 0.25}  # noqa: E731
+    quick = lambda name: {**budgets.budget(name), "epochs": 1, "width": 0.25}
     rows = app.zoo(models=["mlp"], dataset="digits", limit=200, out=str(tmp_path), budgets=quick)
     table = open(os.path.join(tmp_path, "zoo.md")).read()
     assert "| mlp | 1 ep, width 0.25 |" in table and "training CPU time" in table

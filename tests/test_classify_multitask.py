@@ -34,7 +34,7 @@ def test_multitask_loss_is_the_weighted_sum_and_the_second_head_shares_the_backb
         x, labels)
     result = net.evaluate(x, targets, return_dict=True, verbose=0)
     fine, coarse = net.predict(x, verbose=0)
-    ce = lambda y, p: float(keras.losses.categorical_crossentropy(y, p).numpy().mean())  # noqa: E731
+    ce = lambda y, p: float(keras.losses.categorical_crossentropy(y, p).numpy().mean())
     want = ce(targets["probabilities"], fine) + 0.5 * ce(targets["coarse_probabilities"], coarse)
     assert result["loss"] == pytest.approx(want, rel=1e-4)
 

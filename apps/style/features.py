@@ -40,7 +40,7 @@ class Extractor:
 
 def random_cnn(seed=0, width=32):
     """The multi-scale random-weight feature network (fully convolutional)."""
-    init = lambda k: keras.initializers.HeNormal(seed=seed + k)  # noqa: E731
+    init = lambda k: keras.initializers.HeNormal(seed=seed + k)
     images = keras.Input((None, None, 3), name="images")
     branches = [layers.Conv2D(width, size, padding="same", activation="relu", kernel_initializer=init(i),
                               bias_initializer="zeros", name=f"random_{size}x{size}")(images)
