@@ -141,12 +141,27 @@ def _check(config_class, values, where):
 
 
 def read_config_file(config_class, path):
-    """The values in JSON file `path` for `config_class` (checked: unknown keys, types, ranges)."""
+    """The values in JSON file `path` for `config_class` (checked: types, ranges, unknown keys).
+
+    A run's own config.json (it carries `RUN_MARKER`, written by `run_config`) also records what the run found
+    out (input shape, class names, ...): its keys that are not settings are skipped. In a hand-written file an
+    unknown key is a typo, and an error."""
     from core.training import read_json_object
 
     values = read_json_object(path, "config (a JSON object)")
-    # keys starting with "_" record what a run found out (input shape, class names, ...), not settings
-    return _check(config_class, {k: v for k, v in values.items() if not k.startswith("_")}, path)
+    names = {f.name for f in dataclasses.fields(config_class)}
+    written_by_a_run = RUN_MARKER in values
+    values = {k: v for k, v in values.items() if not k.startswith("_") and (k in names or not written_by_a_run)}
+    return _check(config_class, values, path)
+
+
+RUN_MARKER = "_app"
+
+
+def run_config(config, app, **recorded):
+    """What `train` saves as the run's config.json: every setting of `config`, the app's name (RUN_MARKER: the
+    file is a run's, so `--config` skips the `recorded` facts in it) and `recorded` (shapes, class names)."""
+    return {**config_dict(config), RUN_MARKER: app, **recorded}
 
 
 def resolve_config(config_class, args, base=None):

@@ -57,7 +57,8 @@ def save_config(run_dir, config, identity_keys=()):
         clashes = [k for k in identity_keys if old.get(k) != config.get(k)]
         if clashes:
             details = ", ".join(f"{k}={old.get(k)!r}" for k in clashes)
-            raise UserError(f"{run_dir} holds another run ({details}); pass a different --out or delete it")
+            raise UserError(f"{run_dir} holds another run ({details}); give this run its own folder with --run DIR, "
+                            f"or delete it")
     make_output_dir(run_dir)
     try:
         write_json_atomically(path, config)
@@ -136,7 +137,7 @@ def read_json_object(path, what="JSON object"):
 def load_config(run_dir):
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
-        raise UserError(f"no training run in {run_dir} (missing {CONFIG_FILE}); run 'train' first or pass --out")
+        raise UserError(f"no training run in {run_dir} (missing {CONFIG_FILE}); run 'train' first or pass --run DIR")
     config = RunConfig(read_json_object(path, "run's config (a JSON object)"))
     config.path = path
     return config

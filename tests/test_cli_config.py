@@ -86,3 +86,18 @@ def test_help_shows_every_default_and_bad_flags_exit_2():
 def test_run_folder_is_one_per_model():
     assert run_folder("segment", "unet") == "runs/segment/unet"
     assert run_folder("segment", "unet", "elsewhere") == "elsewhere"
+
+
+def test_a_runs_own_config_json_skips_what_the_run_recorded_but_a_hand_written_file_may_not(tmp_path):
+    from core.cli import RUN_MARKER, run_config
+
+    written = run_config(Config(epochs=7), "demo", image_shape=[28, 28, 1])
+    assert written[RUN_MARKER] == "demo" and written["image_shape"] == [28, 28, 1]
+    run_file = tmp_path / "config.json"
+    run_file.write_text(json.dumps(written))
+    assert resolve_config(Config, parse(["--config", str(run_file)])[1]).epochs == 7
+
+    hand_written = tmp_path / "mine.json"
+    hand_written.write_text(json.dumps({"epochs": 7, "image_shape": [28, 28, 1]}))
+    with pytest.raises(UserError, match="image_shape"):
+        resolve_config(Config, parse(["--config", str(hand_written)])[1])
