@@ -44,7 +44,7 @@ def _parser():
                    help="latest[:N] (default latest:1), all, or specific:V1,V2")
     p.add_argument("--compose", default="deploy/docker-compose.yml")
     p.add_argument("--export-missing", action="store_true",
-                   help="run `python -m apps.<app> export` for apps with a training run but no export")
+                   help="export every trained run (runs/<app>/<name>/) that has no export yet")
 
     p = sub.add_parser("serve", help="the local server with TF Serving's REST and gRPC APIs")
     p.add_argument("--config", default="saved_models/models.config")
@@ -147,18 +147,44 @@ def main(argv=None):
         return 0
 
 
+def runs_without_export(root, runs="runs"):
+    """Every trained run (`runs/<app>/<name>/config.json` written by an app's `train`: it names its app) that has
+    no export yet under `root`: [(app, run folder)]. An app exports a run to `<root>/<app>_<model or task>...`
+    (core.export.export_folder), so an export folder with that prefix means the run was exported."""
+    import json
+
+    exported = set(os.listdir(root)) if os.path.isdir(root) else set()
+    missing = []
+    for app in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+        for name in sorted(os.listdir(os.path.join(runs, app))):
+            run_dir = os.path.join(runs, app, name)
+            try:
+                with open(os.path.join(run_dir, "config.json")) as f:
+                    config = json.load(f)
+            except (OSError, ValueError):
+                continue  # not a run folder (figures, a study), or a damaged one: its app reports that itself
+            if not isinstance(config, dict) or config.get("_app") != app:
+                continue
+            prefixes = [f"{app}_{config[key]}" for key in ("task", "model") if isinstance(config.get(key), str)]
+            if prefixes and not any(folder.startswith(tuple(prefixes)) for folder in exported):
+                missing.append((app, run_dir))
+    return missing
+
+
+def export_missing_runs(root):
+    """`python -m apps.<app> export --run DIR` for every run without an export; a failed one is a note."""
+    for app, run_dir in runs_without_export(root):
+        print(f"exporting {run_dir} (python -m apps.{app} export --run {run_dir})")
+        result = subprocess.run([sys.executable, "-m", f"apps.{app}", "export", "--run", run_dir])
+        if result.returncode != 0:
+            print(f"note: {run_dir}: export failed (exit {result.returncode}); serving the others")
+
+
 def config_command(args):
     from serving import config as config_lib
 
-    if args.export_missing and os.path.isdir("apps"):
-        exported = config_lib.model_paths(args.root)
-        for app in sorted(os.listdir("apps")):
-            has_run = os.path.isfile(os.path.join("runs", app, "config.json"))
-            if has_run and not any(folder.split("/")[0] == app for folder in exported.values()):
-                print(f"exporting {app} (python -m apps.{app} export)")
-                result = subprocess.run([sys.executable, "-m", f"apps.{app}", "export"])
-                if result.returncode != 0:
-                    print(f"note: {app}: export failed (exit {result.returncode}); serving the others")
+    if args.export_missing:
+        export_missing_runs(args.root)
     folders = config_lib.model_paths(args.root)
     apps = list(folders)
     if not apps:

@@ -71,3 +71,30 @@ def test_config_command_writes_config_compose_and_docker_line(tmp_path):
 
     result = run_python(["-m", "serving", "config", "--root", str(tmp_path / "empty")], timeout=60)
     assert result.returncode == 2 and "no exported app" in result.stderr
+
+
+def test_export_missing_finds_every_apps_runs_without_an_export(tmp_path):
+    """`make serve` exports what is missing for every app: a run folder written by an app's train (its
+    config.json names the app) whose `<app>_<model or task>` export does not exist yet."""
+    import json
+
+    from serving.__main__ import runs_without_export
+
+    runs, root = tmp_path / "runs", tmp_path / "saved_models"
+
+    def run(app, name, **config):
+        os.makedirs(runs / app / name)
+        (runs / app / name / "config.json").write_text(json.dumps(config))
+
+    run("classify", "lenet5", _app="classify", model="lenet5")      # exported below
+    run("classify", "vgg", _app="classify", model="vgg")            # not exported
+    run("sequence", "dates", _app="sequence", task="dates", model="bahdanau")  # exported as sequence_dates_bahdanau
+    run("rl", "dqn", _app="rl", task="dqn")                         # not exported
+    run("segment", "unet", model="unet")                            # no app marker: not written by train
+    run("detect", "ssd", _app="detect", model="ssd")
+    (runs / "detect" / "ssd" / "config.json").write_text("{trunc")   # damaged: its app says so, not serving
+    os.makedirs(runs / "basics" / "figures")                          # not a run folder
+    for name in ("classify_lenet5", "sequence_dates_bahdanau"):
+        os.makedirs(root / name / "1")
+    assert runs_without_export(str(root), runs=str(runs)) == [
+        ("classify", str(runs / "classify" / "vgg")), ("rl", str(runs / "rl" / "dqn"))]
