@@ -28,10 +28,11 @@ import math
 import os
 import sys
 import tempfile
+import time
 
 import keras
 
-from core import checkpoints
+from core import checkpoints, results
 from core.checkpoints import write_json_atomically
 from core.errors import UserError, first_line
 from core.resume import ResumeBackup
@@ -304,6 +305,22 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
         return text + "; try a lower learning rate"
 
 
+class TrainingClock(keras.callbacks.Callback):
+    """Adds each epoch's wall time to the run's training_time.json (core.results reads it): the training
+    time of a run, summed across resumes."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = (results.training_seconds(self.folder) or 0.0) + time.perf_counter() - self.start
+        write_json_atomically(os.path.join(self.folder, results.CLOCK_FILE), {"seconds": round(seconds, 3)})
+
+
 def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True, extra=()):
     """Best checkpoint, CSV history, TensorBoard, NaN stop, early stopping, the `extra` callbacks
     and, last, the resume backup (`ResumeBackup`). `monitor=None` checkpoints the last finite
@@ -319,6 +336,7 @@ def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True, 
         keras.callbacks.CSVLogger(os.path.join(folder, "history.csv"), append=True),  # appended across resumes
         keras.callbacks.TensorBoard(os.path.join(folder, "logs")),
         StopOnNaN(),
+        TrainingClock(folder),
     ]
     if patience:
         if monitor is None:

@@ -1,0 +1,96 @@
+"""results.json: what every `evaluate` records in its run folder, so the figures in docs/ are generated from
+files and every figure carries its budget and machine.
+
+    {"app": "segment", "model": "unet", "dataset": "fashion_mnist_96", "split": "test",
+     "metrics": {"miou": 0.66, ...}, "baselines": {"all_background_miou": 0.072},
+     "budget": {"epochs": 4, "limit": 8000, "batch_size": 16, "training_seconds": 336.0},
+     "seed": 0, "environment": {"git_commit": "...", "tensorflow": "2.21.0", "cpu_model": "AMD EPYC", ...}}
+
+`training_seconds` is the wall time of the run's training epochs, summed across resumes
+(`core.training.TrainingClock`, one of `fit`'s callbacks, keeps it in the run's training_time.json).
+"""
+
+import json
+import os
+import platform
+import subprocess
+import time
+
+from core.checkpoints import write_json_atomically
+
+RESULTS_FILE = "results.json"
+CLOCK_FILE = "training_time.json"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_model():
+    """`lscpu`'s Model name (else /proc/cpuinfo's model name, else platform.processor())."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                             env=dict(os.environ, LC_ALL="C")).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def git_commit(root=ROOT):
+    """HEAD's hash, with "+changes" when tracked files differ from it (the figure is then not that commit's);
+    None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+changes" if changed else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment():
+    """Where a figure was measured: commit, library versions, CPU and the oneDNN setting."""
+    import keras
+    import tensorflow as tf
+
+    return {"git_commit": git_commit(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
+
+
+def training_seconds(run_dir):
+    """The run's training wall time (TrainingClock's file), None when it was not recorded."""
+    try:
+        with open(os.path.join(run_dir, CLOCK_FILE)) as f:
+            return float(json.load(f)["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_results(run_dir, *, app, model, metrics, dataset, split="test", baselines=None, budget=None, seed=None):
+    """Write `run_dir`/results.json (atomically) and return its path. `metrics` and `baselines`: name -> number;
+    `budget`: the settings that decide how long the run trained (epochs, steps, examples)."""
+    record = {"app": app, "model": model, "dataset": dataset, "split": split,
+              "metrics": {k: _number(v) for k, v in metrics.items()},
+              "baselines": {k: _number(v) for k, v in (baselines or {}).items()},
+              "budget": {**(budget or {}), "training_seconds": training_seconds(run_dir)},
+              "seed": seed, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "environment": environment()}
+    path = os.path.join(run_dir, RESULTS_FILE)
+    write_json_atomically(path, record)
+    return path
+
+
+def _number(value):
+    value = float(value)
+    return value if value == value else None  # NaN is not JSON: recorded as null
+
