@@ -68,6 +68,12 @@ def _parser():
     p.add_argument("--drain-seconds", type=float, default=30.0,
                    help="on SIGTERM/SIGINT, how long requests in flight may take to finish")
     p.add_argument("--container-root", default="/models", help="base paths under it map to the config's folder")
+    p.add_argument("--enable-batching", "--enable_batching", action="store_true",
+                   help="server-side batching of concurrent requests (off by default, as in TF Serving)")
+    p.add_argument("--batching-parameters-file", "--batching_parameters_file", default=None, metavar="FILE",
+                   help="TF Serving's BatchingParameters text file (max_batch_size, batch_timeout_micros, "
+                        "num_batch_threads, max_enqueued_batches, allowed_batch_sizes); default: "
+                        "serving.batching's defaults")
 
     p = sub.add_parser("client", help="ask a TF Serving (real or local) about a model")
     p.add_argument("--model", required=True)
@@ -123,6 +129,7 @@ def main(argv=None):
                 raise UserError(f"{flag} must be positive, got {value}")
         if args.config_poll_seconds is not None and args.config_poll_seconds < 0:
             raise UserError(f"--config-poll-seconds must be 0 or more, got {args.config_poll_seconds}")
+        batching_parameters = read_batching_parameters(args)
         from serving import server
         limit = int(args.max_body_mb * (1 << 20))
         server.serve(args.config, host=args.host, rest_port=args.rest_port, grpc_port=args.grpc_port,
@@ -130,7 +137,8 @@ def main(argv=None):
                      container_root=args.container_root, max_body_bytes=limit,
                      max_concurrency=args.max_concurrency, max_connections=args.max_connections,
                      max_batch=args.max_batch, header_timeout=args.header_timeout,
-                     body_timeout=args.body_timeout, drain_seconds=args.drain_seconds)
+                     body_timeout=args.body_timeout, drain_seconds=args.drain_seconds,
+                     batching_parameters=batching_parameters)
         return 0
     if args.command == "client":
         return client_command(args)
@@ -178,6 +186,25 @@ def export_missing_runs(root):
         result = subprocess.run([sys.executable, "-m", f"apps.{app}", "export", "--run", run_dir])
         if result.returncode != 0:
             print(f"note: {run_dir}: export failed (exit {result.returncode}); serving the others")
+
+
+def read_batching_parameters(args):
+    """The BatchingParameters of --enable-batching (from --batching-parameters-file when given), else None."""
+    from serving import batching
+
+    if args.batching_parameters_file and not args.enable_batching:
+        raise UserError("--batching-parameters-file needs --enable-batching")
+    if not args.enable_batching:
+        return None
+    if not args.batching_parameters_file:
+        return batching.BatchingParameters()
+    try:
+        with open(args.batching_parameters_file, encoding="utf-8") as f:
+            return batching.parse_parameters(f.read())
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {args.batching_parameters_file}: {error}") from None
+    except ValueError as error:
+        raise UserError(f"{args.batching_parameters_file}: {error}") from None
 
 
 def config_command(args):

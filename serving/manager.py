@@ -17,6 +17,7 @@ import threading
 
 import numpy as np
 
+from serving import batching
 from serving import config as config_lib
 from serving.errors import ServingError, invalid, not_found
 
@@ -86,8 +87,9 @@ class Bundle:
 class Servable:
     """One version of one model (models sharing a folder share its Bundle)."""
 
-    def __init__(self, name, version, path, bundle=None):
+    def __init__(self, name, version, path, bundle=None, batcher=None):
         self.name, self.version, self.path = name, version, path
+        self.batcher = batcher  # serving.batching.Batcher when --enable_batching
         self.bundle = bundle or Bundle(path)
         self.signature_defs = self.bundle.signature_defs
         self.signatures = self.bundle.signatures
@@ -129,14 +131,21 @@ class Servable:
                     f"output tensor alias not found in signature: {alias} Outputs expected to be in "
                     f"the set {{{','.join(sorted(signature.outputs))}}}."
                 )
-        try:
-            outputs = signature.function(
-                **{k: tf.constant(v, dtype=signature.inputs[k].tf_dtype) for k, v in inputs.items()}
-            )
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-            raise invalid(str(error).strip().splitlines()[0][:500]) from None
+        def call(arrays):
+            try:
+                outputs = signature.function(
+                    **{k: tf.constant(v, dtype=signature.inputs[k].tf_dtype) for k, v in arrays.items()}
+                )
+            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
+                raise invalid(str(error).strip().splitlines()[0][:500]) from None
+            return {k: v.numpy() for k, v in outputs.items()}
+
+        if self.batcher is not None and batching.batchable(signature):
+            outputs = self.batcher.run((self.name, self.version, signature.name), call, inputs)
+        else:
+            outputs = call(inputs)
         names = list(output_filter) or list(outputs)
-        return {k: outputs[k].numpy() for k in names}
+        return {k: outputs[k] for k in names}
 
 
 def validate_inputs(signature, arrays, max_batch):
@@ -184,8 +193,10 @@ def validate_inputs(signature, arrays, max_batch):
 class ModelManager:
     """Loads and unloads versions following the config; answers lookups."""
 
-    def __init__(self, specs, *, config_path=None, container_root=config_lib.CONTAINER_ROOT, log=print):
+    def __init__(self, specs, *, config_path=None, container_root=config_lib.CONTAINER_ROOT, log=print,
+                 batching_parameters=None):
         self.config_path = config_path
+        self.batcher = batching.Batcher(batching_parameters) if batching_parameters else None
         self.container_root = container_root
         self.log = log
         self._lock = threading.Lock()
@@ -263,7 +274,7 @@ class ModelManager:
                 key = (os.path.realpath(path), mtime)
                 if key not in self._bundles:
                     self._bundles[key] = Bundle(path)
-                servable = Servable(spec.name, version, path, self._bundles[key])
+                servable = Servable(spec.name, version, path, self._bundles[key], batcher=self.batcher)
                 servable.warm_up()
             except Exception as error:
                 self._failed[(spec.name, version)] = mtime
@@ -348,6 +359,8 @@ class ModelManager:
 
     def stop(self):
         self._stop.set()
+        if self.batcher is not None:  # after the drain: the requests in flight have their answers
+            self.batcher.stop()
 
     # -- lookups -----------------------------------------------------------
     def resolve(self, name, version=None, label=None):

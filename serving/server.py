@@ -23,10 +23,12 @@ from serving import config as config_lib
 from serving.manager import ModelManager
 
 
-def build(config_path, *, container_root=config_lib.CONTAINER_ROOT, log=print):
-    """A ModelManager with the config's models loaded (before any port opens)."""
+def build(config_path, *, container_root=config_lib.CONTAINER_ROOT, log=print, batching_parameters=None):
+    """A ModelManager with the config's models loaded (before any port opens); `batching_parameters`
+    (serving.batching.BatchingParameters) turns server-side batching on."""
     specs = config_lib.read_config(config_path, container_root=container_root)
-    manager = ModelManager(specs, config_path=config_path, container_root=container_root, log=log)
+    manager = ModelManager(specs, config_path=config_path, container_root=container_root, log=log,
+                           batching_parameters=batching_parameters)
     manager.refresh()
     return manager
 
@@ -68,7 +70,7 @@ def _uvicorn_server_class():
 def create(config_path, *, host="127.0.0.1", rest_port=8501, grpc_port=8500, poll_seconds=1.0,
            config_poll_seconds=None, container_root=config_lib.CONTAINER_ROOT, max_body_bytes=8 << 20,
            max_concurrency=8, max_connections=64, max_batch=256, header_timeout=10.0, body_timeout=30.0,
-           keep_alive=10, drain_seconds=30.0, log=None):
+           keep_alive=10, drain_seconds=30.0, batching_parameters=None, log=None):
     """The manager (models loaded, polling), the started gRPC server and the
     not-yet-running uvicorn server (its shutdown drains both)."""
     import uvicorn
@@ -77,7 +79,9 @@ def create(config_path, *, host="127.0.0.1", rest_port=8501, grpc_port=8500, pol
     from serving.metrics import Metrics
 
     log = log or (lambda message: print(time.strftime("%H:%M:%S ") + message, file=sys.stderr, flush=True))
-    manager = build(config_path, container_root=container_root, log=log)
+    manager = build(config_path, container_root=container_root, log=log, batching_parameters=batching_parameters)
+    if batching_parameters is not None:
+        log(f"server-side batching: {batching_parameters}")
     metrics = Metrics(known_model=manager.has_model)
     metrics.gauge("local_serving_model_versions_loaded", "Versions serving now, by model (local server only).",
                   ("model_name",), lambda: {(name,): len(v) for name, v in manager.loaded_versions().items()})
