@@ -87,10 +87,10 @@ def add_config_flags(parser, config_class, *, skip=(), title=None):
         group.add_argument(_flag(field), **kwargs)
 
 
-def add_run_flags(parser, *, app, config=True, strategy=True):
-    """--run DIR (default runs/<app>/<model>), and for `train`: --config FILE and --strategy."""
+def add_run_flags(parser, *, app, config=True, strategy=True, default_run=None):
+    """--run DIR (default `default_run`, else runs/<app>/<model>), and for `train`: --config FILE and --strategy."""
     parser.add_argument("--run", default=None, metavar="DIR",
-                        help=f"the run folder (default: {RUNS}/{app}/<model>)")
+                        help=f"the run folder (default: {default_run or os.path.join(RUNS, app, '<model>')})")
     if config:
         parser.add_argument("--config", default=None, metavar="FILE",
                             help="a config.json (e.g. an earlier run's) whose values replace the defaults; "
@@ -103,6 +103,20 @@ def add_run_flags(parser, *, app, config=True, strategy=True):
 def run_folder(app, model, run=None):
     """The run folder: --run when given, else runs/<app>/<model>."""
     return run or os.path.join(RUNS, app, model)
+
+
+def trained_run_folder(app, args, default_model):
+    """The run folder evaluate/export/predict read: --run, else runs/<app>/<--model>. A --run that holds a run of
+    another model than --model names is refused in one line (it would evaluate the wrong network)."""
+    run_dir = run_folder(app, args.model or default_model, args.run)
+    if args.model and args.run:
+        from core import training
+
+        recorded = training.load_config(run_dir).get("model")
+        if recorded != args.model:
+            raise UserError(f"--run {run_dir} holds a {recorded} run, not {args.model}: pass the --run DIR of a "
+                            f"{args.model} run, or leave out --model")
+    return run_dir
 
 
 def _check(config_class, values, where):

@@ -78,11 +78,12 @@ def training_seconds(run_dir):
 
 def write_results(run_dir, *, app, model, metrics, dataset, split="test", baselines=None, budget=None, seed=None):
     """Write `run_dir`/results.json (atomically) and return its path. `metrics` and `baselines`: name -> number;
-    `budget`: the settings that decide how long the run trained (epochs, steps, examples)."""
+    `budget`: the settings that decide how long the run trained (epochs, steps, examples; `training_seconds`
+    when the app keeps its own clock, else the run's TrainingClock file)."""
     record = {"app": app, "model": model, "dataset": dataset, "split": split,
               "metrics": {k: _number(v) for k, v in metrics.items()},
               "baselines": {k: _number(v) for k, v in (baselines or {}).items()},
-              "budget": {**(budget or {}), "training_seconds": training_seconds(run_dir)},
+              "budget": {"training_seconds": training_seconds(run_dir), **(budget or {})},
               "seed": seed, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "environment": environment()}
     path = os.path.join(run_dir, RESULTS_FILE)

@@ -107,7 +107,7 @@ class RunConfig(dict):
 
     def __missing__(self, key):
         raise UserError(f"{self.path} has no '{key}': it is not the config of a run of this command "
-                        f"(another app's, or an older version's); pass the right --out or train again")
+                        f"(another app's, or an older version's); pass the right --run or train again")
 
 
 def read_json(path, what="JSON file"):
@@ -203,7 +203,7 @@ def check_input_shape(model, expected, path):
 
     if shapes and not any(fits(got) for got in shapes):
         raise UserError(f"{path} takes inputs of shape {' and '.join(str(got) for got in shapes)}, but "
-                        f"{CONFIG_FILE} says {expected}: the model belongs to another run; pass the right --out "
+                        f"{CONFIG_FILE} says {expected}: the model belongs to another run; pass the right --run "
                         f"or train again")
 
 

@@ -190,12 +190,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     from apps.detect.__main__ import main
 
     cases = [
-        (["train", "--model", "yolo99"], "unknown model 'yolo99'; choose one of: ssd, rcnn"),
-        (["train", "--dataset", "imagenet", "--out", str(tmp_path / "r")], "unknown scene dataset 'imagenet'"),
-        (["train", "--epochs", "0", "--out", str(tmp_path / "r")], "must be at least 1"),
-        (["evaluate", "--out", str(tmp_path / "nothing")], "no training run in"),
-        (["export", "--out", str(tmp_path / "nothing")], "no training run in"),
-        (["predict", "missing.png", "--out", str(tmp_path / "nothing")], "no training run in"),
+        (["train", "--dataset", "imagenet", "--run", str(tmp_path / "r")], "unknown scene dataset 'imagenet'"),
+        (["train", "--epochs", "0", "--run", str(tmp_path / "r")], "--epochs must be at least 1"),
+        (["train", "--seed", "-1"], "--seed must be at least 0, got -1"),
+        (["evaluate", "--run", str(tmp_path / "nothing")], "no training run in"),
+        (["export", "--run", str(tmp_path / "nothing")], "no training run in"),
+        (["predict", "missing.png", "--run", str(tmp_path / "nothing")], "no training run in"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
@@ -204,3 +204,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("apps.detect: error:") and message in err, (argv, err)
         assert "\n" not in err
+    # A name outside the choices is argparse's: its usage, then one error line, exit 2.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "yolo99"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'yolo99'" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -193,9 +193,10 @@ def test_concept_verbs_refuse_bad_options_in_one_line(tmp_path, capsys):
     blocker.write_text("not a folder")
     cases = [(["localize", "--seed", "-1"], "--seed must be at least 0, got -1"),
              (["localize", "--box-weight", "nan"], "--box-weight must be a finite number of at least 0, got nan"),
-             (["localize", "--box-weight", "-2"], "--box-weight must be a finite number of at least 0, got -2.0"),
-             (["sliding-window", "--out", str(blocker)], "cannot write to the output folder"),
-             (["rcnn-classic", "--out", str(blocker / "sub")], "cannot write to the output folder")]
+             (["localize", "--box-weight", "-2"], "--box-weight must be at least 0.0, got -2.0"),
+             (["sliding-window", "--seed", "-1"], "--seed must be at least 0, got -1"),
+             (["sliding-window", "--run", str(blocker)], "cannot write to the output folder"),
+             (["rcnn-classic", "--run", str(blocker / "sub")], "cannot write to the output folder")]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             run_cli(main, argv, prog="apps.detect")

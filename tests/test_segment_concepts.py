@@ -10,6 +10,7 @@ from apps.segment import sliding_window as sw
 from apps.segment.__main__ import main, parse_args
 from apps.segment.models import build_model
 from core import scenes
+from core.cli import resolve_config
 from core.errors import run_cli
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -200,15 +201,17 @@ def test_verbs_show_their_defaults_and_refuse_bad_input_in_one_line(tmp_path, ca
             main([verb, "--help"])
         assert exit_info.value.code == 0
         assert "default:" in capsys.readouterr().out
-    defaults = parse_args(["crf"])                                         # the CLI shows the CRF's defaults
-    assert crf.CRFParams() == crf.CRFParams(theta_alpha=defaults.theta_alpha, theta_beta=defaults.theta_beta,
-                                            smoothness_weight=defaults.smoothness_weight,
-                                            theta_gamma=defaults.theta_gamma, iterations=defaults.iterations)
-    cases = [(["crf", "--run", str(tmp_path / "nothing")], "no training run"),
+    # The CLI's CRF is the experiment's default CRF, and a typed flag reaches it.
+    assert resolve_config(crf.CRFParams, parse_args(["crf"])) == crf.CRFParams()
+    assert resolve_config(crf.CRFParams, parse_args(["crf", "--iterations", "2"])).iterations == 2
+    cases = [(["crf", "--from-run", str(tmp_path / "nothing")], "no training run"),
              (["crf", "--iterations", "0"], "--iterations must be at least 1"),
              (["crf", "--theta-beta", "0"], "--theta-beta must be positive"),
              (["crf", "--scenes", "1"], "--scenes must be at least 2"),
-             (["sliding-window", "--steps", "0"], "--steps must be at least 1")]
+             (["sliding-window", "--steps", "0"], "--steps must be at least 1"),
+             (["sliding-window", "--seed", "-1"], "--seed must be at least 0, got -1"),
+             (["crf", "--seed", "-1"], "--seed must be at least 0, got -1"),
+             (["crf", "--smoothness-weight", "-1"], "--smoothness-weight must be at least 0")]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             run_cli(main, argv, prog="apps.segment")

@@ -1,30 +1,48 @@
 """Command line: python -m apps.detect {train,evaluate,export,predict,localize,sliding-window,rcnn-classic} ...
 
-  train     train a detector (--model ssd: single shot; rcnn: two-stage with a mask head)
+  train     train a detector into its run folder (--model ssd: single shot; rcnn: two-stage with a mask head)
   evaluate  mAP@0.5 and mAP@[.5:.95] on the held-out test scenes vs random boxes; a PNG
-  export    SavedModel (post-NMS boxes, classes, scores, num_detections [, masks]) + TFLite, parity-checked
+  export    SavedModel (post-NMS boxes, classes, scores, num_detections [, masks]) + TFLite in
+            saved_models/detect_<model>/, parity-checked
   predict   detect objects in PNG/JPEG files; PNGs with boxes, labels, scores and masks
 
-The path toward detection (each writes a PNG under <out>/<experiment>/ and prints a table):
-  localize        one object per scene: a CNN with a class head and a box head; exported
+The path toward detection (each writes its PNG into --run DIR, default runs/detect/<experiment>, and prints a
+table):
+  localize        one object per scene: a CNN with a class head and a box head; exported (detect_localize)
   sliding-window  a window classifier over a grid of windows + NMS vs the SSD: mAP and cost
-  rcnn-classic    selective search + a crop classifier (R-CNN) vs the RPN detector; exported
+  rcnn-classic    selective search + a crop classifier (R-CNN) vs the RPN detector; exported (detect_rcnn_classic)
 """
 
 import argparse
 import math
+import os
 import time
 
+from apps.detect.config import APP, MODEL_NAMES, ExperimentConfig, LocalizeConfig, TrainConfig
+from core.cli import RUNS, add_config_flags, add_run_flags, resolve_config, run_folder, trained_run_folder
 from core.errors import UserError, run_cli
 
-MODEL_NAMES = ("ssd", "rcnn")
-# Default epochs (on all 8,000 training scenes); the figures in docs/detect.md use shorter budgets via --limit.
-DEFAULT_EPOCHS = {"ssd": 6, "rcnn": 6}
-EXPERIMENTS = {  # verb: help (the module is apps.detect.<verb with _>)
-    "localize": "single-object classification + localisation: CNN with class + box heads vs the mean box",
-    "sliding-window": "window classifier over a grid of windows + NMS vs the SSD: mAP@0.5, FLOPs, ms per image",
-    "rcnn-classic": "selective search + crop classifier (R-CNN) vs the RPN detector: mAP, time, proposal recall",
+DEFAULT_MODEL = TrainConfig.model
+EXPERIMENTS = {  # verb: (help, its config) -- the module is apps.detect.<verb with _>
+    "localize": ("single-object classification + localisation: CNN with class + box heads vs the mean box",
+                 LocalizeConfig),
+    "sliding-window": ("window classifier over a grid of windows + NMS vs the SSD: mAP@0.5, FLOPs, ms per image",
+                       ExperimentConfig),
+    "rcnn-classic": ("selective search + crop classifier (R-CNN) vs the RPN detector: mAP, time, proposal recall",
+                     ExperimentConfig),
 }
+
+
+def add_trained_run_flags(p):
+    """evaluate/export/predict: which run to read. Everything else comes from the run's config.json."""
+    p.add_argument("--model", default=None, choices=MODEL_NAMES, metavar="NAME",
+                   help=f"{', '.join(MODEL_NAMES)}: picks the default run folder {RUNS}/{APP}/<model> "
+                        f"(default: {DEFAULT_MODEL})")
+    add_run_flags(p, app=APP, config=False, strategy=False)
+
+
+def add_export_flags(p):
+    p.add_argument("--export-dir", default="saved_models", help="root of the exports (default: %(default)s)")
 
 
 def parse_args(argv=None):
@@ -32,97 +50,76 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def add_run_options(p):
-        p.add_argument("--model", default="ssd", help=f"{', '.join(MODEL_NAMES)} (default: %(default)s); "
-                                                      "with --out it names the run folder")
-        p.add_argument("--out", default=None, help="run folder (default: runs/detect/<model>)")
-
     p = commands.add_parser("train", help="train a detector (rerun the same command to resume)")
-    add_run_options(p)
-    p.add_argument("--dataset", default="fashion_mnist_96",
-                   help="tfds scene config: fashion_mnist_96, mnist_96, fashion_mnist_64_small (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the model's budget)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size per replica (default: %(default)s)")
-    p.add_argument("--learning-rate", type=float, default=2e-3)
-    p.add_argument("--limit", type=int, default=None, help="use at most this many scenes per split")
-    p.add_argument("--strategy", default="auto", help="auto, default, mirrored or multiworker")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=None, help="tensorflow-datasets folder (default: data/tensorflow_datasets)")
+    add_config_flags(p, TrainConfig)
+    add_run_flags(p, app=APP)
 
     p = commands.add_parser("evaluate", help="test mAP@0.5, mAP@[.5:.95], random-boxes baseline; PNG")
-    add_run_options(p)
-    p.add_argument("--limit", type=int, default=None, help="use at most this many test scenes")
-    p.add_argument("--data-dir", default=None)
+    add_trained_run_flags(p)
+    p.add_argument("--limit", type=int, default=None, help="use at most this many test scenes (default: all)")
 
-    p = commands.add_parser("export", help="SavedModel for TF Serving and TFLite files, parity-checked")
-    add_run_options(p)
-    p.add_argument("--export-dir", default="saved_models", help="root of the exports (default: %(default)s)")
-    p.add_argument("--version", type=int, default=None, help="version number (default: next free)")
-    p.add_argument("--data-dir", default=None)
+    p = commands.add_parser("export", help="SavedModel for TF Serving and TFLite files in the export folder "
+                                           "detect_<model>/, parity-checked")
+    add_trained_run_flags(p)
+    add_export_flags(p)
+    p.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
 
     p = commands.add_parser("predict", help="detect objects in PNG/JPEG files")
     p.add_argument("images", nargs="+", help="image files")
-    add_run_options(p)
+    add_trained_run_flags(p)
     p.add_argument("--resize", action="store_true", help="resize images to the detector's input size")
 
-    for name, help_text in EXPERIMENTS.items():
-        p = commands.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--out", default="runs/detect", help="root of the PNG folders (default: %(default)s)")
-        p.add_argument("--small", action="store_true",
-                       help="a quick run: fewer scenes and epochs (2-4 min on a busy 2-core CPU)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the scenes and the training (default: %(default)s)")
-        if name != "sliding-window":
-            p.add_argument("--export-dir", default="saved_models", help="root of the exports (default: %(default)s)")
-        if name == "localize":
-            p.add_argument("--box-weight", type=float, default=1.0,
-                           help="lambda in cross-entropy + lambda * box loss (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if args.command in EXPERIMENTS:
-        if args.seed < 0:
-            raise UserError(f"--seed must be at least 0, got {args.seed}")
-        weight = getattr(args, "box_weight", 0.0)
-        if not (math.isfinite(weight) and weight >= 0):
-            raise UserError(f"--box-weight must be a finite number of at least 0, got {weight}")
-        return args
-    if args.model not in MODEL_NAMES:
-        raise UserError(f"unknown model '{args.model}'; choose one of: {', '.join(MODEL_NAMES)}")
-    args.out = args.out or f"runs/detect/{args.model}"
-    return args
+    for verb, (help_text, config_class) in EXPERIMENTS.items():
+        p = commands.add_parser(verb, help=help_text, description=help_text)
+        add_config_flags(p, config_class)
+        p.add_argument("--run", default=os.path.join(RUNS, APP, verb.replace("-", "_")), metavar="DIR",
+                       help="the folder of the PNG (default: %(default)s)")
+        if verb != "sliding-window":
+            add_export_flags(p)
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.command in EXPERIMENTS:
-        run_experiment(args)
+    command = args.command
+    if command in EXPERIMENTS:
+        run_experiment(args, resolve_config(EXPERIMENTS[command][1], args))
         return
-    from apps.detect import app  # after parsing, so --help is instant
+    if command == "train":
+        config = resolve_config(TrainConfig, args)
+        run_dir = run_folder(APP, config.model, args.run)
+        from apps.detect import app  # after parsing, so --help is instant
 
-    if args.command == "train":
-        epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.model]
-        app.train(model=args.model, dataset=args.dataset, epochs=epochs, batch_size=args.batch_size,
-                  learning_rate=args.learning_rate, strategy=args.strategy, out=args.out, seed=args.seed,
-                  limit=args.limit, data_dir=args.data_dir)
-        print(f"run folder: {args.out} (model.keras, history.csv, learning_curves.png, logs/); "
-              f"next: python -m apps.detect evaluate --model {args.model}")
-    elif args.command == "evaluate":
-        app.evaluate(out=args.out, limit=args.limit, data_dir=args.data_dir)
-    elif args.command == "export":
-        app.export_run(out=args.out, export_dir=args.export_dir, version=args.version, data_dir=args.data_dir)
-    elif args.command == "predict":
-        app.predict(args.images, out=args.out, resize=args.resize)
+        app.train(config, run_dir=run_dir, strategy=args.strategy)
+        print(f"run folder: {run_dir} (config.json, model.keras, history.csv, learning_curves.png, logs/); "
+              f"next: python -m apps.detect evaluate --run {run_dir}")
+        return
+    run_dir = trained_run_folder(APP, args, DEFAULT_MODEL)
+    from apps.detect import app
+
+    if command == "evaluate":
+        app.evaluate(run_dir, limit=args.limit)
+    elif command == "export":
+        app.export_run(run_dir, export_dir=args.export_dir, version=args.version)
+    elif command == "predict":
+        app.predict(args.images, run_dir=run_dir, resize=args.resize)
 
 
-def run_experiment(args):
+def run_experiment(args, config):
     import importlib
 
     from core import training
 
+    weight = getattr(config, "box_weight", 0.0)
+    if not math.isfinite(weight):
+        raise UserError(f"--box-weight must be a finite number of at least 0, got {weight}")
     start = time.time()
-    training.set_seed(args.seed)
+    training.set_seed(config.seed)
     module = importlib.import_module(f"apps.detect.{args.command.replace('-', '_')}")
-    print(f"== {args.command}: {EXPERIMENTS[args.command]}")
-    options = {key: getattr(args, key) for key in ("export_dir", "box_weight") if hasattr(args, key)}
-    module.run(out=args.out, small=args.small, seed=args.seed, **options)
+    print(f"== {args.command}: {EXPERIMENTS[args.command][0]}")
+    options = {key: getattr(source, key) for source, key in ((args, "export_dir"), (config, "box_weight"))
+               if hasattr(source, key)}
+    module.run(run_dir=args.run, small=config.small, seed=config.seed, **options)
     print(f"{args.command} finished in {time.time() - start:.0f} s")
 
 

@@ -9,30 +9,24 @@ parity check -> PNGs with boxes, labels, scores and masks.
 
 import json
 import os
-import time
 
 import keras
 import numpy as np
 
 from apps.detect import boxes as box_utils
+from apps.detect.config import APP, TrainConfig
 from apps.detect.data import detector_dataset, ground_truths, load_scenes
 from apps.detect.metrics import detection_metrics
 from apps.detect.models import MODELS
-from core import distribute, export, training
+from core import distribute, export, results, training
 from core import scenes as scene_lib
+from core.cli import run_config
 from core.errors import UserError
 from core.images import read_image
 
-APP = "detect"
-DEFAULT_DATASET = "fashion_mnist_96"
-TIME_FILE = "training_time.json"
 # Float TFLite vs SavedModel: the same detections (count, classes) and boxes (pixels),
 # scores and mask probabilities within this.
 FLOAT_TOLERANCE = 1e-3
-
-
-def default_out(model):
-    return os.path.join("runs", APP, model)
 
 
 def dataset_classes(dataset):
@@ -45,53 +39,41 @@ def _check_dataset(dataset):
         raise UserError(f"unknown scene dataset '{dataset}'; choose one of {', '.join(names)}")
 
 
-def train(*, model="ssd", dataset=DEFAULT_DATASET, epochs=6, batch_size=32, learning_rate=2e-3, strategy="auto",
-          out=None, seed=0, limit=None, data_dir=None, scenes=None, class_names=None):
-    """Train a detector; `batch_size` is per replica. `scenes` ({"train": ..., "validation": ...}
-    numpy scene dicts) and `class_names` replace loading `dataset` (tests use small generated sets)."""
-    detector = MODELS.get(model)  # an unknown name fails now, not after loading the data
-    out = out or default_out(model)
-    if epochs < 1 or batch_size < 1:
-        raise UserError(f"--epochs and --batch-size must be at least 1, got {epochs} and {batch_size}")
-    strategy = distribute.get_strategy(strategy)
-    training.set_seed(seed)
+def train(config: TrainConfig, *, run_dir, strategy="auto", scenes=None, class_names=None):
+    """Train `config.model` into `run_dir`; `config.batch_size` is per replica. `scenes` ({"train": ...,
+    "validation": ...} numpy scene dicts) and `class_names` replace loading `config.dataset` (tests and the
+    experiments use small generated sets)."""
+    detector = MODELS.get(config.model)  # an unknown name fails now, not after loading the data
     if scenes is None:
-        _check_dataset(dataset)
-        class_names = dataset_classes(dataset)
-        scenes = {split: load_scenes(dataset, split, limit, data_dir) for split in ("train", "validation")}
+        _check_dataset(config.dataset)
+    strategy_name, strategy = strategy, distribute.get_strategy(strategy)  # before any other TF work
+    training.set_seed(config.seed)
+    if scenes is None:
+        class_names = dataset_classes(config.dataset)
+        scenes = {split: load_scenes(config.dataset, split, config.limit, config.data_dir)
+                  for split in ("train", "validation")}
     image_size, num_classes = scenes["train"]["image"].shape[1], len(class_names)
-    global_batch = distribute.global_batch_size(batch_size, strategy)
+    global_batch = distribute.global_batch_size(config.batch_size, strategy)
     with strategy.scope():
         net = detector.build(image_size, num_classes)
         # Clipping keeps the first steps sane while the focal loss sees mostly easy negatives.
-        net.compile(optimizer=keras.optimizers.Adam(learning_rate, global_clipnorm=10.0),
+        net.compile(optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=10.0),
                     loss=detector.losses(num_classes))
-    config = dict(app=APP, model=model, dataset=dataset, epochs=epochs, batch_size=batch_size,
-                  learning_rate=learning_rate, seed=seed, limit=limit, class_names=list(class_names),
-                  image_size=int(image_size))
-    writes_files = training.start_run(out, config, strategy, dataset_name=dataset,
+    recorded = run_config(config, APP, class_names=list(class_names), image_size=int(image_size),
+                          strategy=strategy_name, replicas=strategy.num_replicas_in_sync)
+    writes_files = training.start_run(run_dir, recorded, strategy, dataset_name=config.dataset,
                                       num_examples=len(scenes["train"]["image"]), global_batch=global_batch)
-    train_data = detector_dataset(detector, scenes["train"], num_classes, global_batch, shuffle=True, seed=seed)
-    val_data = detector_dataset(detector, scenes["validation"], num_classes, global_batch, seed=seed + 1)
-    start = time.time()
-    training.fit(net, train_data, val_data, epochs=epochs, run_dir=out, writes_files=writes_files)
-    if writes_files:
-        _add_training_time(out, time.time() - start)
+    train_data = detector_dataset(detector, scenes["train"], num_classes, global_batch, shuffle=True,
+                                  seed=config.seed)
+    val_data = detector_dataset(detector, scenes["validation"], num_classes, global_batch, seed=config.seed + 1)
+    training.fit(net, train_data, val_data, epochs=config.epochs, run_dir=run_dir, writes_files=writes_files)
     return net
 
 
-def _add_training_time(out, seconds):
-    """Training wall time, summed over resumed runs (the figure reports it)."""
-    path = os.path.join(out, TIME_FILE)
-    total = json.load(open(path))["seconds"] if os.path.exists(path) else 0.0
-    with open(path, "w") as f:
-        json.dump({"seconds": total + seconds}, f)
-
-
-def inference_model(out):
+def inference_model(run_dir):
     """The run's best model wrapped with decoding, NMS and (rcnn) mask pasting; and the config."""
-    config = training.load_config(out)
-    trained = training.load_trained_model(out, input_shape=(config["image_size"], config["image_size"], 1))
+    config = training.load_config(run_dir)
+    trained = training.load_trained_model(run_dir, input_shape=(config["image_size"], config["image_size"], 1))
     detector = MODELS.get(config["model"])
     return detector.inference(trained, config["image_size"], len(config["class_names"])), config
 
@@ -144,21 +126,20 @@ def mask_iou(detections, scenes, threshold=0.5):
     return float(np.mean(ious)) if ious else 0.0
 
 
-def evaluate(*, out, limit=None, data_dir=None, scenes=None):
+def evaluate(run_dir, *, limit=None, scenes=None):
     """mAP of the run's detector on the test scenes vs the random-boxes baseline; PNG of predictions."""
-    inference, config = inference_model(out)
+    inference, config = inference_model(run_dir)
     class_names = config["class_names"]
     if scenes is None:
-        scenes = load_scenes(config["dataset"], "test", limit, data_dir)
+        scenes = load_scenes(config["dataset"], "test", limit, config.get("data_dir"))
     metrics, detections = score(inference, scenes, len(class_names))
     baseline = detection_metrics(random_baseline(scenes, len(class_names)), ground_truths(scenes), len(class_names))
     report = {"model": config["model"], "dataset": config["dataset"], "num_scenes": len(scenes["image"]),
               "map50": metrics["map50"], "map50_95": metrics["map50_95"],
               "ap50_per_class": dict(zip(class_names, metrics["ap50_per_class"])),
               "random_boxes_map50": baseline["map50"], "random_boxes_map50_95": baseline["map50_95"]}
-    time_path = os.path.join(out, TIME_FILE)
-    if os.path.exists(time_path):
-        report["training_seconds"] = json.load(open(time_path))["seconds"]
+    if results.training_seconds(run_dir) is not None:  # fit's TrainingClock, summed over resumed runs
+        report["training_seconds"] = results.training_seconds(run_dir)
     if "masks" in detections[0]:
         report["mask_iou"] = mask_iou(detections, scenes)
     print(f"{config['model']} on {config['dataset']} test ({report['num_scenes']} scenes): "
@@ -167,24 +148,30 @@ def evaluate(*, out, limit=None, data_dir=None, scenes=None):
           + (f"; mask IoU of matched detections {report['mask_iou']:.3f}" if "mask_iou" in report else ""))
     for name, ap in report["ap50_per_class"].items():
         print(f"  AP@0.5 {name:>12}: {'n/a' if ap is None else f'{ap:.3f}'}")
-    with open(os.path.join(out, "metrics.json"), "w") as f:
+    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(report, f, indent=2)
-    png = draw(scenes["image"][:8], detections[:8], class_names, os.path.join(out, "test_predictions.png"),
+    png = draw(scenes["image"][:8], detections[:8], class_names, os.path.join(run_dir, "test_predictions.png"),
                title=f"{config['model']}: mAP@0.5 {report['map50']:.3f}")
-    print(f"wrote {png}\nwrote {os.path.join(out, 'metrics.json')}")
+    results_path = results.write_results(
+        run_dir, app="detect", model=config["model"], dataset=config["dataset"],
+        metrics={k: report[k] for k in ("map50", "map50_95", "mask_iou") if k in report},
+        baselines={k: report[k] for k in ("random_boxes_map50", "random_boxes_map50_95")},
+        budget={k: config.get(k) for k in ("epochs", "limit", "batch_size")},
+        seed=config.get("seed"))
+    print(f"wrote {png}\nwrote {os.path.join(run_dir, 'metrics.json')}\nwrote {results_path}")
     return report
 
 
-def export_run(*, out, export_dir="saved_models", version=None, data_dir=None, sample_images=None):
+def export_run(run_dir, *, export_dir="saved_models", version=None, sample_images=None):
     """SavedModel (serving_default: images -> post-NMS boxes, classes, scores, num_detections
     [, masks]) in EXPORT_DIR/detect_<model>/<version>/ and float + dynamic-range TFLite files,
     checked against the SavedModel on the same test scenes."""
-    inference, config = inference_model(out)
+    inference, config = inference_model(run_dir)
     detector = MODELS.get(config["model"])
     if sample_images is None:
-        sample_images = load_scenes(config["dataset"], "test", 16, data_dir)["image"]
+        sample_images = load_scenes(config["dataset"], "test", 16, config.get("data_dir"))["image"]
     sample = {"images": np.asarray(sample_images, np.float32)}
-    report = export.export_model(inference, os.path.join(export_dir, f"{APP}_{config['model']}"),
+    report = export.export_model(inference, export.export_folder(APP, config["model"], export_dir),
                                  input_names=["images"], output_names=list(detector.output_names),
                                  sample_inputs=sample, class_names=config["class_names"], version=version,
                                  check=parity)
@@ -215,14 +202,14 @@ def parity(kind, reference, candidate):
     return figures, problem
 
 
-def predict(paths, *, out, resize=False):
-    """Detect objects in image files; writes OUT/predictions/<name>.png with boxes, labels,
+def predict(paths, *, run_dir, resize=False):
+    """Detect objects in image files; writes RUN/predictions/<name>.png with boxes, labels,
     scores (and masks) and prints the detections."""
-    inference, config = inference_model(out)
+    inference, config = inference_model(run_dir)
     shape = (config["image_size"], config["image_size"], 1)
     images = np.stack([read_image(p, shape, resize, what="detector") for p in paths])
     detections = detect(inference, images)
-    folder = training.make_output_dir(os.path.join(out, "predictions"))
+    folder = training.make_output_dir(os.path.join(run_dir, "predictions"))
     written = []
     for path, image, det in zip(paths, images, detections):
         found = ", ".join(f"{config['class_names'][c]} {s:.2f} at [{', '.join(f'{v:.0f}' for v in b)}]"

@@ -7,13 +7,13 @@ tensorflow-datasets build): the classic pipelines crop and classify hundreds of 
 image, so small canvases keep them at seconds on a CPU.
 """
 
-import os
 import tempfile
 import time
 
 import numpy as np
 
 from apps.basics import common
+from apps.detect.config import TrainConfig
 from core import scenes as scene_lib
 from core import training
 
@@ -24,9 +24,9 @@ SINGLE_OBJECT = scene_lib.SceneSpec(size=64, min_objects=1, max_objects=1, min_s
 MULTI_OBJECT = scene_lib.SceneSpec(size=64, max_objects=3, min_scale=0.8, max_scale=1.4, clutter=3)
 
 
-def out_dir(out, experiment):
-    """`<out>/<experiment>/`, created (a one-line `UserError` when it cannot be written)."""
-    return training.make_output_dir(os.path.join(out, experiment))
+def run_folder(run_dir):
+    """The experiment's folder of PNGs, created (a one-line `UserError` when it cannot be written)."""
+    return training.make_output_dir(run_dir)
 
 
 def print_table(title, header, rows):
@@ -47,8 +47,8 @@ def train_app_detector(model, scenes, *, epochs, batch_size=16, learning_rate=3e
 
     with tempfile.TemporaryDirectory(prefix=f"detect_{model}_") as folder:
         start = time.time()
-        app.train(model=model, dataset="generated scenes", epochs=epochs, batch_size=batch_size,
-                  learning_rate=learning_rate, out=folder, seed=seed, class_names=CLASS_NAMES,
+        app.train(TrainConfig(model=model, dataset="generated scenes", epochs=epochs, batch_size=batch_size,
+                              learning_rate=learning_rate, seed=seed), run_dir=folder, class_names=CLASS_NAMES,
                   scenes={k: scenes[k] for k in ("train", "validation")})
         seconds = time.time() - start
         inference, _ = app.inference_model(folder)

@@ -29,7 +29,7 @@ from apps.detect import experiment
 from core import export
 from losses import SmoothL1Loss
 
-APP_DIR = "detect_localize"       # under the export root
+EXPORT_NAME = "localize"       # saved_models/detect_localize/
 BOX_LOSSES = ("smooth_l1", "giou")
 
 
@@ -155,7 +155,8 @@ def parity(kind, reference, candidate, image_size):
 def export_localizer(model, sample_images, export_dir="saved_models", version=None, kinds=("float", "dynamic")):
     """SavedModel (images -> probabilities, box) + TFLite files of `kinds`, parity-checked on `sample_images`."""
     size = int(model.inputs[0].shape[1])
-    report = export.export_model(model, os.path.join(export_dir, APP_DIR), input_names=["images"],
+    report = export.export_model(model, export.export_folder("detect", EXPORT_NAME, export_dir),
+                                 input_names=["images"],
                                  output_names=["probabilities", "box"],
                                  sample_inputs={"images": np.asarray(sample_images, np.float32)},
                                  class_names=experiment.CLASS_NAMES, version=version, kinds=kinds,
@@ -173,8 +174,9 @@ BUDGETS = {False: (dict(train=3000, validation=300, test=500), 10),
            True: (dict(train=800, validation=100, test=200), 4)}
 
 
-def run(*, out="runs/detect", small=False, seed=0, export_dir="saved_models", box_weight=1.0):
-    folder = experiment.out_dir(out, "localize")
+def run(*, run_dir=os.path.join("runs", "detect", "localize"), small=False, seed=0, export_dir="saved_models",
+        box_weight=1.0):
+    folder = experiment.run_folder(run_dir)
     counts, epochs = BUDGETS[bool(small)]
     scenes = experiment.make_scenes(experiment.SINGLE_OBJECT, counts, seed)
     test, num_classes = scenes["test"], len(experiment.CLASS_NAMES)

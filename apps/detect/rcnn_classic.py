@@ -33,7 +33,7 @@ from apps.detect.metrics import detection_metrics
 from apps.detect.selective_search import proposal_recall, selective_search
 from core import export
 
-APP_DIR = "detect_rcnn_classic"   # under the export root
+EXPORT_NAME = "rcnn_classic"   # saved_models/detect_rcnn_classic/
 MAX_PROPOSALS = 100
 NMS_IOU = 0.3                     # R-CNN's per-class NMS threshold
 RECALL_COUNTS = (1, 2, 5, 10, 16, 25, 50, 100)
@@ -79,7 +79,8 @@ def export_classifier(classifier, sample_patches, export_dir="saved_models", ver
                       kinds=("float", "dynamic")):
     """SavedModel (patches -> probabilities over the classes + background) + TFLite files of `kinds`,
     parity-checked on `sample_patches`."""
-    report = export.export_model(classifier, os.path.join(export_dir, APP_DIR), input_names=["patches"],
+    report = export.export_model(classifier, export.export_folder("detect", EXPORT_NAME, export_dir),
+                                 input_names=["patches"],
                                  output_names=["probabilities"],
                                  sample_inputs={"patches": np.asarray(sample_patches, np.float32)},
                                  class_names=experiment.CLASS_NAMES + ["background"], version=version, kinds=kinds)
@@ -95,10 +96,10 @@ BUDGETS = {False: (dict(train=500, validation=64, test=200), 6, 8),
            True: (dict(train=200, validation=32, test=48), 4, 2)}
 
 
-def run(*, out="runs/detect", small=False, seed=0, export_dir="saved_models"):
+def run(*, run_dir=os.path.join("runs", "detect", "rcnn_classic"), small=False, seed=0, export_dir="saved_models"):
     from apps.detect import app
 
-    folder = experiment.out_dir(out, "rcnn_classic")
+    folder = experiment.run_folder(run_dir)
     counts, crop_epochs, two_stage_epochs = BUDGETS[bool(small)]
     scenes = experiment.make_scenes(experiment.MULTI_OBJECT, counts, seed)
     test, num_classes = scenes["test"], len(experiment.CLASS_NAMES)

@@ -81,10 +81,10 @@ BUDGETS = {False: (dict(train=500, validation=64, test=200), 5, 10),
            True: (dict(train=200, validation=32, test=48), 3, 3)}
 
 
-def run(*, out="runs/detect", small=False, seed=0):
+def run(*, run_dir=os.path.join("runs", "detect", "sliding_window"), small=False, seed=0):
     from apps.detect import app
 
-    folder = experiment.out_dir(out, "sliding_window")
+    folder = experiment.run_folder(run_dir)
     counts, window_epochs, ssd_epochs = BUDGETS[bool(small)]
     scenes = experiment.make_scenes(experiment.MULTI_OBJECT, counts, seed)
     test, size, num_classes = scenes["test"], experiment.MULTI_OBJECT.size, len(experiment.CLASS_NAMES)

@@ -27,14 +27,14 @@ import numpy as np
 import tensorflow as tf
 
 from apps.segment import metrics
+from apps.segment.config import APP, PreviewConfig, TrainConfig
 from apps.segment.losses import make_loss
 from apps.segment.models import MODELS, OUTPUT, build_model
-from core import distribute, export, plots, scenes, training
+from core import distribute, export, plots, results, scenes, training
+from core.cli import run_config
 from core.data import batched
 from core.errors import UserError
 
-APP = "segment"
-DEFAULT_DATASET = "fashion_mnist_96"
 MASK_OUTPUT = "mask"
 # Export parity. The probabilities must agree within these largest absolute
 # differences: core.export.TOLERANCES for float; for dynamic-range int8 weights a
@@ -84,40 +84,38 @@ def one_hot_targets(num_classes):
 # train
 
 
-def train(*, model="unet", loss="crossentropy", dataset=DEFAULT_DATASET, data_dir=None, epochs=2, batch_size=16,
-          learning_rate=2e-3, strategy="auto", out="runs/segment/unet", seed=0, limit=None, patience=None):
-    """Train `model` on the scene config `dataset`; `batch_size` is per replica.
-    `limit` caps the training scenes; validation then uses a quarter as many."""
-    MODELS.get(model)  # unknown names fail now, not after loading the data
-    make_loss(loss)
-    spec = check_dataset(dataset)
-    strategy = distribute.get_strategy(strategy)  # before any other TF work
-    training.set_seed(seed)
-    names = class_names(dataset)
+def train(config: TrainConfig, *, run_dir, strategy="auto"):
+    """Train `config.model` on the scene config `config.dataset` into `run_dir`; `config.batch_size` is per
+    replica, `config.limit` caps the training scenes (validation then uses a quarter as many)."""
+    MODELS.get(config.model)  # unknown names fail now, not after loading the data
+    make_loss(config.loss)
+    spec = check_dataset(config.dataset)
+    strategy_name, strategy = strategy, distribute.get_strategy(strategy)  # before any other TF work
+    training.set_seed(config.seed)
+    names = class_names(config.dataset)
     image_shape = (spec.size, spec.size, 1)
-    num_train = min(limit or spec.train, spec.train)
-    num_val = min(max(1, num_train // 4) if limit else spec.validation, spec.validation)
-    global_batch = distribute.global_batch_size(batch_size, strategy)
+    num_train = min(config.limit or spec.train, spec.train)
+    num_val = min(max(1, num_train // 4) if config.limit else spec.validation, spec.validation)
+    global_batch = distribute.global_batch_size(config.batch_size, strategy)
 
     with strategy.scope():
-        net = build_model(model, image_shape, len(names))
-        net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=make_loss(loss),
+        net = build_model(config.model, image_shape, len(names))
+        net.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=make_loss(config.loss),
                     metrics=[keras.metrics.CategoricalAccuracy(name="pixel_accuracy"),
                              keras.metrics.MeanIoU(len(names), sparse_y_true=False, sparse_y_pred=False,
                                                    name="mean_iou")])
-    config = dict(app=APP, model=model, loss=loss, dataset=dataset, data_dir=data_dir, epochs=epochs,
-                  batch_size=batch_size, learning_rate=learning_rate, seed=seed, limit=limit,
-                  class_names=names, image_shape=list(image_shape))
-    writes_files = training.start_run(out, config, strategy, dataset_name=f"generated_scenes/{dataset}",
+    recorded = run_config(config, APP, class_names=names, image_shape=list(image_shape), strategy=strategy_name,
+                          replicas=strategy.num_replicas_in_sync)
+    writes_files = training.start_run(run_dir, recorded, strategy, dataset_name=f"generated_scenes/{config.dataset}",
                                       num_examples=num_train, global_batch=global_batch,
                                       identity_keys=("model", "loss", "dataset"))
     targets = one_hot_targets(len(names))
     training.fit(
         net,
-        batched(load_split(dataset, "train", data_dir, num_train), global_batch, shuffle=True, seed=seed,
-                augment=targets),
-        batched(load_split(dataset, "validation", data_dir, num_val), global_batch, augment=targets),
-        epochs=epochs, run_dir=out, patience=patience, writes_files=writes_files)
+        batched(load_split(config.dataset, "train", config.data_dir, num_train), global_batch, shuffle=True,
+                seed=config.seed, augment=targets),
+        batched(load_split(config.dataset, "validation", config.data_dir, num_val), global_batch, augment=targets),
+        epochs=config.epochs, run_dir=run_dir, patience=config.patience, writes_files=writes_files)
     return net
 
 
@@ -140,13 +138,13 @@ def confusion_over(net, data, num_classes, batch_size=32):
     return matrix
 
 
-def evaluate(*, out="runs/segment/unet", limit=None, data_dir=None):
+def evaluate(run_dir, *, limit=None):
     """The run's best model on the test scenes; prints and saves the metrics; returns
     {"model": report, "all_background": report, "confusion_matrix": matrix}."""
-    config = training.load_config(out)
-    net = training.load_trained_model(out, input_shape=config.get("image_shape"))
+    config = training.load_config(run_dir)
+    net = training.load_trained_model(run_dir, input_shape=config.get("image_shape"))
     names = config["class_names"]
-    test = load_split(config["dataset"], "test", data_dir or config.get("data_dir"), limit)
+    test = load_split(config["dataset"], "test", config.get("data_dir"), limit)
     matrix = confusion_over(net, test, len(names))
     report = metrics.segmentation_report(matrix)
     baseline = metrics.segmentation_report(metrics.background_matrix(matrix))
@@ -160,18 +158,23 @@ def evaluate(*, out="runs/segment/unet", limit=None, data_dir=None):
     for name, iou, accuracy in zip(names, report["iou"], report["class_accuracy"]):
         print(f"{name:>14} {iou:7.4f} {accuracy:9.4f}")
 
-    metrics_path = os.path.join(out, "metrics.json")
+    metrics_path = os.path.join(run_dir, "metrics.json")
     with open(metrics_path, "w") as f:
         json.dump({"model": config["model"], "loss": config["loss"], "dataset": config["dataset"],
                    "num_scenes": num_scenes, **metrics.as_json(report, names),
                    "all_background": metrics.as_json(baseline, names),
                    "confusion_matrix": matrix.tolist()}, f, indent=2)
-    cm_png = plots.confusion_matrix(matrix, names, os.path.join(out, "confusion_matrix.png"),
+    cm_png = plots.confusion_matrix(matrix, names, os.path.join(run_dir, "confusion_matrix.png"),
                                     title=f"{config['model']}: pixels, mIoU {report['mean_iou']:.3f}")
     images, masks = next(test.batch(8).as_numpy_iterator())
-    overlay_png = overlays(images, predict_masks(net, images), names, os.path.join(out, "test_predictions.png"),
+    overlay_png = overlays(images, predict_masks(net, images), names, os.path.join(run_dir, "test_predictions.png"),
                            truth=masks, title=f"{config['model']} on test scenes")
-    print(f"wrote {cm_png}\nwrote {overlay_png}\nwrote {metrics_path}")
+    headline = ("mean_iou", "pixel_accuracy", "mean_pixel_accuracy")
+    results_path = results.write_results(
+        run_dir, app="segment", model=config["model"], dataset=config["dataset"],
+        metrics={k: report[k] for k in headline}, baselines={f"all_background_{k}": baseline[k] for k in headline},
+        budget={k: config.get(k) for k in ("epochs", "limit", "batch_size")}, seed=config.get("seed"))
+    print(f"wrote {cm_png}\nwrote {overlay_png}\nwrote {metrics_path}\nwrote {results_path}")
     return {"model": report, "all_background": baseline, "confusion_matrix": matrix}
 
 
@@ -237,11 +240,12 @@ def overlays(images, predicted, names, png_path, truth=None, title=None):
     return plots.save_figure(fig, png_path)
 
 
-def preview(*, dataset=DEFAULT_DATASET, split="train", count=8, data_dir=None, png=None):
-    """PNG of the first `count` scenes of a split: images with boxes, and semantic masks."""
+def preview(config: PreviewConfig, *, run_dir):
+    """RUN_DIR/preview_<dataset>_<split>.png: the first scenes of a split, images with boxes, and semantic masks."""
+    dataset, split, count = config.dataset, config.split, config.count
     spec = check_dataset(dataset)
     size = spec.size
-    examples = list(scenes.load(split, dataset, data_dir).take(count).as_numpy_iterator())
+    examples = list(scenes.load(split, dataset, config.data_dir).take(count).as_numpy_iterator())
     num_boxes = max(1, max(len(e["objects"]["label"]) for e in examples))
     boxes = np.zeros((len(examples), num_boxes, 4), np.float32)
     classes = np.full((len(examples), num_boxes), -1, np.int32)
@@ -259,7 +263,7 @@ def preview(*, dataset=DEFAULT_DATASET, split="train", count=8, data_dir=None, p
     }
     path = scenes.preview(
         arrays,
-        png or os.path.join("runs", APP, f"preview_{dataset}_{split}.png"),
+        os.path.join(training.make_output_dir(run_dir), f"preview_{dataset}_{split}.png"),
         count=count,
         names=scenes.class_names(spec.source),
     )
@@ -313,15 +317,14 @@ def parity(kind, reference, candidate):
     return figures, problem
 
 
-def export_run(*, out="runs/segment/unet", export_dir="saved_models", version=None, data_dir=None, num_samples=16):
-    """saved_models/segment/<version>/ (signature images -> probabilities, mask) and
-    saved_models/segment/tflite/<version>/{float,dynamic}.tflite, parity-checked on test scenes."""
-    config = training.load_config(out)
-    net = serving_model(training.load_trained_model(out, input_shape=config.get("image_shape")))
-    test = load_split(config["dataset"], "test", data_dir or config.get("data_dir"), num_samples)
+def export_run(run_dir, *, export_dir="saved_models", version=None, num_samples=16):
+    """The export folder `export.export_folder("segment", model)`: <version>/ (signature images ->
+    probabilities, mask) and tflite/<version>/{float,dynamic}.tflite, parity-checked on test scenes."""
+    config = training.load_config(run_dir)
+    net = serving_model(training.load_trained_model(run_dir, input_shape=config.get("image_shape")))
+    test = load_split(config["dataset"], "test", config.get("data_dir"), num_samples)
     sample = {"images": np.stack([image for image, _ in test.as_numpy_iterator()])}
-    app_dir = os.path.join(export_dir, APP)
-    training.make_output_dir(app_dir)
+    app_dir = training.make_output_dir(export.export_folder(APP, config["model"], export_dir))
     report = export.export_model(
         net,
         app_dir,
@@ -353,7 +356,7 @@ def export_run(*, out="runs/segment/unet", export_dir="saved_models", version=No
 # predict
 
 
-def predict(paths, *, out="runs/segment/unet", saved_model=None, resize=False, count=8, data_dir=None, png=None):
+def predict(paths, *, run_dir, saved_model=None, resize=False, count=8, png=None):
     """Colour-coded mask overlays as one PNG: of the image files `paths` (image |
     prediction), or, with no paths, of the first `count` test scenes (image | truth |
     prediction). Uses the run's model, or an exported SavedModel version folder."""
@@ -370,12 +373,12 @@ def predict(paths, *, out="runs/segment/unet", saved_model=None, resize=False, c
         run = lambda batch: signature(images=tf.constant(batch))[MASK_OUTPUT].numpy()
         source = saved_model
     else:
-        config = training.load_config(out)
-        net = training.load_trained_model(out, input_shape=config.get("image_shape"))
+        config = training.load_config(run_dir)
+        net = training.load_trained_model(run_dir, input_shape=config.get("image_shape"))
         names, image_shape = config["class_names"], tuple(config["image_shape"])
         run = lambda batch: predict_masks(net, batch)
-        source = f"{config['model']} ({out})"
-    png = png or os.path.join(out, "predictions.png")
+        source = f"{config['model']} ({run_dir})"
+    png = png or os.path.join(run_dir, "predictions.png")
     if paths:
         images = np.stack([read_image(p, image_shape, resize) for p in paths]).astype(np.float32)
         truth = None
@@ -383,7 +386,7 @@ def predict(paths, *, out="runs/segment/unet", saved_model=None, resize=False, c
         if saved_model:
             raise UserError("with --saved-model, give image files to segment")
         images, truth = next(
-            load_split(config["dataset"], "test", data_dir or config.get("data_dir"), count)
+            load_split(config["dataset"], "test", config.get("data_dir"), count)
             .batch(count)
             .as_numpy_iterator()
         )

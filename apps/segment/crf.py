@@ -37,24 +37,15 @@ import tensorflow as tf
 
 from apps.segment import app, metrics
 from apps.segment import sliding_window as sw
+from apps.segment.config import CRFParams
 from core import training
 from core.errors import UserError
 
 FLOOR = 1e-8            # probabilities are floored here before the log: -log 0 would make a label impossible
 BLOCK = 512             # kernel rows built at a time: bounds the (BLOCK, N) temporaries of the distances
-DEFAULT_OUT = os.path.join("runs", "segment", "crf")
+DEFAULT_RUN = os.path.join("runs", "segment", "crf")
 APPEARANCE_WEIGHTS = (0.0, 1.0, 3.0, 10.0)   # the candidates for w_a, picked on the tuning scenes
 SCENES = {False: 32, True: 8}
-
-
-@dataclasses.dataclass(frozen=True)
-class CRFParams:
-    appearance_weight: float = 3.0     # w_a
-    theta_alpha: float = 8.0           # θ_α, pixels
-    theta_beta: float = 30.0           # θ_β, intensity levels of 255
-    smoothness_weight: float = 1.0     # w_s
-    theta_gamma: float = 1.5           # θ_γ, pixels
-    iterations: int = 5
 
 
 def positions(size):
@@ -147,7 +138,8 @@ def train_quick_fcn(small, seed):
     steps and batch size)."""
     size = sw.SIZES[small]
     spec, names = app.check_dataset(size["dataset"]), app.class_names(size["dataset"])
-    print(f"no --run: training an FCN for {size['steps']} steps on {size['train_scenes']} scenes of {size['dataset']}")
+    print(f"no --from-run: training an FCN for {size['steps']} steps on {size['train_scenes']} scenes of "
+          f"{size['dataset']}")
     training.set_seed(seed)
     images, masks = sw.scene_arrays(spec, "train", size["train_scenes"])
     net, _, _ = sw.train_fcn(images, masks, len(names), steps=size["steps"], batch_scenes=size["batch_scenes"],
@@ -174,15 +166,15 @@ def report(masks, predicted, num_classes):
     return {"mean_iou": r["mean_iou"], "pixel_accuracy": r["pixel_accuracy"]}
 
 
-def run(*, out=DEFAULT_OUT, small=False, seed=0, run_dir=None, scenes_count=None, params=CRFParams(),
+def run(*, run_dir=DEFAULT_RUN, small=False, seed=0, from_run=None, scenes_count=None, params=CRFParams(),
         weights=APPEARANCE_WEIGHTS):
     """The CRF on a trained model's validation predictions: w_a picked on the first half of the scenes,
     mIoU before/after on the second half; table and crf.png (image / before / after / truth)."""
     count = scenes_count or SCENES[small]
     if count < 2:
         raise UserError(f"--scenes must be at least 2 (half to pick the weight, half to report), got {count}")
-    loaded = load_run(run_dir) if run_dir else None      # a bad run folder fails before anything is written
-    out = training.make_output_dir(out)
+    loaded = load_run(from_run) if from_run else None    # a bad run folder fails before anything is written
+    out = training.make_output_dir(run_dir)
     net, dataset, names = loaded or train_quick_fcn(small, seed)
     images, truth = sw.scene_arrays(app.check_dataset(dataset), "validation", count)
     probabilities = np.concatenate([np.asarray(net(images[i:i + 16], training=False)) for i in range(0, count, 16)])

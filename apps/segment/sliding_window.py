@@ -45,7 +45,7 @@ PATCH = 30                 # window side; the window of pixel (y, x) starts at (
 CENTRE = PATCH // 2
 STRIDE = 4                 # two 2×2 poolings
 CHUNK = 1024               # windows per call: bounds the memory of the explicit-window runs
-DEFAULT_OUT = os.path.join("runs", "segment", "sliding_window")
+DEFAULT_RUN = os.path.join("runs", "segment", "sliding_window")
 SIZES = {False: dict(dataset="fashion_mnist_96", train_scenes=800, val_scenes=16, steps=200, batch_scenes=16),
          True: dict(dataset="fashion_mnist_64_small", train_scenes=256, val_scenes=8, steps=40, batch_scenes=8)}
 
@@ -299,12 +299,12 @@ def miou(masks, predicted, num_classes):
     return metrics.segmentation_report(metrics.confusion_matrix(masks, predicted, num_classes))["mean_iou"]
 
 
-def run(*, out=DEFAULT_OUT, small=False, seed=0, steps=None):
+def run(*, run_dir=DEFAULT_RUN, small=False, seed=0, steps=None):
     """Train both models at the same budget, label the validation scenes every way, print the cost
     arithmetic and the table, write sliding_window.png; returns the results."""
     size_cfg = dict(SIZES[small], **({"steps": steps} if steps else {}))
     spec, names = app.check_dataset(size_cfg["dataset"]), app.class_names(size_cfg["dataset"])
-    out = training.make_output_dir(out)
+    out = training.make_output_dir(run_dir)
     training.set_seed(seed)
     images, masks = scene_arrays(spec, "train", size_cfg["train_scenes"])
     val_images, val_masks = scene_arrays(spec, "validation", size_cfg["val_scenes"])
