@@ -23,7 +23,7 @@ Sections:
               the keras-io "Simple MNIST convnet" example side by side.
   inference   per app: Keras `predict`, SavedModel, TFLite float, TFLite int8;
               latency per example at batch 1 and 64, model sizes; peak RSS of serving.
-  dqn         environment steps/s and learner updates/s of `apps.rl dqn train`
+  dqn         environment steps/s and learner updates/s of `apps.rl train --task dqn`
               (Pong preset, a short sitting), and CleanRL's `dqn_atari` when installed.
 """
 
@@ -111,13 +111,15 @@ def spec_classify(batch_size=64):
 
 
 def spec_generative(batch_size=64):
-    from apps.generative import app
-    from apps.generative.models import DEFAULT_LATENT_DIM, MODELS
+    from apps.generative.config import TrainConfig, with_model_defaults
+    from apps.generative.models import MODELS
+    from core.cli import config_dict
 
-    net = MODELS.get("vae")((28, 28, 1), 10, app._options("vae", None, 0))
-    app._compile(net, "vae", "vae", 1e-3)
-    latent_dim = DEFAULT_LATENT_DIM["vae"]
-    generator, _ = app.generator_of({"family": "vae"}, net)
+    config = with_model_defaults(TrainConfig(model="vae"))
+    net = MODELS.get("vae")((28, 28, 1), 10, config_dict(config))
+    net.compile_for_run(config.learning_rate)
+    latent_dim = config.latent_dim
+    generator, _ = net.sampler()
 
     def batch(n):
         return (_uniform((n, 28, 28, 1), high=1.0), np.zeros(n, np.int32))
@@ -139,7 +141,7 @@ def spec_sequence(batch_size=32):
 
     from apps.sequence.models import build_classifier
 
-    # The Transformer encoder of `apps.sequence textclass --model transformer`: its graph traces and
+    # The Transformer encoder of `apps.sequence train --task textclass --model transformer`: its graph traces and
     # profiles in seconds (the bi-GRU unrolled over 128 steps for TFLite takes minutes on a busy CPU).
     vocab, length = 20000, 128
     model = build_classifier("transformer", vocab, 5, length)
@@ -196,7 +198,7 @@ def spec_style(batch_size=4):
     optimizer = keras.optimizers.Adam(2e-3)
 
     @tf.function
-    def step(images):  # apps/style/app.py train_fast's step: perceptual losses through the feature network
+    def step(images):  # apps/style/stylizer.py train's step (one replica): perceptual losses through the features
         content_features = extractor(images)
         with tf.GradientTape() as tape:
             parts = app.losses_of(
@@ -477,7 +479,7 @@ def case_throughput(variant, epochs=2, limit=1200, batch_size=128, **_):
 
 
 def case_dqn(steps=800, **_):
-    """A short sitting of `apps.rl dqn train` on the Pong preset; rates from its train.csv."""
+    """A short sitting of `apps.rl train --task dqn` on the Pong preset; rates from its train.csv."""
     from apps.rl import dqn
 
     out = tempfile.mkdtemp(prefix="bench-dqn-")
@@ -497,7 +499,7 @@ def case_dqn(steps=800, **_):
         last = rows[-1]
         return dict(
             case="dqn",
-            implementation="this suite (apps.rl dqn, Pong preset, TF)",
+            implementation="this suite (apps.rl train --task dqn, Pong preset, TF)",
             env_steps_per_s=float(last["env_steps_per_s"]),
             updates_per_s=float(last["updates_per_s"]),
             num_envs=config.num_envs,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from apps.sequence import charlm, data, decoding
+from apps.sequence.config import CharLMConfig
 from apps.sequence.models import char_lm
 
 
@@ -64,8 +65,8 @@ def test_toy_decoders_greedy_beam_and_temperature():
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("charlm"))
-    history = charlm.train(cell="lstm", units=64, num_layers=1, embed_dim=32, epochs=2, batch_size=16, steps=50,
-                           learning_rate=5e-3, max_chars=100_000, out=out)
+    history = charlm.train(CharLMConfig(cell="lstm", units=64, num_layers=1, embed_dim=32, epochs=2, batch_size=16,
+                                        steps=50, learning_rate=5e-3, max_chars=100_000), run=out)
     return out, history
 
 
@@ -142,7 +143,7 @@ def test_charlm_exports_string_saved_model_and_tflite_with_parity(lm_run, tmp_pa
 
     report = charlm.export_run(out=lm_run[0], export_dir=str(tmp_path), length=20, prompts=("The", "Why"),
                                kinds=("float",))
-    app_dir = tmp_path / "sequence-charlm"
+    app_dir = tmp_path / "sequence_charlm"
     assert sorted(os.listdir(app_dir)) == ["1", "tflite"]  # one version folder, whole
     for folder in (report["saved_model"], report["tflite_source"]):
         assert os.path.isfile(os.path.join(folder, export.INPUT_SPEC)), folder

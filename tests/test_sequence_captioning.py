@@ -8,6 +8,7 @@ import pytest
 
 from apps.sequence import captioning, decoding
 from apps.sequence.__main__ import main
+from apps.sequence.config import CaptionConfig
 from core import scenes
 from core.errors import UserError
 
@@ -61,7 +62,7 @@ def test_generated_scene_captions_follow_the_boxes():
 @pytest.fixture(scope="module")
 def caption_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("caption"))
-    history = captioning.train(spec=SPEC, epochs=5, batch_size=32, learning_rate=3e-3, out=out,
+    history = captioning.train(CaptionConfig(epochs=5, batch_size=32, learning_rate=3e-3), run=out, spec=SPEC,
                                sizes=dict(units=48, embed_dim=16, filters=(16, 32, 48)))
     return out, history
 
@@ -109,7 +110,7 @@ def test_saved_model_and_tflite_captions_equal_python_greedy(caption_run, tmp_pa
     served = export.run_saved_model(report["saved_model"], {"image": images})["caption"]
     assert [c.decode() for c in served] == [model.caption(image) for image in images]
     assert len(set(report["captions"])) > 1  # not one caption for everything
-    assert sorted(os.listdir(tmp_path / "sequence-caption")) == ["1", "tflite"]
+    assert sorted(os.listdir(tmp_path / "sequence_caption")) == ["1", "tflite"]
     for folder in (report["saved_model"], report["tflite_source"]):
         assert os.path.isfile(os.path.join(folder, export.INPUT_SPEC)), folder
     # The device file: uint8 images in, greedy word ids out, Keras' captions wherever no step is a near tie.
@@ -124,13 +125,11 @@ def test_saved_model_and_tflite_captions_equal_python_greedy(caption_run, tmp_pa
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["caption", "evaluate", "--out", "/nonexistent/run"], "no training run in /nonexistent/run"),
-    (["caption", "train", "--max-objects", "3"], "--max-objects must be 1 or 2"),
-    (["caption", "train", "--epochs", "0", "--out", "{tmp}/run"], "--epochs must be at least 1"),
-    (["caption", "train", "--scenes", "imagenet", "--out", "{tmp}/run"], "unknown scene dataset 'imagenet'"),
-    (["caption", "train", "picture.png"], "takes no image files"),
-    (["caption", "predict", "--saved-model", "/nonexistent/model", "a.png"], "SavedModel folder not found"),
-    (["caption", "evaluate", "--bogus"], "unrecognized arguments: --bogus"),
+    (["evaluate", "--task", "caption", "--run", "/nonexistent/run"], "no training run in /nonexistent/run"),
+    (["train", "--task", "caption", "--max-objects", "3"], "--max-objects must be at most 2"),
+    (["train", "--task", "caption", "--epochs", "0", "--run", "{tmp}/run"], "--epochs must be at least 1"),
+    (["train", "--task", "caption", "--scenes", "imagenet", "--run", "{tmp}/run"], "unknown scene dataset 'imagenet'"),
+    (["predict", "--task", "caption", "--saved-model", "/nonexistent/model", "a.png"], "SavedModel folder not found"),
 ])
 def test_cli_errors_are_one_line(argv, message, tmp_path):
     with pytest.raises(UserError, match=message) as error:
@@ -142,8 +141,8 @@ def test_cli_predict_rejects_missing_and_broken_images(caption_run, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_text("not a picture")
     with pytest.raises(UserError, match="image not found"):
-        main(["caption", "predict", str(tmp_path / "missing.png"), "--out", caption_run[0]])
+        main(["predict", "--task", "caption", str(tmp_path / "missing.png"), "--run", caption_run[0]])
     with pytest.raises(UserError, match="cannot read the image"):
-        main(["caption", "predict", str(broken), "--out", caption_run[0]])
+        main(["predict", "--task", "caption", str(broken), "--run", caption_run[0]])
     with pytest.raises(UserError, match="--width must be at least 1"):
-        main(["caption", "predict", "--width", "0", "--out", caption_run[0]])
+        main(["predict", "--task", "caption", "--width", "0", "--run", caption_run[0]])

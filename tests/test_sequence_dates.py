@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from apps.sequence import data, decoding, seq2seq
+from apps.sequence.config import DatesConfig
 
 
 def test_dates_are_real_varied_and_reproducible():
@@ -28,8 +29,9 @@ def test_dates_are_real_varied_and_reproducible():
 @pytest.fixture(scope="module")
 def bahdanau_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("bahdanau"))
-    history = seq2seq.train(model="bahdanau", epochs=3, batch_size=64, learning_rate=5e-3, train_size=1500,
-                            val_size=200, test_size=100, out=out, sizes={"units": 48, "embed_dim": 16})
+    config = DatesConfig(model="bahdanau", epochs=3, batch_size=64, learning_rate=5e-3, train_size=1500,
+                         val_size=200, test_size=100)
+    history = seq2seq.train(config, run=out, sizes={"units": 48, "embed_dim": 16})
     return out, history
 
 
@@ -84,7 +86,7 @@ def test_bahdanau_string_export_and_tflite_parity(bahdanau_run, tmp_path):
     normalizer = seq2seq.Normalizer(bahdanau_run[0])
     out = export.run_saved_model(report["saved_model"], {"text": np.array(["4 mars 2021"], dtype=object)})
     assert out["iso"][0].decode() == normalizer.normalize("4 mars 2021")
-    assert sorted(os.listdir(tmp_path / "sequence-dates-bahdanau")) == ["1", "tflite"]
+    assert sorted(os.listdir(tmp_path / "sequence_dates_bahdanau")) == ["1", "tflite"]
     for folder in (report["saved_model"], report["tflite_source"]):
         assert os.path.isfile(os.path.join(folder, export.INPUT_SPEC)), folder
     # The device file on the recorded inputs: source ids in, greedy tokens out, the same dates as Keras.

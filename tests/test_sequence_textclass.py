@@ -1,16 +1,21 @@
 """apps.sequence text classification: learning, masking, string export and TFLite parity (real fortunes)."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 
 from apps.sequence import textclass
+from apps.sequence.config import TextClassConfig
 from apps.sequence.models import build_classifier
 
 
 @pytest.fixture(scope="module")
 def bag_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("bag"))
-    textclass.train(model="bag", epochs=4, batch_size=32, learning_rate=5e-3, sequence_length=64, out=out)
+    textclass.train(TextClassConfig(model="bag", epochs=4, batch_size=32, learning_rate=5e-3, sequence_length=64),
+                    run=out)
     return out
 
 
@@ -40,6 +45,8 @@ def test_string_saved_model_and_tflite_parity(bag_run, tmp_path):
 
     report = textclass.export_run(out=bag_run, export_dir=str(tmp_path))
     assert set(report["tflite"]) == {"float", "dynamic"} and report["max_abs_diff"]["float"] < 1e-4
+    assert sorted(os.listdir(tmp_path / "sequence_textclass_bag")) == ["1", "tflite"]  # one version folder, whole
+    assert export.read_labels(report["saved_model"]) == json.load(open(f"{bag_run}/config.json"))["class_names"]
     quotes = ["The program crashed and the compiler dumped core.", "Captain's log, stardate 4523.3"]
     served = export.run_saved_model(report["string_saved_model"], {"text": np.array(quotes, dtype=object)})
     assert [n.decode() for n in served["class_name"]] == textclass.predict(quotes, out=bag_run)
@@ -48,6 +55,6 @@ def test_string_saved_model_and_tflite_parity(bag_run, tmp_path):
 
 def test_lstm_classifier_converts_to_builtin_tflite(tmp_path):
     out = str(tmp_path / "lstm")
-    textclass.train(model="lstm", epochs=1, sequence_length=16, limit=300, out=out)
+    textclass.train(TextClassConfig(model="lstm", epochs=1, sequence_length=16, limit=300), run=out)
     report = textclass.export_run(out=out, export_dir=str(tmp_path / "exports"))
     assert report["max_abs_diff"]["float"] < 1e-4  # export_model raises on a parity failure

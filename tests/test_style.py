@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from apps.style import app
+from apps.style import app, stylizer
 from apps.style.__main__ import main
+from apps.style.config import StylizerConfig, TransferConfig
 from apps.style.features import build_extractor
 from core import export
 from core.errors import UserError
@@ -30,7 +31,7 @@ def test_random_features_tell_textures_apart():
 
 
 def test_style_transfer_lowers_the_style_plus_content_loss(tmp_path):
-    result = app.transfer(size=48, steps=40, out=str(tmp_path), log_every=40)
+    result = app.transfer(TransferConfig(size=48, steps=40), run=str(tmp_path), log_every=40)
     first, last = result["history"][0], result["history"][-1]
     assert first["content"] == 0  # it starts from the content image
     assert sum(last.values()) < 0.2 * sum(first.values())
@@ -43,11 +44,12 @@ def test_style_transfer_lowers_the_style_plus_content_loss(tmp_path):
 
 
 def test_fast_stylizer_learns_and_exports_to_savedmodel_and_tflite(tmp_path):
-    result = app.train_fast(steps=30, size=32, batch_size=2, out=str(tmp_path), export_dir=str(tmp_path / "exp"),
-                            log_every=15, tflite_kinds=("float",))
+    run = str(tmp_path / "run")
+    result = stylizer.train(StylizerConfig(steps=30, size=32, batch_size=2), run=run, log_every=15)
     losses = [sum(v for k, v in h.items() if k != "step") for h in result["history"]]
     assert losses[-1] < 0.7 * losses[0]
-    report = result["export"]
+    report = stylizer.export_run(run=run, export_dir=str(tmp_path / "exp"), kinds=("float",))
+    assert report["saved_model"] == str(tmp_path / "exp" / "style_fast" / "1")
     assert os.path.exists(os.path.join(report["saved_model"], "saved_model.pb"))
     assert report["max_abs_diff"]["float"] < 0.05  # pixels in [0, 255]
     sample = np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)
@@ -67,7 +69,7 @@ def test_style_errors_are_one_line(tmp_path):
 
 def test_style_cli_writes_pngs(tmp_path, capsys):
     main(["transfer", "--content", "astronaut", "--style", "hubble_deep_field", "--size", "32", "--steps", "5",
-          "--out", str(tmp_path)])
+          "--run", str(tmp_path)])
     printed = capsys.readouterr().out
     grid = os.path.join(tmp_path, "astronaut_hubble_deep_field_random_grid.png")
     assert f"wrote {grid}" in printed and os.path.getsize(grid) > 10_000

@@ -41,8 +41,10 @@ import tensorflow as tf
 from keras import layers, ops
 
 from apps.sequence import decoding
+from apps.sequence.config import CaptionConfig
 from apps.sequence.models import copy_weights, load_run
-from core import export, scenes, training
+from core import distribute, export, scenes, training
+from core.cli import run_config
 from core.errors import UserError
 from layers import AdditiveAttention, GRUCell
 
@@ -280,41 +282,40 @@ def _check_positive(**values):
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
-def train(*, scenes_config="fashion_mnist_96", data_dir=None, spec=None, max_objects=2, epochs=6, batch_size=64,
-          learning_rate=2e-3, limit=None, out="runs/sequence/caption", seed=0, patience=None, sizes=None):
+def train(config: CaptionConfig, *, run, strategy="default", spec=None, sizes=None):
     """Train on the captioned training split, validate on the validation split (teacher forcing).
     `spec`: a `core.scenes.SceneSpec` to generate scenes in memory instead of the tfds dataset;
-    `sizes`: keyword arguments of `Captioner` (units, embed_dim, filters)."""
-    _check_positive(epochs=epochs, batch_size=batch_size, limit=limit)
-    _check_max_objects(max_objects)
-    training.set_seed(seed)
-    source = dict(scenes_config=scenes_config, data_dir=data_dir, spec=spec, max_objects=max_objects)
-    train_set = load_split("train", limit=limit, **source)
-    val_set = load_split("validation", limit=limit and max(limit // 4, 1), **source)
+    `sizes`: keyword arguments of `Captioner` (units, embed_dim, filters); both recorded in the run."""
+    c = config
+    distribution = distribute.get_strategy(strategy)
+    training.set_seed(c.seed)
+    source = dict(scenes_config=c.scenes_config, data_dir=c.data_dir, spec=spec, max_objects=c.max_objects)
+    train_set = load_split("train", limit=c.limit, **source)
+    val_set = load_split("validation", limit=c.limit and max(c.limit // 4, 1), **source)
     vocab = adapt_vocabulary(train_set.captions)
     vectorizer = make_vectorizer(vocab)
 
     def dataset(split, shuffle):
         caption_in, targets, weights = teacher_forcing_arrays(vectorizer, split.captions)
         ds = tf.data.Dataset.from_tensor_slices(((split.images.astype(np.float32), caption_in), targets, weights))
-        return (ds.shuffle(len(targets), seed=seed) if shuffle else ds).batch(batch_size)
+        return (ds.shuffle(len(targets), seed=c.seed) if shuffle else ds).batch(c.batch_size)
 
     image_size = int(train_set.images.shape[1])
-    net = Captioner(len(vocab), image_size, **(sizes or {}))
-    net.model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      weighted_metrics=["accuracy"])
+    with distribution.scope():
+        net = Captioner(len(vocab), image_size, **(sizes or {}))
+        net.model.compile(optimizer=keras.optimizers.Adam(c.learning_rate, clipnorm=1.0),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          weighted_metrics=["accuracy"])
     counts = collections.Counter(train_set.captions)
-    config = dict(app=APP, task="caption", scenes_config=None if spec else scenes_config, data_dir=data_dir,
-                  spec=dataclasses.asdict(spec) if spec else None, max_objects=max_objects, image_size=image_size,
-                  epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, limit=limit, seed=seed,
-                  vocab=vocab, sizes=sizes or {}, most_frequent_caption=counts.most_common(1)[0][0],
-                  train_scenes=len(train_set.captions), distinct_captions=len(counts))
-    training.save_config(out, config, identity_keys=("task", "scenes_config", "spec"))
-    print(f"training the captioner on {len(train_set.captions)} scenes with 1-{max_objects} items "
+    training.save_config(run, run_config(
+        c, APP, task="caption", spec=dataclasses.asdict(spec) if spec else None, image_size=image_size, vocab=vocab,
+        sizes=sizes or {}, most_frequent_caption=counts.most_common(1)[0][0], train_scenes=len(train_set.captions),
+        distinct_captions=len(counts), strategy=strategy, replicas=distribution.num_replicas_in_sync),
+        identity_keys=("task", "scenes_config", "spec"))
+    print(f"training the captioner on {len(train_set.captions)} scenes with 1-{c.max_objects} items "
           f"({len(counts)} distinct captions, vocabulary {len(vocab)} words, feature map {net.grid[0]}x{net.grid[1]})")
-    return training.fit(net.model, dataset(train_set, True), dataset(val_set, False), epochs=epochs, run_dir=out,
-                        patience=patience)
+    return training.fit(net.model, dataset(train_set, True), dataset(val_set, False), epochs=c.epochs, run_dir=run,
+                        patience=c.patience)
 
 
 # ------------------------------------------------------------ trained model
@@ -415,7 +416,7 @@ def attention_figure(model, images, png_path, references=None):
 
 
 # ----------------------------------------------------------------- evaluate
-def evaluate(*, out="runs/sequence/caption", split="test", width=1, limit=None, figure_count=4):
+def evaluate(*, out, split="test", width=1, limit=None, figure_count=4):
     model = CaptionModel(out)
     _check_positive(width=width, limit=limit)
     data = model.load_split(split, limit=limit)
@@ -465,7 +466,7 @@ def read_images(paths, size):
     return np.stack(images)
 
 
-def predict(paths=(), *, out="runs/sequence/caption", width=1, count=8, saved_model=None, png=None):
+def predict(paths=(), *, out, width=1, count=8, saved_model=None, png=None):
     """Caption image files (or, with none, the first `count` test scenes); print the captions and
     write the attention PNG. With `saved_model`, caption through the exported SavedModel instead."""
     _check_positive(width=width, count=count)
@@ -495,8 +496,8 @@ def predict(paths=(), *, out="runs/sequence/caption", width=1, count=8, saved_mo
 
 
 # ------------------------------------------------------------------- export
-def export_run(*, out="runs/sequence/caption", export_dir="saved_models", version=None, kinds=("float", "dynamic")):
-    """saved_models/sequence-caption/<v>/: uint8 images (N, S, S, 1) -> caption strings (greedy, in the graph),
+def export_run(*, out, export_dir="saved_models", version=None, kinds=("float", "dynamic")):
+    """Writes saved_models/sequence_caption/<v>/: uint8 images (N, S, S, 1) -> caption strings (greedy, in the graph),
     and TFLite files of uint8 images -> greedy word ids (see apps/sequence/exports.py)."""
     from apps.sequence.exports import export_captioner
 

@@ -26,9 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from apps.sequence import data, decoding
-from apps.sequence.models import NUM_STATES, RNNS, char_lm, copy_weights, load_run
+from apps.sequence.config import CharLMConfig
+from apps.sequence.models import NUM_STATES, char_lm, copy_weights, load_run
 from core import distribute, export, training
 from core.checkpoints import write_json_atomically
+from core.cli import run_config
 from core.errors import UserError
 
 APP = "sequence"
@@ -111,32 +113,40 @@ class ResetStates(keras.callbacks.Callback):
 
 
 # --------------------------------------------------------------------- train
-def train(*, cell="lstm", units=256, num_layers=2, embed_dim=64, dropout=0.0, epochs=5, batch_size=32, steps=100,
-          learning_rate=2e-3, clipnorm=1.0, max_chars=None, out="runs/sequence/charlm", seed=0,
-          strategy="default", patience=None):
-    RNNS.get(cell)
+def refuse_replicas(strategy):
+    """One line, before any work: the stateful TBPTT cannot be distributed."""
+    raise UserError(f"the char LM cannot train under {strategy}: its stateful RNN carries each text stream's state "
+                    f"from one window to the next in variables that a distribution strategy keeps identical on "
+                    f"every replica, while each replica reads other streams; use --strategy default")
+
+
+def train(config: CharLMConfig, *, run, strategy="default"):
+    """Truncated BPTT over the whole text (see the module's docstring); the run's config.json records the
+    vocabulary and the unigram entropy next to `config`."""
+    if strategy in ("mirrored", "multiworker"):
+        refuse_replicas(f"--strategy {strategy}")
+    c = config
     strategy = distribute.get_strategy(strategy)
-    training.set_seed(seed)
-    train_text, val_text = corpora(max_chars)
+    if strategy.num_replicas_in_sync > 1:  # --strategy auto on several GPUs
+        refuse_replicas(f"--strategy auto on {strategy.num_replicas_in_sync} devices")
+    training.set_seed(c.seed)
+    train_text, val_text = corpora(c.max_chars)
     vocab = vocabulary(train_text)
     train_ids, val_ids = encode(train_text, vocab), encode(val_text, vocab)
     with strategy.scope():
-        net = char_lm(len(vocab), cell=cell, units=units, num_layers=num_layers, embed_dim=embed_dim,
-                      dropout=dropout, batch_size=batch_size, stateful=True)
-        net.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=clipnorm),
+        net = char_lm(len(vocab), cell=c.cell, units=c.units, num_layers=c.num_layers, embed_dim=c.embed_dim,
+                      dropout=c.dropout, batch_size=c.batch_size, stateful=True)
+        net.compile(optimizer=keras.optimizers.Adam(c.learning_rate, clipnorm=c.clipnorm),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    config = dict(app=APP, task="charlm", cell=cell, units=units, num_layers=num_layers, embed_dim=embed_dim,
-                  dropout=dropout, epochs=epochs, batch_size=batch_size, steps=steps, learning_rate=learning_rate,
-                  clipnorm=clipnorm, max_chars=max_chars, seed=seed, vocab=vocab,
-                  unigram_entropy=unigram_entropy(train_ids, len(vocab)))
-    training.save_config(out, config, identity_keys=("task", "cell", "units", "num_layers"))
-    print(f"training char LM ({cell}, {num_layers}x{units}) on {len(train_text):,} characters "
-          f"(vocabulary {len(vocab)}; unigram entropy {config['unigram_entropy']:.3f} nats), "
-          f"{batch_size} streams x {steps} steps, clipnorm {clipnorm}")
-    history = training.fit(net, tbptt_dataset(train_ids, batch_size, steps),
-                           tbptt_dataset(val_ids, batch_size, steps), epochs=epochs, run_dir=out,
-                           patience=patience, extra_callbacks=[ResetStates()])
-    return history
+    entropy = unigram_entropy(train_ids, len(vocab))
+    training.save_config(run, run_config(c, APP, task="charlm", vocab=vocab, unigram_entropy=entropy),
+                         identity_keys=("task", "cell", "units", "num_layers"))
+    print(f"training char LM ({c.cell}, {c.num_layers}x{c.units}) on {len(train_text):,} characters "
+          f"(vocabulary {len(vocab)}; unigram entropy {entropy:.3f} nats), "
+          f"{c.batch_size} streams x {c.steps} steps, clipnorm {c.clipnorm}")
+    return training.fit(net, tbptt_dataset(train_ids, c.batch_size, c.steps),
+                        tbptt_dataset(val_ids, c.batch_size, c.steps), epochs=c.epochs, run_dir=run,
+                        patience=c.patience, extra_callbacks=[ResetStates()])
 
 
 # ---------------------------------------------------------------- generation
@@ -183,14 +193,14 @@ class Generator:
         return decode_ids(ids, self.vocab)
 
 
-def generate(prompt, *, out="runs/sequence/charlm", length=200, method="greedy", width=4, temperature=1.0,
+def generate(prompt, *, out, length=200, method="greedy", width=4, temperature=1.0,
              seed=None):
     return Generator(out).generate(prompt, length=length, method=method, width=width, temperature=temperature,
                                    seed=seed)
 
 
 # ---------------------------------------------------------------- evaluation
-def evaluate(*, out="runs/sequence/charlm", max_chars=None, batch_size=16, steps=200):
+def evaluate(*, out, max_chars=None, batch_size=16, steps=200):
     """Validation cross-entropy with states carried over the whole validation text."""
     gen = Generator(out)
     config = gen.config
@@ -245,13 +255,6 @@ def serving_module(gen, length=200):
     return serve, vectorizer
 
 
-def write_string_saved_model(export_dir, fn, input_signature, track):
-    """SavedModel with `serving_default` = fn(**inputs) -> dict, tracking the given layers/models (the text
-    classifier's string export; the char LM's goes through `core.export.export_model`)."""
-    export.endpoint_archive(fn, input_signature, track).write_out(export_dir, verbose=False)
-    return export_dir
-
-
 def step_samples(gen, prompts):
     """Inputs of the one-step model after each prompt: its greedy next character and the states there."""
     primed = [gen.prime(p) for p in prompts]
@@ -272,9 +275,9 @@ def greedy_with_gaps(step, first_logits, states, length):
     return decoding.greedy(recording, first_logits, states, length), gaps
 
 
-def export_run(*, out="runs/sequence/charlm", export_dir="saved_models", version=None, length=200,
+def export_run(*, out, export_dir="saved_models", version=None, length=200,
                prompts=("The computer", "Q: What"), kinds=("float", "dynamic"), check_length=60):
-    """saved_models/sequence-charlm/<v>/ (prompt strings -> generated text) and its tflite/<v>/ files (one step:
+    """Writes saved_models/sequence_charlm/<v>/ (prompt strings -> generated text) and its tflite/<v>/ files (one step:
     tokens + states -> logits + states), through `core.export.export_model`: the served text equals Keras'
     greedy text, and greedy decoding driven by the float TFLite file writes Keras' first `check_length`
     characters (up to a step float rounding could decide)."""
@@ -292,7 +295,7 @@ def export_run(*, out="runs/sequence/charlm", export_dir="saved_models", version
     tokens, states = step_samples(gen, prompts)
     report = export.export_model(
         export.endpoint_archive(serve, [tf.TensorSpec([None], tf.string, name="prompt")], [gen.model, vectorizer]),
-        os.path.join(export_dir, "sequence-charlm"), input_names=["prompt"], output_names=["text"],
+        export.export_folder(APP, "charlm", export_dir), input_names=["prompt"], output_names=["text"],
         sample_inputs={"prompt": np.array(list(prompts))}, version=version, kinds=kinds,
         check=decoding.relative_check(), extra_files={os.path.join("assets.extra", VOCABULARY): json.dumps(gen.vocab)},
         tflite_from=export.TFLiteSource(step_model, names, ["logits"] + [f"{n}_out" for n in state_names],

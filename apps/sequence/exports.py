@@ -175,9 +175,9 @@ def greedy_dates(net, source, encoder=None):
                        len(seq2seq.TARGET_VOCAB))
 
 
-def export_dates(*, out="runs/sequence/dates-bahdanau", export_dir="saved_models", version=None,
+def export_dates(*, out, export_dir="saved_models", version=None,
                  kinds=("float", "dynamic"), count=64):
-    """saved_models/sequence-dates-<model>/<v>/: date strings -> ISO strings; tflite/<v>/: source ids ->
+    """Writes saved_models/sequence_dates_<model>/<v>/: date strings -> ISO strings; tflite/<v>/: source ids ->
     greedy symbol ids and logits."""
     if "float" not in kinds:
         raise ValueError(f"kinds {kinds} lack 'float', the file the greedy parity check runs")
@@ -197,7 +197,8 @@ def export_dates(*, out="runs/sequence/dates-bahdanau", export_dir="saved_models
     report = export.export_model(
         export.endpoint_archive(serve, [tf.TensorSpec([None], tf.string, name="text")],
                                 [net.encoder, net.decoder, vectorizer]),
-        os.path.join(export_dir, f"sequence-dates-{config['model']}"), input_names=["text"], output_names=["iso"],
+        export.export_folder("sequence", f"dates_{config['model']}", export_dir), input_names=["text"],
+        output_names=["iso"],
         sample_inputs={"text": np.array(texts)}, version=version, kinds=kinds,
         check=decoding.greedy_tokens_check(seq2seq.END),
         tflite_from=export.TFLiteSource(
@@ -227,9 +228,9 @@ def caption_decoder(net):
     return start, step
 
 
-def export_captioner(*, out="runs/sequence/caption", export_dir="saved_models", version=None,
+def export_captioner(*, out, export_dir="saved_models", version=None,
                      kinds=("float", "dynamic"), count=64):
-    """saved_models/sequence-caption/<v>/: uint8 images (N, S, S, 1) -> caption strings; tflite/<v>/: uint8
+    """Writes saved_models/sequence_caption/<v>/: uint8 images (N, S, S, 1) -> caption strings; tflite/<v>/: uint8
     images -> greedy word ids and logits."""
     from apps.sequence.captioning import CAPTION_LENGTH, CaptionModel
 
@@ -252,7 +253,7 @@ def export_captioner(*, out="runs/sequence/caption", export_dir="saved_models", 
     spec = [tf.TensorSpec([None, size, size, 1], tf.uint8, name="image")]
     report = export.export_model(
         export.endpoint_archive(serve, spec, [net.encoder, net.decoder]),
-        os.path.join(export_dir, "sequence-caption"), input_names=["image"], output_names=["caption"],
+        export.export_folder("sequence", "caption", export_dir), input_names=["image"], output_names=["caption"],
         sample_inputs={"image": images}, version=version, kinds=kinds, check=decoding.greedy_tokens_check(model.end),
         tflite_from=export.TFLiteSource(export.endpoint_archive(greedy_words, spec, [net.encoder, net.decoder]),
                                         ["image"], TOKENS, {"image": images}),

@@ -314,7 +314,7 @@ def export_hard(model, sample_canvases, class_names, export_dir="saved_models", 
     """SavedModel (canvas -> probabilities, glimpse_probabilities) + TFLite files (`kinds`), parity-checked."""
     from core import export
 
-    report = export.export_model(inference_model(model), os.path.join(export_dir, "sequence-hard-attention"),
+    report = export.export_model(inference_model(model), export.export_folder("sequence", "hard_attention", export_dir),
                                  input_names=["canvas"], output_names=["probabilities", "glimpse_probabilities"],
                                  sample_inputs={"canvas": np.asarray(sample_canvases * 255.0, np.float32)},
                                  class_names=list(class_names), version=version, kinds=kinds)
@@ -367,12 +367,13 @@ def plot_attention(path, canvases, labels, corners, hard, soft, class_names, *, 
     return plots.save_figure(fig, path)
 
 
-def run(*, out=None, small=False, seed=0, export_dir="saved_models"):
+def run(*, run, small=False, seed=0, export_dir="saved_models"):
+    """The experiment: PNGs and the table into the folder `run`, the hard model's export under `export_dir`."""
     import matplotlib.pyplot as plt
 
     from apps.basics.common import print_table
 
-    folder = training.make_output_dir(os.path.join(out or os.path.join("runs", "sequence"), "hard_attention"))
+    folder = training.make_output_dir(run)
     if export_dir:
         training.make_output_dir(export_dir)  # an unwritable export folder is reported now, not after training
     train_count, epochs, test_count = (2560, 4, 1000) if small else (6400, 5, 2000)

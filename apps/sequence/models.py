@@ -19,10 +19,16 @@ from layers import ElmanCell, GRUCell, LSTMCell, PositionalEncoding, Transformer
 
 def load_run(out, task, description):
     """(config, best model) of a run folder of this app, refusing a run of another task."""
-    config = training.load_config(out)
-    if config.get("task") != task:
-        raise UserError(f"{out} is not a {description} run")
+    config = check_task(training.load_config(out), out, task, description)
     return config, training.load_trained_model(out)
+
+
+def check_task(config, out, task, description):
+    """The config of a run of `task`, or a one-line error naming --run."""
+    if config.get("task") != task:
+        raise UserError(f"{out} is not a {description} run (it holds task {config.get('task')!r}); give --run the "
+                        f"folder of a 'train --task {task}' run")
+    return config
 
 
 def copy_weights(trained, model, out):

@@ -30,8 +30,10 @@ import tensorflow as tf
 from keras import layers, ops
 
 from apps.sequence import data, decoding
+from apps.sequence.config import DatesConfig
 from apps.sequence.models import KeyMask, copy_weights, load_run
-from core import training
+from core import distribute, training
+from core.cli import run_config
 from core.registry import Registry
 from layers import AdditiveAttention, GRUCell, PositionalEncoding, TransformerDecoder, TransformerEncoder
 
@@ -249,30 +251,30 @@ def decode_one(net, source_ids, width=1):
 
 
 # --------------------------------------------------------------------- train
-def train(*, model="bahdanau", epochs=10, batch_size=64, learning_rate=2e-3, train_size=20000, val_size=1000,
-          test_size=1000, out="runs/sequence/dates-bahdanau", seed=0, patience=None, sizes=None):
-    """`sizes`: keyword arguments of the model class (units, d_model, num_layers ...)."""
-    SEQ2SEQ.get(model)
-    training.set_seed(seed)
-    train_pairs, val_pairs, _ = data.date_splits(train_size, val_size, test_size, seed=0)
+def train(config: DatesConfig, *, run, strategy="default", sizes=None):
+    """`sizes`: keyword arguments of the model class (units, d_model, num_layers ...), recorded in the run."""
+    c = config
+    distribution = distribute.get_strategy(strategy)
+    training.set_seed(c.seed)
+    train_pairs, val_pairs, _ = data.date_splits(c.train_size, c.val_size, c.test_size, seed=0)
     vocab = data.char_vectorizer([t for t, _ in train_pairs]).get_vocabulary()
     vectorizer = make_vectorizer(vocab)
 
     def dataset(pairs, shuffle):
         tgt_in, tgt_out = encode_targets([iso for _, iso in pairs])
         ds = tf.data.Dataset.from_tensor_slices(((vectorize(vectorizer, [t for t, _ in pairs]), tgt_in), tgt_out))
-        return (ds.shuffle(len(pairs), seed=seed) if shuffle else ds).batch(batch_size)
+        return (ds.shuffle(len(pairs), seed=c.seed) if shuffle else ds).batch(c.batch_size)
 
-    net = build(model, len(vocab), **(sizes or {}))
-    net.model.compile(optimizer=keras.optimizers.Adam(learning_rate, clipnorm=1.0),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    config = dict(app=APP, task="dates", model=model, epochs=epochs, batch_size=batch_size,
-                  learning_rate=learning_rate, train_size=train_size, val_size=val_size, test_size=test_size,
-                  seed=seed, vocab=vocab, sizes=sizes or {})
-    training.save_config(out, config, identity_keys=("task", "model"))
-    print(f"training {model} date normaliser on {train_size} dates (input vocabulary {len(vocab)} characters)")
-    return training.fit(net.model, dataset(train_pairs, True), dataset(val_pairs, False), epochs=epochs,
-                        run_dir=out, patience=patience)
+    with distribution.scope():
+        net = build(c.model, len(vocab), **(sizes or {}))
+        net.model.compile(optimizer=keras.optimizers.Adam(c.learning_rate, clipnorm=1.0),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    training.save_config(run, run_config(c, APP, task="dates", vocab=vocab, sizes=sizes or {}, strategy=strategy,
+                                         replicas=distribution.num_replicas_in_sync),
+                         identity_keys=("task", "model"))
+    print(f"training {c.model} date normaliser on {c.train_size} dates (input vocabulary {len(vocab)} characters)")
+    return training.fit(net.model, dataset(train_pairs, True), dataset(val_pairs, False), epochs=c.epochs,
+                        run_dir=run, patience=c.patience)
 
 
 class Normalizer:
@@ -339,7 +341,7 @@ def attention_plots(normalizer, texts, png_path):
     return png_path
 
 
-def evaluate(*, out="runs/sequence/dates-bahdanau", width=1, limit=None):
+def evaluate(*, out, width=1, limit=None):
     normalizer = Normalizer(out)
     config = normalizer.config
     _, _, test_pairs = data.date_splits(config["train_size"], config["val_size"], config["test_size"], seed=0)
@@ -359,9 +361,9 @@ def evaluate(*, out="runs/sequence/dates-bahdanau", width=1, limit=None):
     return report
 
 
-def export_run(*, out="runs/sequence/dates-bahdanau", export_dir="saved_models", version=None,
+def export_run(*, out, export_dir="saved_models", version=None,
                kinds=("float", "dynamic")):
-    """saved_models/sequence-dates-<model>/<v>/: date strings -> ISO strings (greedy, inside the graph), and
+    """Writes saved_models/sequence_dates_<model>/<v>/: date strings -> ISO strings (greedy, inside the graph), and
     TFLite files of source ids -> greedy symbol ids (see apps/sequence/exports.py)."""
     from apps.sequence.exports import export_dates
 

@@ -19,9 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from apps.sequence import data
-from apps.sequence.models import CLASSIFIERS, build_classifier, load_run
+from apps.sequence.config import TextClassConfig
+from apps.sequence.models import build_classifier, check_task, load_run
 from core import distribute, export, plots, training
-from core.errors import UserError
+from core.cli import run_config
 from core.metrics import classification_report
 
 APP = "sequence"
@@ -38,30 +39,32 @@ def vectorize(vectorizer, texts):
     return vectorizer(tf.constant(list(texts))).numpy().astype(np.int32)
 
 
-def train(*, model="bag", epochs=10, batch_size=32, learning_rate=2e-3, sequence_length=128, max_tokens=20000,
-          out="runs/sequence/textclass", seed=0, limit=None, patience=None, strategy="default"):
-    CLASSIFIERS.get(model)
-    strategy = distribute.get_strategy(strategy)
-    training.set_seed(seed)
-    fortunes = data.load_fortunes(data.CLASS_CATEGORIES, limit=limit)
-    vocab = data.word_vectorizer(fortunes.texts("train"), max_tokens, sequence_length).get_vocabulary()
-    vectorizer = make_vectorizer(vocab, sequence_length)
+def train(config: TextClassConfig, *, run, strategy="default"):
+    """One of the classifiers on the word ids of the training quotes; the run's config.json records the
+    vocabulary and the class names next to `config`."""
+    c = config
+    distribution = distribute.get_strategy(strategy)
+    training.set_seed(c.seed)
+    fortunes = data.load_fortunes(data.CLASS_CATEGORIES, limit=c.limit)
+    vocab = data.word_vectorizer(fortunes.texts("train"), c.max_tokens, c.sequence_length).get_vocabulary()
+    vectorizer = make_vectorizer(vocab, c.sequence_length)
     train_ds = tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, fortunes.texts("train")),
                                                    fortunes.labels("train")))
     val_ds = tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, fortunes.texts("val")),
                                                  fortunes.labels("val")))
-    with strategy.scope():
-        net = build_classifier(model, len(vocab), len(fortunes.categories), sequence_length)
-        net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+    with distribution.scope():
+        net = build_classifier(c.model, len(vocab), len(fortunes.categories), c.sequence_length)
+        net.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss="sparse_categorical_crossentropy",
                     metrics=["accuracy"])
-    config = dict(app=APP, task="textclass", model=model, epochs=epochs, batch_size=batch_size,
-                  learning_rate=learning_rate, sequence_length=sequence_length, max_tokens=max_tokens, seed=seed,
-                  limit=limit, class_names=fortunes.categories, vocab=vocab)
-    training.save_config(out, config, identity_keys=("task", "model"))
-    print(f"training {model} classifier on {len(fortunes.train)} quotes of {len(fortunes.categories)} categories "
+    training.save_config(run, run_config(c, APP, task="textclass", class_names=fortunes.categories, vocab=vocab,
+                                         strategy=strategy,
+                                         replicas=distribution.num_replicas_in_sync),
+                         identity_keys=("task", "model"))
+    print(f"training {c.model} classifier on {len(fortunes.train)} quotes of {len(fortunes.categories)} categories "
           f"({', '.join(fortunes.categories)}); vocabulary {len(vocab)} words")
-    return training.fit(net, train_ds.shuffle(len(fortunes.train), seed=seed).batch(batch_size),
-                        val_ds.batch(256), epochs=epochs, run_dir=out, patience=patience)
+    # the batch size is the global one: each of N replicas computes the gradient of batch_size / N quotes
+    return training.fit(net, train_ds.shuffle(len(fortunes.train), seed=c.seed).batch(c.batch_size),
+                        val_ds.batch(256), epochs=c.epochs, run_dir=run, patience=c.patience)
 
 
 def scores(labels, predictions, num_classes):
@@ -70,7 +73,7 @@ def scores(labels, predictions, num_classes):
     return {**report, "accuracy": float(report["accuracy"]), "macro_f1": float(report["f1"].mean())}
 
 
-def evaluate(*, out="runs/sequence/textclass", split="test"):
+def evaluate(*, out, split="test"):
     config, net = load_run(out, "textclass", "text-classification")
     fortunes = data.load_fortunes(data.CLASS_CATEGORIES, limit=config.get("limit"))
     vectorizer = make_vectorizer(config["vocab"], config["sequence_length"])
@@ -97,11 +100,11 @@ def evaluate(*, out="runs/sequence/textclass", split="test"):
     return report
 
 
-def export_run(*, out="runs/sequence/textclass", export_dir="saved_models", version=None):
-    """saved_models/sequence-textclass/<v>/ (strings -> class names) and its TFLite files (word ids)."""
-    from apps.sequence.charlm import write_string_saved_model
-
-    config = training.load_config(out)
+def export_run(*, out, export_dir="saved_models", version=None):
+    """Writes saved_models/sequence_textclass_<model>/<v>/ (strings -> class names, probabilities; vectorization in
+    the graph) and its TFLite files (word ids -> probabilities, from the unrolled numeric model: string ops would need
+    SELECT_TF_OPS), atomically through `core.export.export_model`."""
+    config = check_task(training.load_config(out), out, "textclass", "text-classification")
     net = training.load_trained_model(out, input_shape=(config["sequence_length"],))
     names, length = config["class_names"], config["sequence_length"]
     vectorizer = make_vectorizer(config["vocab"], length)
@@ -112,49 +115,40 @@ def export_run(*, out="runs/sequence/textclass", export_dir="saved_models", vers
         return {"class_name": tf.gather(class_table, tf.argmax(probabilities, axis=-1)),
                 "probabilities": probabilities}
 
-    app_dir = os.path.join(export_dir, "sequence-textclass")
-    version = int(version or export.next_version(app_dir))
-    saved = os.path.join(app_dir, str(version))
-    if os.path.exists(saved):
-        raise UserError(f"{saved} already exists; choose another --version")
-    write_string_saved_model(saved, serve, [tf.TensorSpec([None], tf.string, name="text")], [net, vectorizer])
-    os.makedirs(os.path.join(saved, "assets.extra"), exist_ok=True)
-    with open(os.path.join(saved, "assets.extra", "labels.txt"), "w") as f:
-        f.write("\n".join(names) + "\n")
     fortunes = data.load_fortunes(data.CLASS_CATEGORIES, limit=config.get("limit"))
     texts = fortunes.texts("test")[:32]
     ids = vectorize(vectorizer, texts)
-    served = export.run_saved_model(saved, {"text": np.array(texts, dtype=object)})
+    numeric = build_classifier(config["model"], len(config["vocab"]), len(names), length, unroll=True)
+    numeric.set_weights(net.get_weights())
+    report = export.export_model(
+        export.endpoint_archive(serve, [tf.TensorSpec([None], tf.string, name="text")], [net, vectorizer]),
+        export.export_folder(APP, f"textclass_{config['model']}", export_dir), input_names=["text"],
+        output_names=["class_name", "probabilities"], sample_inputs={"text": np.array(texts, dtype=object)},
+        class_names=names, version=version,
+        tflite_from=export.TFLiteSource(numeric, ["ids"], ["probabilities"], {"ids": ids}),
+        extra_files={os.path.join("assets.extra", "vocabulary.txt"): "\n".join(config["vocab"]) + "\n"})
+    served = report["saved_model_outputs"]
     keras_probs = net.predict(ids, verbose=0)
     difference = float(np.abs(served["probabilities"] - keras_probs).max())
     if difference > 1e-5 or [n.decode() for n in served["class_name"]] != [names[i] for i in keras_probs.argmax(1)]:
         raise export.ParityError(f"string SavedModel differs from Keras by {difference:.3g}")
-    print(f"wrote SavedModel {saved} (signature '{export.SIGNATURE}': text strings -> class_name, probabilities)")
-
-    # TFLite from the numeric model (ids -> probabilities); string ops would need SELECT_TF_OPS.
-    numeric = build_classifier(config["model"], len(config["vocab"]), len(names), length, unroll=True)
-    numeric.set_weights(net.get_weights())
-    report = export.export_model(numeric, os.path.join(app_dir, "ids"), input_names=["ids"],
-                                 output_names=["probabilities"], sample_inputs={"ids": ids}, version=version)
-    vocab_file = os.path.join(app_dir, "ids", str(version), "assets.extra", "vocabulary.txt")
-    os.makedirs(os.path.dirname(vocab_file), exist_ok=True)
-    with open(vocab_file, "w") as f:
-        f.write("\n".join(config["vocab"]) + "\n")
+    print(f"wrote SavedModel {report['saved_model']} (signature '{export.SIGNATURE}': text strings -> class_name, "
+          f"probabilities)")
     for kind, path in report["tflite"].items():
         print(f"wrote TFLite {path} ({os.path.getsize(path) / 1024:.0f} KiB, word ids -> probabilities, "
-              f"max |difference| vs SavedModel {report['max_abs_diff'][kind]:.2g})")
-    report["string_saved_model"] = saved
+              f"max |difference| vs its SavedModel {report['max_abs_diff'][kind]:.2g})")
+    report["string_saved_model"] = report["saved_model"]
     return report
 
 
-def predict(texts, *, out="runs/sequence/textclass", saved_model=None):
+def predict(texts, *, out, saved_model=None):
     if saved_model:
         result = export.run_saved_model(saved_model, {"text": np.array(texts, dtype=object)},
                                         outputs=["class_name", "probabilities"], what="a text-classifier export")
         names = [n.decode() for n in result["class_name"]]
         probabilities = result["probabilities"]
     else:
-        config = training.load_config(out)
+        config = check_task(training.load_config(out), out, "textclass", "text-classification")
         net = training.load_trained_model(out, input_shape=(config["sequence_length"],))
         probabilities = net.predict(vectorize(make_vectorizer(config["vocab"], config["sequence_length"]), texts),
                                     verbose=0)

@@ -193,22 +193,23 @@ def train_memory(label, *, length, steps, batch=32, learning_rate=5e-3, seed=0, 
     return {"before": before, "after": after, "losses": np.array(losses)}
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, run, small=False, seed=0):
+    """The experiment; its PNGs go into the folder `run`."""
     import tensorflow as tf
 
     logger = tf.get_logger()  # one new traced function per model is the plan, not the "retracing" TF warns about
     level = logger.level
     logger.setLevel("ERROR")
     try:
-        return _run(out=out, small=small, seed=seed)
+        return _run(folder=run, small=small, seed=seed)
     finally:
         logger.setLevel(level)
 
 
-def _run(*, out, small, seed):
+def _run(*, folder, small, seed):
     import matplotlib.pyplot as plt
 
-    folder = training.make_output_dir(os.path.join(out or os.path.join("runs", "sequence"), "vanishing"))
+    folder = training.make_output_dir(folder)
     lengths = (10, 25, 50) if small else (10, 25, 50, 100)
     seeds = [seed + i for i in range(2 if small else 3)]
     train_length, train_steps = (20, 150) if small else (30, 600)
