@@ -31,9 +31,9 @@ def test_mlp_solves_xor():
 
 
 def test_perceptron_cli_writes_png(tmp_path):
-    result = run_python(["-m", "apps.basics", "perceptron", "--small", "--out", str(tmp_path)], timeout=120)
+    result = run_python(["-m", "apps.basics", "perceptron", "--small", "--run", str(tmp_path)], timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    png = tmp_path / "perceptron" / "decision_boundaries.png"
+    png = tmp_path / "decision_boundaries.png"
     assert png.is_file() and png.stat().st_size > 10_000
     assert str(png) in result.stdout and "XOR" in result.stdout
 
@@ -82,8 +82,8 @@ def test_worked_example_gradient():
 def test_backprop_experiment_writes_png_and_table(tmp_path, capsys):
     from apps.basics import backprop
 
-    result = backprop.run(out=str(tmp_path), small=True)
-    png = tmp_path / "backprop" / "backprop.png"
+    result = backprop.run(folder=str(tmp_path), small=True)
+    png = tmp_path / "backprop.png"
     assert result["pngs"] == [str(png)] and png.stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "worked example" in out and "0.100106 -0.222407  0.122301" in out
@@ -128,3 +128,21 @@ def test_adam_descends_rosenbrock():
 
     path, values = optimizers.surface_trajectory("adam", "rosenbrock", steps=300)
     assert path.shape == (301, 2) and values[-1] < 0.25 * values[0]
+
+
+def test_cli_help_shows_run_seed_and_defaults_and_no_out(capsys):
+    import pytest
+
+    from apps.basics.__main__ import parse_args
+
+    for argv, where in ((["backprop"], "runs/basics/backprop"), (["all"], "DIR/<experiment> for each")):
+        with pytest.raises(SystemExit):
+            parse_args(argv + ["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--run DIR" in text and where in text and "(default: 0)" in text and "--out" not in text, text
+
+
+def test_cli_negative_seed_is_one_line_and_exit_2():
+    result = run_python(["-m", "apps.basics", "numerics", "--seed", "-1"], timeout=60)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines == ["apps.basics: error: --seed must be an integer >= 0, got -1"], lines

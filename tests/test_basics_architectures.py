@@ -26,7 +26,7 @@ def test_zero_gamma_residual_block_starts_as_the_identity_and_round_trips():
 def test_deeper_plain_net_trains_worse_and_the_residual_one_does_not(tmp_path, capsys):
     from apps.basics import degradation
 
-    result = degradation.run(out=str(tmp_path), small=True, seed=0)  # digits, depths 4 and 16, 5 epochs
+    result = degradation.run(folder=str(tmp_path), small=True, seed=0)  # digits, depths 4 and 16, 5 epochs
     r = result["results"]
     plain_shallow, residual_shallow, plain_deep, residual_deep = (
         r[name] for name in ("plain 4", "residual 4", "plain 16", "residual 16"))

@@ -256,7 +256,7 @@ def test_numerics_and_convolution_runs_write_their_pngs(tmp_path, capsys):
     from apps.basics import convolution, numerics
 
     for module in (numerics, convolution):
-        pngs = module.run(out=str(tmp_path), small=True)["pngs"]
+        pngs = module.run(folder=str(tmp_path / module.__name__.rsplit(".", 1)[1]), small=True)["pngs"]
         assert pngs and all(p.startswith(str(tmp_path)) and os.path.getsize(p) > 10_000 for p in pngs)
     printed = capsys.readouterr().out
     assert "first failing c" in printed and "Keras params" in printed

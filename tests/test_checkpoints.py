@@ -199,9 +199,9 @@ def test_a_damaged_newest_dqn_checkpoint_resumes_from_the_previous_one(dqn_runs,
     assert sorted(os.listdir(os.path.join(out, dqn.CHECKPOINTS))) == ["step-000000000016", "step-000000000024"]
 
 
-DQN_CLI = ["dqn", "train", "--preset", "cartpole", "--num-envs", "2", "--buffer-size", "64", "--batch-size", "4",
-           "--learning-starts", "1000", "--jit-compile", "off", "--strategy", "default", "--log-every", "4",
-           "--checkpoint-every", "8"]
+DQN_CLI = ["train", "--task", "dqn", "--preset", "cartpole", "--num-envs", "2", "--buffer-size", "64",
+           "--batch-size", "4", "--learning-starts", "1000", "--no-jit-compile", "--strategy", "default",
+           "--log-every", "4", "--checkpoint-every", "8"]
 
 
 def test_when_no_dqn_checkpoint_is_usable_resuming_is_a_one_line_error(dqn_runs, tmp_path, capsys):
@@ -214,7 +214,7 @@ def test_when_no_dqn_checkpoint_is_usable_resuming_is_a_one_line_error(dqn_runs,
     os.remove(os.path.join(folder, "step-000000000008", "model.index"))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, DQN_CLI + ["--steps", "24", "--out", out], prog="apps.rl")
+        run_cli(main, DQN_CLI + ["--steps", "24", "--run", out], prog="apps.rl")
     assert exit_info.value.code == 2
     message = capsys.readouterr().err.strip()
     assert len(message.splitlines()) == 1, message
@@ -290,12 +290,12 @@ def test_a_dqn_checkpoint_that_cannot_be_written_keeps_the_previous_one(tmp_path
     out = str(tmp_path / "run")
     folder = os.path.join(out, dqn.CHECKPOINTS)
     with small_disk(folder):
-        run_cli(main, DQN_CLI + ["--steps", "8", "--out", out], prog="apps.rl")
+        run_cli(main, DQN_CLI + ["--steps", "8", "--run", out], prog="apps.rl")
         before = dqn.checkpoint_contents(out)
         break_disk(folder, fault)
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_info:
-            run_cli(main, DQN_CLI + ["--steps", "16", "--out", out], prog="apps.rl")
+            run_cli(main, DQN_CLI + ["--steps", "16", "--run", out], prog="apps.rl")
         assert exit_info.value.code == 2
         assert capsys.readouterr().err.strip() == (
             f"apps.rl: error: cannot write the checkpoint {folder}/step-000000000016: {REASONS[fault]}; "

@@ -2,6 +2,7 @@
 DQN through the CLI (train, stop, resume from disk exactly as if never stopped), evaluation with
 a GIF, export with TFLite parity, and the exported TFLite policy playing."""
 
+import json
 import os
 
 import numpy as np
@@ -90,7 +91,7 @@ def test_vector_env_state_round_trip_continues_games_exactly(asynchronous, tmp_p
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(original, unrestored))
 
 
-PONG_TRAIN = ["dqn", "train", "--preset", "pong", "--steps", "160", "--num-envs", "2", "--train-freq", "4",
+PONG_TRAIN = ["train", "--task", "dqn", "--preset", "pong", "--steps", "160", "--num-envs", "2", "--train-freq", "4",
               "--buffer-size", "600", "--learning-starts", "80", "--batch-size", "8", "--target-update", "40",
               "--log-every", "40", "--checkpoint-every", "80", "--strategy", "default"]
 
@@ -104,14 +105,14 @@ def test_dqn_pong_killed_run_resumes_exactly(tmp_path, capsys):
     from apps.rl.__main__ import main
     from tests.test_rl_resume import assert_same_run, csv_rows
 
-    train = PONG_TRAIN + ["--jit-compile", "off"]
+    train = PONG_TRAIN + ["--no-jit-compile"]
     run_a, run_b = str(tmp_path / "a"), str(tmp_path / "b")
-    main(train + ["--out", run_a])
-    main(train + ["--out", run_b, "--budget-steps", "100"])  # this sitting stops after 100 agent steps
+    main(train + ["--run", run_a])
+    main(train + ["--run", run_b, "--budget-steps", "100"])  # this sitting stops after 100 agent steps
     halfway = dqn.checkpoint_contents(run_b)
     assert halfway["state/env_steps"] == 100 and halfway["state/update_credit"] == 0.5  # 11 vector steps x 2/4
     capsys.readouterr()
-    main(train + ["--out", run_b])  # the same command again: a fresh process state resumes from disk
+    main(train + ["--run", run_b])  # the same command again: a fresh process state resumes from disk
     printed = capsys.readouterr().out
     assert "resumed" in printed and "at agent step 100" in printed and "returns.png" in printed
     contents, agent = assert_same_run(run_a, run_b)
@@ -138,7 +139,7 @@ def test_dqn_pong_smoke_train_evaluate_export_play(tmp_path, capsys):
     from core import export as core_export
 
     out, export_dir = str(tmp_path / "pong"), str(tmp_path / "export")
-    main(PONG_TRAIN[:5] + ["100"] + PONG_TRAIN[6:] + ["--out", out])  # 100 agent steps, XLA update
+    main(PONG_TRAIN[:6] + ["100"] + PONG_TRAIN[7:] + ["--run", out])  # 100 agent steps, XLA update
     config, agent = dqn.load_agent(out)
     assert int(agent.env_steps.numpy()) == 100 and agent.input_shape == (84, 84, 4)
     assert int(agent.updates.numpy()) == 5  # 11 vector steps of 2 envs from step 80, one update per 4
@@ -152,10 +153,11 @@ def test_dqn_pong_smoke_train_evaluate_export_play(tmp_path, capsys):
     served = core_export.run_saved_model(exported["saved_model"], {"frames": frames})
     np.testing.assert_array_equal(served["action"], served["q_values"].argmax(1))
     np.testing.assert_allclose(served["q_values"], agent.q_values(frames), atol=1e-5)
-    gif = str(tmp_path / "play.gif")
+    gif = os.path.join(out, "play.gif")
     capsys.readouterr()
-    main(["dqn", "play", "--export-dir", export_dir, "--max-steps", "20", "--gif", gif])
+    main(["predict", "--task", "dqn", "--run", out, "--export-dir", export_dir, "--max-steps", "20"])
     assert "ALE/Pong-v5 with" in capsys.readouterr().out and os.path.getsize(gif) > 1000
+    assert json.load(open(os.path.join(out, "play.json")))["env"] == "ALE/Pong-v5"
 
 
 def test_missing_run_is_a_one_line_error(tmp_path):
@@ -163,5 +165,5 @@ def test_missing_run_is_a_one_line_error(tmp_path):
     from core.errors import run_cli
 
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, ["dqn", "evaluate", "--out", str(tmp_path / "nothing")], prog="apps.rl")
+        run_cli(main, ["evaluate", "--task", "dqn", "--run", str(tmp_path / "nothing")], prog="apps.rl")
     assert exit_info.value.code == 2

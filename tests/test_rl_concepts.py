@@ -58,7 +58,7 @@ def test_linucb_regret_is_far_below_context_free_ucb_whose_regret_is_linear():
 def test_contextual_command_prints_the_table_and_writes_the_png(tmp_path, capsys):
     from apps.rl.__main__ import main
 
-    main(["contextual", "--steps", "120", "--runs", "3", "--out", str(tmp_path)])
+    main(["contextual", "--steps", "120", "--runs", "3", "--run", str(tmp_path)])
     printed = capsys.readouterr().out
     png = os.path.join(tmp_path, "contextual.png")
     assert f"PNG: {png}" in printed and os.path.getsize(png) > 20_000
@@ -157,9 +157,10 @@ LOST = np.array([1, -1, 0, 0, 1, -1, 1, 0, 0], np.int8)
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     from apps.rl import alphazero
+    from apps.rl.config import MCTS_SMALL, MCTSConfig
 
     out = str(tmp_path_factory.mktemp("mcts_run"))
-    model, history = alphazero.train(out, log=lambda *args: None, **alphazero.SMALL)
+    model, history = alphazero.train(MCTSConfig(**MCTS_SMALL), run=out, log=lambda *args: None)
     return out, model, history
 
 
@@ -219,21 +220,22 @@ def test_policy_value_net_export_parity_and_the_mcts_commands(trained_run, tmp_p
     assert report["parity"]["dynamic"]["same_best_move"] > 0.9
 
     capsys.readouterr()
-    main(["mcts", "play", "--export-dir", export_dir, "--opponent", "random", "--games", "2", "--simulations", "10"])
+    main(["play", "--task", "mcts", "--run", str(tmp_path), "--export-dir", export_dir, "--opponent", "random",
+          "--games", "2", "--simulations", "10"])
     printed = capsys.readouterr().out
     assert printed.count("moves (cells 1-9)") == 2 and "random wins" not in printed
     monkeypatch.setattr("sys.stdin", io.StringIO("x\n1\n2\n3\n4\n5\n6\n7\n8\n9\n"))  # a human, typing
-    main(["mcts", "play", "--export-dir", export_dir, "--simulations", "25"])
+    main(["play", "--task", "mcts", "--run", str(tmp_path), "--export-dir", export_dir, "--simulations", "25"])
     printed = capsys.readouterr().out
     assert "'x' is not a cell" in printed and "human wins" not in printed and "moves (cells 1-9)" in printed
 
-    main(["mcts", "evaluate", "--out", out, "--games", "2", "--simulations", "10"])
+    main(["evaluate", "--task", "mcts", "--run", out, "--games", "2", "--simulations", "10"])
     printed = capsys.readouterr().out
     png = os.path.join(out, "visit_counts.png")
     assert f"PNG: {png}" in printed and os.path.getsize(png) > 20_000 and "one-ply greedy" in printed
     with pytest.raises(UserError, match="--games must be at least 1"):
-        main(["mcts", "train", "--games", "0", "--out", str(tmp_path / "no")])
-    with pytest.raises(UserError, match="not the config of an 'mcts train' run"):
+        main(["train", "--task", "mcts", "--games", "0", "--run", str(tmp_path / "no")])
+    with pytest.raises(UserError, match="not the config of a 'train --task mcts' run"):
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / "config.json").write_text('{"app": "classify"}')
         alphazero.load_run(str(tmp_path / "other"))

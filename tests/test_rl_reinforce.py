@@ -1,5 +1,6 @@
 """REINFORCE with a baseline learns CartPole on the real environment; its policy exports with TFLite parity."""
 
+import json
 import os
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from apps.rl import reinforce
 from apps.rl.__main__ import main
+from apps.rl.config import ReinforceConfig
 from core import export
 
 
@@ -16,8 +18,8 @@ def test_returns_to_go_by_hand():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return reinforce.train(episodes=120, batch_episodes=8, seed=0, out=str(tmp_path_factory.mktemp("reinforce")),
-                           log=lambda *a: None)
+    return reinforce.train(ReinforceConfig(episodes=120, batch_episodes=8, seed=0),
+                           run=str(tmp_path_factory.mktemp("reinforce")), log=lambda *a: None)
 
 
 def test_reinforce_with_baseline_learns_cartpole(trained):
@@ -54,10 +56,17 @@ def test_trained_policy_exports_saved_model_and_tflite_with_parity(trained, tmp_
     assert reinforce.parity("float", lite, swapped)[1] is not None
 
 
-def test_cli_trains_and_exports(tmp_path, capsys):
-    main(["reinforce", "--episodes", "8", "--out", str(tmp_path / "run"), "--export",
-          "--export-dir", str(tmp_path / "saved")])
+def test_cli_trains_evaluates_and_exports_from_the_run_folder(tmp_path, capsys):
+    run, saved = str(tmp_path / "run"), str(tmp_path / "saved")
+    main(["train", "--task", "reinforce", "--episodes", "8", "--run", run])
+    assert sorted(os.listdir(run)) == ["config.json", "episodes.csv", "model.keras", "returns.png"]
+    main(["evaluate", "--task", "reinforce", "--run", run, "--episodes", "2"])
+    assert "mean return" in capsys.readouterr().out and os.path.isfile(os.path.join(run, "evaluation.json"))
+    main(["export", "--task", "reinforce", "--run", run, "--export-dir", saved])
     assert "TFLite dynamic" in capsys.readouterr().out
     for path in ("1/saved_model.pb", "1/assets.extra/input_spec.json", "tflite/1/float.tflite",
                  "tflite/1/dynamic.tflite"):
-        assert os.path.isfile(tmp_path / "saved" / path), path
+        assert os.path.isfile(os.path.join(saved, path)), path
+    main(["predict", "--task", "reinforce", "--run", run, "--export-dir", saved, "--episodes", "2"])
+    played = json.load(open(os.path.join(run, "play.json")))
+    assert played["env"] == "CartPole-v1" and len(played["returns"]) == 2 and min(played["lengths"]) >= 8

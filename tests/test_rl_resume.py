@@ -46,17 +46,18 @@ def test_killed_cartpole_run_resumes_exactly(tmp_path):
     (With the default XLA-compiled update; the Pong test runs without XLA.)"""
     from apps.rl.__main__ import main
 
-    train = ["dqn", "train", "--preset", "cartpole", "--steps", "400", "--num-envs", "4", "--buffer-size", "1000",
-             "--batch-size", "16", "--learning-starts", "100", "--train-freq", "3", "--updates-per-call", "2",
-             "--target-update", "60", "--log-every", "120", "--checkpoint-every", "1000", "--strategy", "default"]
+    train = ["train", "--task", "dqn", "--preset", "cartpole", "--steps", "400", "--num-envs", "4",
+             "--buffer-size", "1000", "--batch-size", "16", "--learning-starts", "100", "--train-freq", "3",
+             "--updates-per-call", "2", "--target-update", "60", "--log-every", "120",
+             "--checkpoint-every", "1000", "--strategy", "default"]
     run_a, run_b = str(tmp_path / "a"), str(tmp_path / "b")
-    main(train + ["--out", run_a])
-    main(train + ["--out", run_b, "--budget-steps", "200"])
+    main(train + ["--run", run_a])
+    main(train + ["--run", run_b, "--budget-steps", "200"])
     halfway = dqn.checkpoint_contents(run_b)
     assert halfway["state/env_steps"] == 200 and halfway["state/pending_losses"]  # losses not yet logged
     assert halfway["state/update_credit"] % 1 != 0
     assert any(halfway[f"envs/env{e}/0.EpisodeStats/length"] > 0 for e in range(4))  # mid-game
-    main(train + ["--out", run_b])
+    main(train + ["--run", run_b])
     contents, agent = assert_same_run(run_a, run_b)
     assert int(agent.env_steps.numpy()) == 400 and int(agent.updates.numpy()) > 0
     assert int(agent.last_sync.numpy()) == 400  # syncs at 100 (learning starts), 160, ..., 400
@@ -105,9 +106,9 @@ def test_damaged_checkpoint_is_a_one_line_error(small_run, tmp_path, damage, cap
         os.remove(os.path.join(checkpoint, "envs.npz"))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, ["dqn", "train", "--preset", "cartpole", "--steps", "32", "--num-envs", "2", "--buffer-size",
-                       "64", "--batch-size", "4", "--learning-starts", "1000", "--jit-compile", "off",
-                       "--strategy", "default", "--out", out], prog="apps.rl")
+        run_cli(main, ["train", "--task", "dqn", "--preset", "cartpole", "--steps", "32", "--num-envs", "2",
+                       "--buffer-size", "64", "--batch-size", "4", "--learning-starts", "1000", "--no-jit-compile",
+                       "--strategy", "default", "--run", out], prog="apps.rl")
     assert exit_info.value.code == 2
     message = capsys.readouterr().err.strip()
     assert len(message.splitlines()) == 1 and ("checkpoint" in message or "replay" in message), message

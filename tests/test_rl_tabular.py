@@ -65,12 +65,12 @@ def test_bandit_strategies_rank_as_in_the_textbook():
 
 def test_bandit_and_tabular_commands_print_their_outputs(tmp_path):
     out = str(tmp_path / "bandits")
-    result = run_python(["-m", "apps.rl", "bandits", "--runs", "100", "--steps", "200", "--out", out], timeout=120)
+    result = run_python(["-m", "apps.rl", "bandits", "--runs", "100", "--steps", "200", "--run", out], timeout=120)
     assert result.returncode == 0, result.stderr
     png = os.path.join(out, "bandits.png")
     assert f"PNG: {png}" in result.stdout and os.path.getsize(png) > 10_000
     result = run_python(["-m", "apps.rl", "tabular", "--env", "frozenlake", "--algorithms",
-                         "value_iteration,policy_iteration", "--out", str(tmp_path / "tab")], timeout=120)
+                         "value_iteration,policy_iteration", "--run", str(tmp_path / "tab")], timeout=120)
     assert result.returncode == 0, result.stderr
     assert "optimal value of the start = 0.8235" in result.stdout
     assert "H" in result.stdout and "G" in result.stdout

@@ -118,10 +118,10 @@ def test_occlusion_drop_is_largest_where_the_object_is(toy_model, toy_images):
 
 def test_gradient_cli_writes_titled_pngs(lenet, tmp_path, capsys):
     run = classify_run()
-    main(["gradients", "--run", run, "--out", str(tmp_path), "--count", "3"])
+    main(["gradients", "--run", run, "--figures", str(tmp_path), "--count", "3"])
     printed = capsys.readouterr().out
     for name in ("saliency", "deconvnet", "guided", "gradcam", "gradients"):
-        png = os.path.join(tmp_path, "lenet5", f"{name}.png")
+        png = os.path.join(tmp_path, f"{name}.png")
         assert f"wrote {png}" in printed
         assert os.path.getsize(png) > 15_000
 
@@ -131,9 +131,9 @@ def test_inspection_cli_methods_write_pngs(tmp_path, capsys):
     for argv in (["architecture"], ["curves"], ["kernels"], ["activations", "--layer", "c1", "--count", "1"],
                  ["occlusion", "--count", "2", "--stride", "4"],
                  ["top-images", "--layer", "c3", "--channel", "5", "--pool", "300"]):
-        main(argv + ["--run", run, "--out", str(tmp_path)])
+        main(argv + ["--run", run, "--figures", str(tmp_path)])
     printed = capsys.readouterr().out
-    folder = os.path.join(tmp_path, "lenet5")
+    folder = str(tmp_path)
     for png in ("architecture.png", "training_curves.png", "kernels_c1.png", "activations_c1.png", "occlusion.png",
                 "top_images_c3_5.png"):
         assert f"wrote {os.path.join(folder, png)}" in printed
@@ -143,7 +143,7 @@ def test_inspection_cli_methods_write_pngs(tmp_path, capsys):
 def test_kernels_and_top_images_are_the_real_ones(lenet, tmp_path):
     result = inspect.kernels(lenet, str(tmp_path))
     np.testing.assert_array_equal(result["kernels"], lenet.model.get_layer("c1").kernel.numpy())
-    top = inspect.top_images(lenet, "c3", 1, count=5, pool=200, out=str(tmp_path))
+    top = inspect.top_images(lenet, "c3", 1, count=5, pool=200, figures=str(tmp_path))
     best = top["scores"][top["indices"]]
     assert np.all(np.diff(best) <= 0) and best[0] == top["scores"].max()
 
@@ -158,7 +158,7 @@ def test_architecture_text_fallback_names_every_layer(lenet, tmp_path, capsys):
 
 def test_unknown_layer_and_class_are_one_line_errors(lenet, tmp_path):
     with pytest.raises(UserError, match="no layer named 'conv9'.*c1, .*c3"):
-        inspect.activations(lenet, "conv9", np.zeros((1, 28, 28, 1), np.float32), out=str(tmp_path))
+        inspect.activations(lenet, "conv9", np.zeros((1, 28, 28, 1), np.float32), figures=str(tmp_path))
     with pytest.raises(UserError, match="unknown class 'Cat'"):
         common.target_classes(lenet, np.zeros((1, 28, 28, 1)), "Cat")
     with pytest.raises(UserError, match="classifier not found"):

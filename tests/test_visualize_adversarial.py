@@ -68,10 +68,10 @@ def test_targeted_attacks_push_images_into_the_target_class(lenet, test_set):
 
 
 def test_attack_cli_reports_accuracy_per_eps_and_writes_triplets(tmp_path, capsys):
-    main(["attack", "--run", classify_run(), "--out", str(tmp_path), "--count", "100", "--eps", "0", "0.05",
+    main(["attack", "--run", classify_run(), "--figures", str(tmp_path), "--count", "100", "--eps", "0", "0.05",
           "--steps", "5"])
     printed = capsys.readouterr().out
-    folder = os.path.join(tmp_path, "lenet5")
+    folder = str(tmp_path)
     for png in ("robust_accuracy.png", "fgsm_examples.png", "pgd_examples.png"):
         assert f"wrote {os.path.join(folder, png)}" in printed and os.path.getsize(os.path.join(folder, png)) > 15_000
     table = json.load(open(os.path.join(folder, "robust_accuracy.json")))

@@ -15,7 +15,7 @@ def classify_run():
     from apps.classify import app
 
     run_dir = os.path.join(tempfile.mkdtemp(prefix="visualize-lenet5-"), "lenet5")
-    app.train(model="lenet5", dataset="fashion_mnist", epochs=1, limit=2000, out=run_dir)
+    app.train(model="lenet5", dataset="fashion_mnist", epochs=1, limit=2000, run=run_dir)
     return run_dir
 
 

@@ -16,7 +16,7 @@ def lenet():
 
 
 def test_activation_maximization_raises_the_channel_activation(lenet, tmp_path):
-    result = synthesis.dream(lenet, layer="c3", channel=4, steps=15, octaves=2, jitter=1, out=str(tmp_path))
+    result = synthesis.dream(lenet, layer="c3", channel=4, steps=15, octaves=2, jitter=1, figures=str(tmp_path))
     assert result["after"][0] > result["before"][0] + 0.2  # the mean pre-activation of the channel
     assert result["images"].shape == (1, 28, 28, 1)
     assert result["images"].min() >= 0 and result["images"].max() <= 255
@@ -24,11 +24,11 @@ def test_activation_maximization_raises_the_channel_activation(lenet, tmp_path):
 
 
 def test_class_dream_raises_every_class_score_and_deepdream_changes_images(lenet, tmp_path):
-    result = synthesis.dream(lenet, steps=10, octaves=2, out=str(tmp_path))
+    result = synthesis.dream(lenet, steps=10, octaves=2, figures=str(tmp_path))
     assert result["images"].shape == (10, 28, 28, 1)
     assert np.all(result["after"] > result["before"] + 0.3) and np.mean(result["after"] - result["before"]) > 1.0
     x, _ = common.test_examples(lenet, 3)
-    deep = synthesis.dream(lenet, layer="c1", start=x, steps=10, octaves=2, out=str(tmp_path))
+    deep = synthesis.dream(lenet, layer="c1", start=x, steps=10, octaves=2, figures=str(tmp_path))
     assert np.all(deep["after"] > deep["before"])
     assert np.abs(deep["images"] - x).mean() > 1.0  # the image changed, and ...
     assert np.corrcoef(deep["images"].ravel(), x.ravel())[0, 1] > 0.5  # ... it is still the same picture
@@ -36,7 +36,7 @@ def test_class_dream_raises_every_class_score_and_deepdream_changes_images(lenet
 
 def test_inversion_reconstructs_the_image_from_a_layer(lenet, tmp_path):
     x, _ = common.test_examples(lenet, 2)
-    result = synthesis.invert(lenet, "c1", x, steps=80, out=str(tmp_path))
+    result = synthesis.invert(lenet, "c1", x, steps=80, figures=str(tmp_path))
     assert np.all(result["final_loss"] < 0.25 * result["start_loss"])
     recon = result["images"]
     # Closer to its own original than to the other image, and correlated with it.
@@ -48,7 +48,7 @@ def test_inversion_reconstructs_the_image_from_a_layer(lenet, tmp_path):
 
 
 def test_tsne_gives_one_2d_point_per_image_that_keeps_classes_apart(lenet, tmp_path):
-    result = embedding.tsne(lenet, count=200, perplexity=20, max_iter=500, out=str(tmp_path))
+    result = embedding.tsne(lenet, count=200, perplexity=20, max_iter=500, figures=str(tmp_path))
     assert result["points"].shape == (200, 2) and np.all(np.isfinite(result["points"]))
     assert result["knn_accuracy"] > 0.4  # chance is 0.1
     assert os.path.getsize(result["png"]) > 20_000
@@ -56,9 +56,9 @@ def test_tsne_gives_one_2d_point_per_image_that_keeps_classes_apart(lenet, tmp_p
 
 def test_dream_and_invert_cli(tmp_path, capsys):
     run = classify_run()
-    main(["dream", "--run", run, "--out", str(tmp_path), "--layer", "c3", "--channel", "1", "--steps", "5",
+    main(["dream", "--run", run, "--figures", str(tmp_path), "--layer", "c3", "--channel", "1", "--steps", "5",
           "--octaves", "2"])
-    main(["invert", "--run", run, "--out", str(tmp_path), "--layer", "s2", "--count", "2", "--steps", "20"])
+    main(["invert", "--run", run, "--figures", str(tmp_path), "--layer", "s2", "--count", "2", "--steps", "20"])
     printed = capsys.readouterr().out
     for png in ("dream_c3_1.png", "inversion_s2.png"):
-        assert f"wrote {os.path.join(tmp_path, 'lenet5', png)}" in printed
+        assert f"wrote {os.path.join(tmp_path, png)}" in printed

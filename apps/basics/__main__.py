@@ -1,15 +1,17 @@
 """Command line: python -m apps.basics {perceptron,backprop,optimizers,initialization,activations,
 regularization,pretraining,numerics,normalization,learning_rate,clipping,relu_bias,capacity,convolution,
-all,demo} [--small] [--out runs/basics] [--seed 0]
+all,demo} [--small] [--run DIR] [--seed N]
 
-Each experiment writes its PNG files under <out>/<experiment>/, prints a short table and the PNG paths.
+Each experiment writes its PNG files into its run folder (--run DIR, default runs/basics/<experiment>/;
+for all and demo, --run DIR is the root: DIR/<experiment>/), prints a short table and the PNG paths.
 """
 
 import argparse
 import importlib
+import os
 import time
 
-from core.errors import run_cli
+from core.errors import UserError, run_cli
 
 EXPERIMENTS = {
     "perceptron": "Rosenblatt's rule: converges on separable data, not on XOR; an MLP solves XOR",
@@ -30,7 +32,7 @@ EXPERIMENTS = {
     "degradation": "deeper plain nets train worse (higher training loss), residual ones do not (He et al. 2016)",
     "ablation": "AlexNet-style convnet with conv / fully connected layers removed (Krizhevsky 2012, Zeiler & Fergus)",
 }
-DEFAULT_OUT = "runs/basics"
+RUNS = os.path.join("runs", "basics")
 
 
 def parse_args(argv=None):
@@ -40,20 +42,26 @@ def parse_args(argv=None):
     for name, help_text in [*EXPERIMENTS.items(), ("all", "run every experiment (add --small for a quick demo)"),
                             ("demo", "every experiment at the small size (same as: all --small)")]:
         p = commands.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--out", default=DEFAULT_OUT, help="root of the PNG folders (default: %(default)s)")
-        p.add_argument("--small", action="store_true", help="reduced size: seconds instead of minutes")
-        p.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+        where = f"{RUNS}/<experiment>; DIR/<experiment> for each" if name in ("all", "demo") else f"{RUNS}/{name}"
+        p.add_argument("--run", default=None, metavar="DIR",
+                       help=f"the run folder for its PNG files (default: {where})")
+        p.add_argument("--small", action="store_true", help="reduced size: seconds instead of minutes (default: off)")
+        p.add_argument("--seed", type=int, default=0, help="random seed, an integer >= 0 (default: 0)")
+    args = parser.parse_args(argv)
+    if args.seed < 0:
+        raise UserError(f"--seed must be an integer >= 0, got {args.seed}")
+    return args
 
 
-def run_experiment(name, *, out=DEFAULT_OUT, small=False, seed=0):
-    """Run one experiment by name; returns its results dict (with the PNG paths under 'pngs')."""
+def run_experiment(name, *, run=None, small=False, seed=0):
+    """Run one experiment by name into its run folder `run` (default runs/basics/<name>); returns its results
+    dict (with the PNG paths under 'pngs')."""
     from core import training
 
     training.set_seed(seed)
     module = importlib.import_module(f"apps.basics.{name}")
     print(f"== {name}: {EXPERIMENTS[name]}")
-    return module.run(out=out, small=small, seed=seed)
+    return module.run(folder=run, small=small, seed=seed)
 
 
 def main(argv=None):
@@ -63,13 +71,14 @@ def main(argv=None):
         small = args.small or args.command == "demo"
         pngs = []
         for name in EXPERIMENTS:
-            pngs += run_experiment(name, out=args.out, small=small, seed=args.seed)["pngs"]
+            run = os.path.join(args.run, name) if args.run else None
+            pngs += run_experiment(name, run=run, small=small, seed=args.seed)["pngs"]
             print()
         print(f"{args.command} finished in {time.time() - start:.0f} s; PNG files:")
         for png in pngs:
             print(f"  {png}")
     else:
-        run_experiment(args.command, out=args.out, small=args.small, seed=args.seed)
+        run_experiment(args.command, run=args.run, small=args.small, seed=args.seed)
         print(f"{args.command} finished in {time.time() - start:.0f} s")
 
 

@@ -41,7 +41,7 @@ import os
 import keras
 import numpy as np
 
-from apps.basics.common import load_arrays, out_dir, print_table, save
+from apps.basics.common import experiment_folder, load_arrays, print_table, save
 
 CONVOLUTIONS = (  # (name, channels at width 1, kernel size, max pooling after it)
     ("conv1", 64, 5, True), ("conv2", 128, 5, True), ("conv3", 192, 3, False), ("conv4", 192, 3, False),
@@ -121,10 +121,10 @@ def compare(train, val, variants, *, epochs, width, batch_size=32, learning_rate
     return results
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "ablation")
+    folder = experiment_folder(folder, "ablation")
     images, epochs, width = SETTINGS["small" if small else "default"]
     train, val = image_arrays(images, seed=seed)
     print(f"training {len(VARIANTS)} variants on {len(train[0]):,} Fashion-MNIST images, "

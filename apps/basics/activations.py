@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from apps.basics.common import load_arrays, out_dir, print_table, save
+from apps.basics.common import experiment_folder, load_arrays, print_table, save
 
 NAMES = ("sign", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "selu")
 INIT = {"selu": "lecun_normal", "relu": "he_normal", "leaky_relu": "he_normal", "prelu": "he_normal",
@@ -125,11 +125,11 @@ def selu_self_normalization(x, *, depth=20, width=256, seed=0):
     return stats
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import keras
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "activations")
+    folder = experiment_folder(folder, "activations")
     limit, epochs = (2000, 1) if small else (10000, 3)
     arrays = load_arrays("fashion_mnist", limit=limit, seed=seed)
     (x, y), (x_test, y_test) = arrays["train"], arrays["test"]

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from apps.basics.common import out_dir, print_table, save
+from apps.basics.common import experiment_folder, print_table, save
 
 ACTIVATIONS = {
     # name: (f(z), f'(z))
@@ -199,10 +199,10 @@ def train_digits(*, hidden=(64,), activation="relu", epochs=30, batch_size=32, l
     return mlp, history
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "backprop")
+    folder = experiment_folder(folder, "backprop")
     checks = {loss: gradient_check(loss, seed=seed) for loss in LOSSES}
     example = worked_example()
     mlp, history = train_digits(epochs=8 if small else 30, seed=seed)

@@ -20,7 +20,7 @@ import os
 import keras
 import numpy as np
 
-from apps.basics.common import digits_arrays, out_dir, print_table, save
+from apps.basics.common import digits_arrays, experiment_folder, print_table, save
 
 TARGETS = {
     "sin": lambda x: np.sin(3 * np.pi * x),
@@ -116,10 +116,10 @@ def learning_curve(sizes, *, width, steps, seed=0):
     return {n: classification_errors(x[:n], y[:n], x_val, y_val, width=width, steps=steps, seed=seed) for n in sizes}
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "capacity")
+    folder = experiment_folder(folder, "capacity")
     deep_widths, steps = ((4, 16), 800) if small else ((3, 4, 8, 16, 32), 3000)
     seeds = range(seed, seed + (1 if small else 3))
     approx = {t: approximation(t, deep_widths, steps=steps, seeds=seeds) for t in TARGETS}

@@ -24,7 +24,7 @@ import os
 import keras
 import numpy as np
 
-from apps.basics.common import digits_arrays, out_dir, print_table, save, train_loop
+from apps.basics.common import digits_arrays, experiment_folder, print_table, save, train_loop
 
 
 def clip_by_global_norm(grads, clip_norm):
@@ -72,10 +72,10 @@ def applied_update(x, t, *, clip_norm, learning_rate, seed=0, **model_kwargs):
     return raw_norm, float(change)
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "clipping")
+    folder = experiment_folder(folder, "clipping")
     (x, y), _ = digits_arrays()
     t = np.eye(10, dtype=np.float32)[y]
     lr, epochs = 0.01, (2 if small else 10)

@@ -6,12 +6,13 @@ import numpy as np
 
 from core import plots, training
 
-DEFAULT_OUT = os.path.join("runs", "basics")
+RUNS = os.path.join("runs", "basics")  # each experiment's default run folder: runs/basics/<experiment>
 
 
-def out_dir(out, experiment):
-    """`<out>/<experiment>/`, created (a `UserError` when it cannot be written)."""
-    return training.make_output_dir(os.path.join(out or DEFAULT_OUT, experiment))
+def experiment_folder(folder, experiment):
+    """The experiment's run folder, `folder` (--run), else runs/basics/<experiment>/; created (a `UserError`
+    when it cannot be written)."""
+    return training.make_output_dir(folder or os.path.join(RUNS, experiment))
 
 
 def save(fig, path):

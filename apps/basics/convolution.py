@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from apps.basics.common import out_dir, print_table, save
+from apps.basics.common import experiment_folder, print_table, save
 
 # --- hand-designed kernels ----------------------------------------------------------------------------------
 
@@ -175,11 +175,11 @@ STACKS = {"3x3": [(3, 1)], "3x3 x2": [(3, 1)] * 2, "3x3 x3": [(3, 1)] * 3, "3x3 
           "7x7": [(7, 1)], "3x3/2 then 3x3 x2": [(3, 2), (3, 1), (3, 1)]}
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
     from skimage import data
 
-    folder = out_dir(out, "convolution")
+    folder = experiment_folder(folder, "convolution")
     image = data.camera().astype(np.float32) / 255.0
     if small:
         image = image[::2, ::2]

@@ -39,7 +39,7 @@ import os
 import keras
 import numpy as np
 
-from apps.basics.common import digits_arrays, load_arrays, out_dir, print_table, save
+from apps.basics.common import digits_arrays, experiment_folder, load_arrays, print_table, save
 
 SETTINGS = {  # (data, depths, width, epochs) per size; the training steps are cheap, tracing the deep nets is not
     "small": ("digits", (4, 16), 32, 5),  # what tests/test_basics_architectures.py runs
@@ -168,10 +168,10 @@ def compare(x, y, *, depths, width, epochs, x_test=None, y_test=None, default_in
     return results
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "degradation")
+    folder = experiment_folder(folder, "degradation")
     data, depths, width, epochs = SETTINGS["small" if small else "default"]
     if data == "digits":
         (x, y), (x_test, y_test) = digits_arrays()

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from apps.basics.common import load_arrays, out_dir, print_table, save
+from apps.basics.common import experiment_folder, load_arrays, print_table, save
 
 INITIALIZERS = {
     "zero": lambda seed: "zeros",
@@ -73,11 +73,11 @@ def distinct_units(kernel, decimals=6):
     return len({tuple(col) for col in np.round(np.asarray(kernel).T, decimals)})
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import keras
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "initialization")
+    folder = experiment_folder(folder, "initialization")
     depth, width, limit, epochs = (10, 64, 2000, 1) if small else (15, 128, 10000, 3)
     (x, y), (x_test, y_test) = standardized_inputs(limit=limit, seed=seed)
     batch = slice(0, 512)

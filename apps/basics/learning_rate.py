@@ -24,7 +24,7 @@ import os
 import keras
 import numpy as np
 
-from apps.basics.common import digits_arrays, out_dir, print_table, save, train_loop
+from apps.basics.common import digits_arrays, experiment_folder, print_table, save, train_loop
 
 
 def digits_regression():
@@ -64,10 +64,10 @@ def batch_sizes(x, t, sizes, *, learning_rate, epochs, seed=0, evals_per_epoch=8
                         evals_per_epoch=evals_per_epoch)["curve"] for size in sizes}
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "learning_rate")
+    folder = experiment_folder(folder, "learning_rate")
     x, t, _ = digits_regression()
     rates = [1e-4, 1e-2, 1.0, 10.0] if small else [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0]
     epochs = 3 if small else 10

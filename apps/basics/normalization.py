@@ -30,7 +30,7 @@ import os
 import keras
 import numpy as np
 
-from apps.basics.common import digits_arrays, load_arrays, out_dir, print_table, save, train_loop
+from apps.basics.common import digits_arrays, experiment_folder, load_arrays, print_table, save, train_loop
 
 
 def fit_standardizer(x_train):
@@ -132,10 +132,10 @@ def with_and_without(x, y, x_test, y_test, *, epochs, learning_rate=0.1, batch_s
     return results
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "normalization")
+    folder = experiment_folder(folder, "normalization")
     rng = np.random.default_rng(seed)
     # The check: dense features and conv feature maps (per channel), shifted and scaled away from N(0, 1).
     checks = {}

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from apps.basics.common import out_dir, print_table, save
+from apps.basics.common import experiment_folder, print_table, save
 
 
 def naive_softmax(z):
@@ -79,10 +79,10 @@ def shift_sweep(base, shifts, dtype):
     return rows
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "numerics")
+    folder = experiment_folder(folder, "numerics")
     rng = np.random.default_rng(seed)
     base = rng.normal(0, 3, size=(64 if small else 1024, 10))
     shifts = np.concatenate([-np.geomspace(1, 1000, 61)[::-1], [0.0], np.geomspace(1, 1000, 61)])

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from apps.basics.common import load_arrays, out_dir, print_table, save
+from apps.basics.common import experiment_folder, load_arrays, print_table, save
 
 
 class _Scratch(keras.optimizers.Optimizer):
@@ -270,10 +270,10 @@ def fashion_curves(names, *, limit=6000, epochs=3, batch_size=64, seed=0):
     return results
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "optimizers")
+    folder = experiment_folder(folder, "optimizers")
     names = list(OPTIMIZERS)
     checks = {name: check_against_keras(name, steps=10 if small else 50, seed=seed) for name in names}
     steps = 300 if small else 3000

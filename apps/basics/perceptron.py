@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from apps.basics.common import out_dir, print_table, save
+from apps.basics.common import experiment_folder, print_table, save
 
 
 def separable_data(n=100, seed=0, margin=0.05):
@@ -107,12 +107,12 @@ def _boundary(ax, predict, x, y, title):
     ax.set_title(title, fontsize=9)
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     """Perceptron on separable data and on XOR, MLP on XOR; PNG of decision boundaries. Returns the figures."""
     import matplotlib.pyplot as plt
 
     n, epochs = (60, 50) if small else (200, 200)
-    folder = out_dir(out, "perceptron")
+    folder = experiment_folder(folder, "perceptron")
     x_sep, y_sep = separable_data(n, seed)
     x_xor, y_xor = xor_data(n, seed)
     sep_layer, sep_errors, sep_j = train_perceptron(x_sep, y_sep, epochs=epochs, seed=seed)

@@ -16,7 +16,7 @@ import os
 import keras
 import numpy as np
 
-from apps.basics.common import load_arrays, out_dir, print_table, save
+from apps.basics.common import experiment_folder, load_arrays, print_table, save
 
 HIDDEN = (256, 128, 64)
 
@@ -70,10 +70,10 @@ def compare(*, labelled=1000, unlabeled=10000, pretrain_epochs=3, epochs=20, see
     return results
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "pretraining")
+    folder = experiment_folder(folder, "pretraining")
     settings = (dict(labelled=300, unlabeled=3000, pretrain_epochs=2, epochs=8) if small
                 else dict(labelled=1000, unlabeled=20000, pretrain_epochs=5, epochs=30))
     results = compare(seed=seed, **settings)

@@ -19,7 +19,7 @@ import os
 import keras
 import numpy as np
 
-from apps.basics.common import load_arrays, out_dir, print_table, save
+from apps.basics.common import experiment_folder, load_arrays, print_table, save
 
 VARIANTS = ("none", "l2", "l1", "dropout", "early_stopping")
 
@@ -95,10 +95,10 @@ def small_data(train_size, seed=0, val_size=2000):
     return (x[:train_size], y[:train_size]), (x_val[:val_size], y_val[:val_size]), (x_test, y_test)
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "regularization")
+    folder = experiment_folder(folder, "regularization")
     train_size, epochs = (300, 25) if small else (1000, 100)
     data = small_data(train_size, seed=seed)
     results = {v: train_variant(v, data, epochs=epochs, patience=5 if small else 10, seed=seed) for v in VARIANTS}

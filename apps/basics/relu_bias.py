@@ -18,7 +18,7 @@ import os
 import keras
 import numpy as np
 
-from apps.basics.common import digits_arrays, out_dir, print_table, save, train_loop
+from apps.basics.common import digits_arrays, experiment_folder, print_table, save, train_loop
 
 
 def relu_mlp(input_dim, *, width, depth=6, bias=0.0, seed=0):
@@ -67,10 +67,10 @@ def shifted_digits(shift=-1.0):
     return x + np.float32(shift), y
 
 
-def run(*, out=None, small=False, seed=0):
+def run(*, folder=None, small=False, seed=0):
     import matplotlib.pyplot as plt
 
-    folder = out_dir(out, "relu_bias")
+    folder = experiment_folder(folder, "relu_bias")
     x, y = shifted_digits()
     biases = (0.0, 0.01, 0.1, 0.5)
     widths = (8, 32) if small else (8, 16, 64)

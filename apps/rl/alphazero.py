@@ -26,10 +26,6 @@ import numpy as np
 from apps.rl import mcts, tictactoe
 from core.errors import UserError
 
-DEFAULTS = dict(iterations=12, games=40, simulations=40, c_puct=1.5, explore_moves=3, window=4, epochs=8,
-                batch_size=64, learning_rate=2e-3, hidden=64, l2=1e-4, seed=0)
-SMALL = dict(DEFAULTS, iterations=4, games=20, simulations=25, epochs=6)
-
 
 def build_network(hidden=64, l2=1e-4):
     """Board (9 floats) -> policy (softmax over the 9 cells), value (tanh): two hidden ReLU layers."""
@@ -109,21 +105,26 @@ def against_exact(predict, exact):
 
 # -- training -------------------------------------------------------------------------------------------
 
-def train(out, log=print, **overrides):
-    """Self-play and training rounds; writes config.json, model.keras, history.csv and learning_curve.png
-    in `out`. Returns (model, history rows)."""
+def train(config, *, run, strategy="auto", log=print):
+    """Self-play and training rounds with `config` (an MCTSConfig); writes config.json, model.keras, history.csv
+    and learning_curve.png in the run folder `run`. Returns (model, history rows).
+
+    Under a MirroredStrategy the network's variables are mirrored and each `fit` splits its batch over the
+    replicas (gradients summed: the same step as one device); self-play calls the network in cross-replica
+    context."""
     import keras
 
-    from core import training
+    from core import distribute, training
+    from core.cli import config_dict, run_config
 
-    config = dict(DEFAULTS, **overrides)
-    for name in ("iterations", "games", "simulations", "epochs", "window", "batch_size", "hidden"):
-        if config[name] < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {config[name]})")
-    training.save_config(out, dict(config, app="rl.mcts", input_shape=[9]))
+    strategy = distribute.get_strategy(strategy)  # first: before any other TF work
+    training.save_config(run, run_config(config, "rl", task="mcts", input_shape=[9],
+                                         replicas=strategy.num_replicas_in_sync), identity_keys=("task",))
+    config = config_dict(config)
     keras.utils.set_random_seed(config["seed"])
     rng = np.random.default_rng(config["seed"])
-    model = compile_network(build_network(config["hidden"], config["l2"]), config["learning_rate"])
+    with strategy.scope():
+        model = compile_network(build_network(config["hidden"], config["l2"]), config["learning_rate"])
     exact = exact_tables()
     predict = keras_predict(model)
     optimal_share, value_mse = against_exact(predict, exact)
@@ -147,12 +148,12 @@ def train(out, log=print, **overrides):
         log(f"round {iteration}/{config['iterations']}: {row['games']} games, {len(boards)} examples; "
             f"policy loss {row['policy_loss']:.3f}, value loss {row['value_loss']:.3f}; optimal move "
             f"{optimal_share:.1%}, value MSE {value_mse:.3f} ({row['seconds']:.0f} s)")
-    model.save(os.path.join(out, training.MODEL_FILE))
-    with open(os.path.join(out, "history.csv"), "w", newline="") as f:
+    model.save(os.path.join(run, training.MODEL_FILE))
+    with open(os.path.join(run, "history.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    plot_learning_curve(history, os.path.join(out, "learning_curve.png"))
+    plot_learning_curve(history, os.path.join(run, "learning_curve.png"))
     return model, history
 
 
@@ -195,8 +196,9 @@ def load_run(out):
     from core import training
 
     config = training.load_config(out)
-    if config.get("app") != "rl.mcts":
-        raise UserError(f"{config.path} is not the config of an 'mcts train' run; pass the right --out")
+    if config.get("task") != "mcts":
+        raise UserError(f"{config.path} is not the config of a 'train --task mcts' run (task: {config.get('task')}); "
+                        f"pass the right --run")
     model = training.load_trained_model(out, input_shape=(9,))
     if len(model.outputs) != 2:
         raise UserError(f"{os.path.join(out, training.MODEL_FILE)} is not a policy-value network (2 outputs)")
@@ -262,12 +264,13 @@ def plot_visit_counts(evaluate_net, simulations, c_puct, png, rng):
 
 # -- deployment -----------------------------------------------------------------------------------------
 
-def export(out, export_dir=os.path.join("saved_models", "rl", "mcts"), version=None, log=print):
+def export(out, export_dir=None, version=None, log=print):
     """SavedModel (board float (n, 9) -> policy (n, 9), value (n, 1)) and float + dynamic-range TFLite,
     checked on all 4,520 non-terminal positions: every output within the suite's tolerance of the
     SavedModel, and the share of positions where each file picks the same best legal move."""
     from core import export as core_export
 
+    export_dir = export_dir or core_export.export_folder("rl", "mcts")
     _, model = load_run(out)
     boards = tictactoe.positions().astype(np.float32)
 
@@ -293,7 +296,7 @@ def tflite_predict(tflite_path):
     from core import export as core_export
 
     if not os.path.isfile(tflite_path):
-        raise UserError(f"no such TFLite file: {tflite_path}; run 'mcts export' first")
+        raise UserError(f"no such TFLite file: {tflite_path}; run 'export --task mcts' first")
     runner = core_export.tflite_signature_runner(tflite_path, inputs=["board"], what="a tic-tac-toe policy-value net")
     if not {"policy", "value"} <= set(runner.get_output_details()):
         raise UserError(f"{tflite_path} is not a tic-tac-toe policy-value net: it has no policy and value outputs")

@@ -49,19 +49,31 @@ def returns_to_go(rewards, gamma):
     return out
 
 
-def train(env_id="CartPole-v1", episodes=300, batch_episodes=8, gamma=0.99, policy_lr=3e-3, baseline_lr=1e-2,
-          hidden=64, seed=0, use_baseline=True, out="runs/rl/reinforce", log=print, strategy="default"):
-    """Train; returns (policy, per-episode returns). Writes episodes.csv and returns.png in `out`."""
-    import gymnasium as gym
+def strategy_for(name):
+    """The tf.distribute strategy REINFORCE trains under: one device (apps.rl.config.single_device says why)."""
+    from apps.rl.config import single_device
 
-    strategy = distribute.get_strategy(strategy)
+    return distribute.get_strategy(single_device(name))
+
+
+def train(config, *, run, strategy="auto", log=print):
+    """Train with `config` (a ReinforceConfig); returns (policy, per-episode returns, returns.png). Writes
+    config.json, model.keras (the policy), episodes.csv and returns.png in the run folder `run`."""
+    from core import training
+    from core.cli import run_config
+
+    strategy = strategy_for(strategy)  # first: before any other TF work
+    training.make_output_dir(run)
+    env_id, batch_episodes, seed, gamma = config.env, config.batch_episodes, config.seed, config.gamma
+    use_baseline = config.baseline
     keras.utils.set_random_seed(seed)
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(batch_episodes)],
-                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)  # finished games idle
+    envs = make_envs(env_id, batch_episodes)
     obs_size, num_actions = int(envs.single_observation_space.shape[0]), int(envs.single_action_space.n)
+    training.save_config(run, run_config(config, "rl", task="reinforce", observation_size=obs_size,
+                                         num_actions=num_actions), identity_keys=("task", "env"))
     with strategy.scope():
-        policy, baseline = build_networks(obs_size, num_actions, hidden)
-        policy_opt, baseline_opt = keras.optimizers.Adam(policy_lr), keras.optimizers.Adam(baseline_lr)
+        policy, baseline = build_networks(obs_size, num_actions, config.hidden)
+        policy_opt, baseline_opt = keras.optimizers.Adam(config.policy_lr), keras.optimizers.Adam(config.baseline_lr)
 
     @tf.function(reduce_retracing=True)
     def sample(observations):
@@ -82,11 +94,10 @@ def train(env_id="CartPole-v1", episodes=300, batch_episodes=8, gamma=0.99, poli
                                          baseline.trainable_variables))
         return policy_loss, baseline_loss
 
-    os.makedirs(out, exist_ok=True)
     all_returns = []
     start = time.time()
     steps = 0
-    for batch in range(0, episodes, batch_episodes):
+    for batch in range(0, config.episodes, batch_episodes):
         observations, _ = envs.reset(seed=seed + batch)
         alive = np.ones(batch_episodes, bool)
         trajectory = [[] for _ in range(batch_episodes)]
@@ -111,7 +122,8 @@ def train(env_id="CartPole-v1", episodes=300, batch_episodes=8, gamma=0.99, poli
             log(f"episodes {len(all_returns):>5} | mean return (last 50) {np.mean(all_returns[-50:]):7.1f} | "
                 f"{steps / (time.time() - start):.0f} env steps/s")
     envs.close()
-    with open(os.path.join(out, "episodes.csv"), "w", newline="") as f:
+    policy.save(os.path.join(run, training.MODEL_FILE))
+    with open(os.path.join(run, "episodes.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["episode", "return"])
         writer.writerows(enumerate(all_returns, 1))
@@ -128,8 +140,36 @@ def train(env_id="CartPole-v1", episodes=300, batch_episodes=8, gamma=0.99, poli
     ax.set_title(f"REINFORCE {'with' if use_baseline else 'without'} baseline on {env_id}")
     ax.legend()
     ax.grid(alpha=0.3)
-    png = plots.save_figure(fig, os.path.join(out, "returns.png"))
+    png = plots.save_figure(fig, os.path.join(run, "returns.png"))
     return policy, np.array(all_returns), png
+
+
+def make_envs(env_id, count):
+    """`count` copies of `env_id` stepped together; a finished game idles until the batch ends."""
+    import gymnasium as gym
+
+    from core.errors import UserError
+
+    try:
+        envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(count)],
+                                        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    except gym.error.Error as error:
+        raise UserError(f"--env {env_id}: {error}") from None
+    if not hasattr(envs.single_action_space, "n") or len(envs.single_observation_space.shape or ()) != 1:
+        raise UserError(f"--env {env_id}: REINFORCE here needs discrete actions and vector observations")
+    return envs
+
+
+def load_policy(run):
+    """(config, policy) of a `train --task reinforce` run folder; a foreign or damaged one is one line."""
+    from core import training
+    from core.errors import UserError
+
+    config = training.load_config(run)
+    if config.get("task") != "reinforce":
+        raise UserError(f"{config.path} is not the config of a 'train --task reinforce' run (task: "
+                        f"{config.get('task')}); pass the right --run")
+    return config, training.load_trained_model(run, input_shape=(config["observation_size"],))
 
 
 def greedy_return(policy, env_id="CartPole-v1", episodes=10, seed=100):
@@ -199,13 +239,14 @@ def parity(kind, reference, candidate):
     return {"max_abs_diff": difference, "action_agreement": agreement}, problem
 
 
-def export(policy, export_dir="saved_models/rl/reinforce", version=None, env_id="CartPole-v1",
+def export(policy, export_dir=None, version=None, env_id="CartPole-v1",
            kinds=("float", "dynamic"), log=print):
     """SavedModel (signature `serving_default`: observations -> probabilities, action) and TFLite files of
     the trained policy, through `core.export.export_model` (`parity`); the SavedModel's probabilities
     also match Keras'."""
     from core import export as core_export
 
+    export_dir = export_dir or core_export.export_folder("rl", "reinforce")
     observations = visited_observations(policy, env_id)
     config = {"env": env_id, "observation_size": int(observations.shape[1]),
               "num_actions": int(policy.outputs[0].shape[-1])}
@@ -227,3 +268,38 @@ def export(policy, export_dir="saved_models/rl/reinforce", version=None, env_id=
         log(f"TFLite {kind}: {path} (max |Δp| {figures['max_abs_diff']:.2g}, "
             f"same action {figures['action_agreement']:.0%})")
     return report
+
+
+def play(tflite_path, episodes=3, seed=7, max_steps=None, env_id=None, log=print):
+    """Run the exported TFLite policy (its greedy `action`) in the environment (read from the export's
+    reinforce_config.json unless `env_id`); returns {"env", "returns", "lengths"}."""
+    import gymnasium as gym
+
+    from core import export as core_export
+    from core.errors import UserError
+    from core.training import read_json_object
+
+    if not os.path.isfile(tflite_path):
+        raise UserError(f"no such TFLite file: {tflite_path}; run 'export --task reinforce' first")
+    if env_id is None:  # <export>/tflite/<v>/float.tflite -> <export>/<v>/reinforce_config.json
+        version_dir = os.path.dirname(os.path.abspath(tflite_path))
+        config_path = os.path.join(os.path.dirname(os.path.dirname(version_dir)), os.path.basename(version_dir),
+                                   "reinforce_config.json")
+        if not os.path.exists(config_path):
+            raise UserError(f"cannot find the environment of {tflite_path} ({config_path}); pass --env")
+        env_id = read_json_object(config_path, "REINFORCE export's config (a JSON object)").get("env", "CartPole-v1")
+    runner = core_export.tflite_signature_runner(tflite_path, inputs=["observations"], what="a REINFORCE policy")
+    env = gym.make(env_id)
+    returns, lengths = [], []
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=seed + episode)
+        total, steps, done = 0.0, 0, False
+        while not done and (max_steps is None or steps < max_steps):
+            action = runner(observations=observation[None].astype(np.float32))["action"]
+            observation, reward, terminated, truncated, _ = env.step(int(np.asarray(action).reshape(-1)[0]))
+            total, steps, done = total + float(reward), steps + 1, terminated or truncated
+        returns.append(total)
+        lengths.append(steps)
+    env.close()
+    log(f"{env_id} with {tflite_path}: returns {returns} (mean {np.mean(returns):.1f}), lengths {lengths}")
+    return {"env": env_id, "returns": returns, "lengths": lengths}

@@ -1,17 +1,25 @@
-"""Command line: python -m apps.visualize METHOD --run RUN_OR_SAVEDMODEL [options]
+"""Command line: python -m apps.visualize METHOD [--run RUN_OR_SAVEDMODEL] [--figures DIR] [--seed N] [options]
 
-RUN is a run folder of apps.classify (runs/classify: config.json + model.keras) or
-an exported SavedModel version folder (saved_models/classify/1). A SavedModel
-only has images -> probabilities, so the methods that look at layers need the run.
-Every method writes PNG files under --out/<run name>/ and prints their paths.
+RUN is the run folder of apps.classify to explain (config.json + model.keras; default:
+runs/classify/<the classify app's default model>) or an exported SavedModel version folder
+(saved_models/classify_<model>/1). A SavedModel only has images -> probabilities, so the
+methods that look at layers need the run. Every method writes PNG files into --figures
+(default: RUN/visualize/; for a SavedModel runs/visualize/<app>-v<version>/) and prints their paths.
 """
 
 import argparse
-import os
 
 from core.errors import UserError, run_cli
 
-DEFAULT_OUT = os.path.join("runs", "visualize")
+
+def default_run():
+    """The classify run the methods explain by default: runs/classify/<DEFAULT_MODEL> (apps.classify.budgets
+    imports no TensorFlow, so --help stays instant)."""
+    from apps.classify.budgets import DEFAULT_MODEL
+    from core.cli import run_folder
+
+    return run_folder("classify", DEFAULT_MODEL)
+
 GRADIENT_METHODS = {"saliency": "saliency", "deconvnet": "deconvnet", "guided-backprop": "guided",
                     "gradcam": "gradcam"}
 
@@ -23,10 +31,15 @@ def parse_args(argv=None):
 
     def command(name, help_text, images=False, class_option=False):
         p = commands.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--run", default=os.path.join("runs", "classify"),
-                       help="classify run folder or SavedModel version folder (default: %(default)s)")
+        p.add_argument("--run", default=default_run(), metavar="DIR",
+                       help="the classify run folder to explain, or a SavedModel version folder "
+                            "(default: %(default)s)")
         p.add_argument("--dataset", default=None, help="dataset of the test images (default: the run's)")
-        p.add_argument("--out", default=DEFAULT_OUT, help="root of the PNG folders (default: %(default)s)")
+        p.add_argument("--figures", default=None, metavar="DIR",
+                       help="the folder for the PNG files (default: RUN/visualize)")
+        p.add_argument("--seed", type=int, default=0 if name != "adversarial-train" else None,
+                       help="random seed, an integer >= 0: test images, noise, starts (default: "
+                            + ("0)" if name != "adversarial-train" else "the standard run's)"))
         if images:
             p.add_argument("--images", nargs="+", default=None, help="PNG/JPEG files instead of test images")
             p.add_argument("--resize", action="store_true", help="resize --images to the model's input size")
@@ -87,7 +100,7 @@ def parse_args(argv=None):
     p.add_argument("--count", type=int, default=500, help="test images attacked")
     p = command("adversarial-train", "train the run's architecture on adversarial examples into a new run "
                                      "folder; compare robust accuracy")
-    p.add_argument("--to", required=True, help="the new run folder (e.g. runs/classify_adv)")
+    p.add_argument("--to", required=True, help="the new run folder (e.g. runs/classify/lenet5_adv)")
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--method", choices=["fgsm", "pgd"], default="fgsm",
                    help="fgsm: FGSM from a random start; pgd: PGD with --steps")
@@ -109,7 +122,7 @@ def parse_args(argv=None):
 def _images(clf, args):
     from apps.visualize import common
 
-    return common.input_images(clf, images=getattr(args, "images", None), count=args.count,
+    return common.input_images(clf, images=getattr(args, "images", None), count=args.count, seed=args.seed,
                                resize=getattr(args, "resize", False))
 
 
@@ -126,53 +139,56 @@ def _print(result):
 
 
 def run_method(args, clf):
-    from apps.visualize import adversarial, common, gradients, inspect
+    from apps.visualize import adversarial, gradients, inspect
 
     c = args.command
     if c == "architecture":
-        return inspect.architecture(clf, args.out, renderer="text" if args.text else "auto")
+        return inspect.architecture(clf, args.figures, renderer="text" if args.text else "auto")
     if c == "curves":
-        return inspect.curves(clf, args.out)
+        return inspect.curves(clf, args.figures)
     if c == "kernels":
-        return inspect.kernels(clf, args.out)
+        return inspect.kernels(clf, args.figures)
     if c == "activations":
         x, y = _images(clf, args)
-        return inspect.activations(clf, args.layer, x, y, args.out)
+        return inspect.activations(clf, args.layer, x, y, args.figures)
     if c == "occlusion":
         x, y = _images(clf, args)
         return inspect.occlusion(clf, x, y, class_name=args.class_name, patch=args.patch, stride=args.stride,
-                                 out=args.out)
+                                 figures=args.figures)
     if c == "top-images":
-        return inspect.top_images(clf, args.layer, args.channel, count=args.count, pool=args.pool, out=args.out)
+        return inspect.top_images(clf, args.layer, args.channel, count=args.count, pool=args.pool,
+                                  figures=args.figures)
     if c in GRADIENT_METHODS or c == "gradients":
         x, y = _images(clf, args)
         methods = [GRADIENT_METHODS[c]] if c in GRADIENT_METHODS else list(GRADIENT_METHODS.values())
         return gradients.explain(clf, x, y, methods=methods, class_name=args.class_name,
-                                 layer=getattr(args, "layer", None), out=args.out)
+                                 layer=getattr(args, "layer", None), figures=args.figures)
     if c == "dream":
         from apps.visualize import synthesis
 
         x, y = _images(clf, args) if args.from_image else (None, None)
         return synthesis.dream(clf, layer=args.layer, channel=args.channel, class_name=args.class_name,
-                               start=x, steps=args.steps, octaves=args.octaves, jitter=args.jitter, out=args.out)
+                               start=x, steps=args.steps, octaves=args.octaves, jitter=args.jitter, seed=args.seed,
+                               figures=args.figures)
     if c == "invert":
         from apps.visualize import synthesis
 
         x, y = _images(clf, args)
         return synthesis.invert(clf, args.layer, x[:min(len(x), 4)], steps=args.steps, tv_weight=args.tv_weight,
-                                out=args.out)
+                                seed=args.seed, figures=args.figures)
     if c == "tsne":
         from apps.visualize import embedding
 
-        return embedding.tsne(clf, count=args.count, perplexity=args.perplexity, out=args.out)
+        return embedding.tsne(clf, count=args.count, perplexity=args.perplexity, seed=args.seed,
+                              figures=args.figures)
     if c == "attack":
         return adversarial.run_attacks(clf, count=args.count, epsilons=args.eps or adversarial.DEFAULT_EPSILONS,
                                        show_eps=args.show_eps, method=args.method, steps=args.steps,
-                                       target=args.target, out=args.out)
+                                       target=args.target, figures=args.figures)
     if c == "robustness":
         return adversarial.compare_robustness([args.run] + args.compare, count=args.count,
                                               epsilons=args.eps or adversarial.DEFAULT_EPSILONS,
-                                              out=common.out_dir(args.out, clf))
+                                              figures=args.figures)
     raise AssertionError(c)
 
 
@@ -217,6 +233,8 @@ def main(argv=None):
     for name in POSITIVE_OPTIONS:
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.seed is not None and args.seed < 0:
+        raise UserError(f"--seed must be an integer >= 0, got {args.seed}")
     if getattr(args, "perplexity", 1) <= 0 or not 0 <= getattr(args, "share", 0) <= 1:
         raise UserError("--perplexity must be positive and --share between 0 and 1")
     from apps.visualize import adversarial, common
@@ -225,7 +243,7 @@ def main(argv=None):
         result = adversarial.adversarial_train(run=args.run, out=args.to, eps=args.eps, method=args.method,
                                                steps=args.steps, share=args.share, epochs=args.epochs,
                                                limit=args.limit, eval_count=args.count,
-                                               finetune=args.finetune)
+                                               seed=args.seed, finetune=args.finetune)
         print(f"run folder: {args.to} (model.keras, history.csv, learning_curves.png)")
         _print(result)
         return result

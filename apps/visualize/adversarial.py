@@ -136,7 +136,7 @@ def _targets(clf, labels, target):
 
 
 def run_attacks(clf, *, count=500, epsilons=DEFAULT_EPSILONS, show_eps=0.1, method="both", steps=10,
-                target=None, out=None, examples=6):
+                target=None, figures=None, examples=6):
     """Accuracy under FGSM and PGD at several eps on `count` test images
     (PNG + JSON), and original / perturbation / adversarial triplets at `show_eps`."""
     for eps in list(epsilons) + [show_eps]:
@@ -148,7 +148,7 @@ def run_attacks(clf, *, count=500, epsilons=DEFAULT_EPSILONS, show_eps=0.1, meth
     if keep is not None:
         x, y, target_classes = x[keep], y[keep], target_classes[keep]
     table = robust_accuracy(clf, x, y, epsilons, methods, steps, target_classes)
-    folder = common.out_dir(out, clf)
+    folder = common.figures_dir(figures, clf)
     suffix = "" if target is None else f"_target_{target_classes[0]}"
     kind = "untargeted" if target is None else f"targeted at '{clf.class_names[target_classes[0]]}'"
     print(f"accuracy under attack ({kind}) on {len(x)} test images of {clf.dataset}:")
@@ -288,10 +288,11 @@ def adversarial_train(*, run, out, eps=0.1, method="fgsm", steps=3, share=0.5, e
           f"({share:.0%} of each batch adversarial), {epochs} epoch(s)")
     training.fit(net, data.batched(images.train, batch_size, shuffle=True, seed=seed),
                  data.batched(images.val, batch_size), epochs=epochs, run_dir=out)
-    return compare_robustness([run, out], count=eval_count, epsilons=epsilons, steps=eval_steps, out=out)
+    return compare_robustness([run, out], count=eval_count, epsilons=epsilons, steps=eval_steps,
+                              figures=os.path.join(out, common.FIGURES))
 
 
-def compare_robustness(runs, *, count=500, epsilons=DEFAULT_EPSILONS, steps=10, out=None):
+def compare_robustness(runs, *, count=500, epsilons=DEFAULT_EPSILONS, steps=10, figures=None):
     """Accuracy under FGSM and PGD for several classifiers on the same test images."""
     tables = {}
     clfs = [common.load_classifier(r) for r in runs]
@@ -304,8 +305,7 @@ def compare_robustness(runs, *, count=500, epsilons=DEFAULT_EPSILONS, steps=10, 
     for name, table in tables.items():
         for m in ("fgsm", "pgd"):
             print(f"{name[-32:]:>32} {m:>6} " + " ".join(f"{a:6.3f}" for a in table[m]))
-    folder = out or common.out_dir(None, clfs[0])
-    os.makedirs(folder, exist_ok=True)
+    folder = common.figures_dir(figures, clfs[0])
     png = robustness_plot(tables, os.path.join(folder, "robustness_comparison.png"),
                           f"accuracy under attack, {len(x)} test images")
     with open(os.path.join(folder, "robustness_comparison.json"), "w") as f:

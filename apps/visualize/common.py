@@ -4,7 +4,7 @@ images, a folder for the PNGs, and heat maps turned into pictures.
 A classifier comes from either
   - a run folder of `apps.classify` (config.json + model.keras): the Keras
     model, so every method works, including those that look at layers;
-  - an exported SavedModel version folder (`saved_models/classify/<v>/`):
+  - an exported SavedModel version folder (`saved_models/classify_<model>/<v>/`):
     only its `serving_default` signature (images -> probabilities) exists, so
     the methods that need only the input and the output work (saliency,
     occlusion, adversarial examples, class-score maximization); the others
@@ -20,7 +20,8 @@ import tensorflow as tf
 from core import data, plots
 from core.errors import UserError
 
-DEFAULT_OUT = os.path.join("runs", "visualize")
+FIGURES = "visualize"  # the PNG folder inside the run folder explained
+SAVED_MODEL_FIGURES = os.path.join("runs", "visualize")
 
 
 @dataclasses.dataclass
@@ -58,7 +59,7 @@ class Classifier:
     def require_keras(self, method):
         if self.model is None:
             raise UserError(f"{method} looks inside the model's layers, which an exported SavedModel does not "
-                            f"expose; pass the training run folder (--run runs/classify) instead")
+                            f"expose; pass the training run folder (--run runs/classify/<model>) instead")
         return self.model
 
 
@@ -67,8 +68,8 @@ def load_classifier(path, dataset=None):
     from core import export, training
 
     if not path or not os.path.exists(path):
-        raise UserError(f"classifier not found: {path}; pass a run folder of apps.classify (runs/classify) "
-                        f"or an exported version folder (saved_models/classify/1)")
+        raise UserError(f"classifier not found: {path}; pass a run folder of apps.classify (runs/classify/<model>) "
+                        f"or an exported version folder (saved_models/classify_<model>/1)")
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         loaded, signature = export.load_signature(path, inputs=["images"], outputs=["probabilities"],
                                                   what="a classifier export")
@@ -159,10 +160,17 @@ def target_classes(clf, x, class_name=None):
     return np.full(len(x), index)
 
 
-def out_dir(root, clf):
+def default_figures(clf):
+    """Where a method's PNGs go without --figures: <run>/visualize/ (for a SavedModel, which is not a run:
+    runs/visualize/<app>-v<version>/)."""
+    return os.path.join(clf.run_dir, FIGURES) if clf.run_dir else os.path.join(SAVED_MODEL_FIGURES, clf.name)
+
+
+def figures_dir(figures, clf):
+    """The folder for the PNGs (--figures DIR, else `default_figures`), made and checked writable."""
     from core import training
 
-    return training.make_output_dir(os.path.join(root or DEFAULT_OUT, clf.name))
+    return training.make_output_dir(figures or default_figures(clf))
 
 
 def get_layer(model, name):

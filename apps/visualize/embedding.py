@@ -22,7 +22,7 @@ def penultimate_features(clf, x, batch_size=256):
     return features.reshape(len(x), -1), head.name
 
 
-def tsne(clf, *, count=1000, perplexity=30.0, seed=0, max_iter=1000, out=None):
+def tsne(clf, *, count=1000, perplexity=30.0, seed=0, max_iter=1000, figures=None):
     """2-D t-SNE points of `count` test images, a scatter PNG, and how well
     the 2-D map keeps classes apart (5-nearest-neighbour accuracy) and
     neighbourhoods (trustworthiness)."""
@@ -58,6 +58,6 @@ def tsne(clf, *, count=1000, perplexity=30.0, seed=0, max_iter=1000, out=None):
     ax.set_title(f"{clf.name}: t-SNE of the {features.shape[1]}-d input of '{head}', {len(x)} test images\n"
                  f"perplexity {perplexity:.0f}; 5-NN accuracy in 2-D {knn:.2f}, trustworthiness {trust:.2f}",
                  fontsize=9)
-    png = plots.save_figure(fig, os.path.join(common.out_dir(out, clf), "tsne.png"))
+    png = plots.save_figure(fig, os.path.join(common.figures_dir(figures, clf), "tsne.png"))
     print(f"t-SNE of {len(x)} images: 5-NN accuracy in the 2-D map {knn:.3f}, trustworthiness {trust:.3f}")
     return {"png": png, "points": points, "labels": y, "knn_accuracy": knn, "trustworthiness": trust}

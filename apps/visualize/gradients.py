@@ -139,12 +139,12 @@ def grad_cam(clf, x, targets, layer=None):
 
 
 def explain(clf, x, labels, *, methods=("saliency", "deconvnet", "guided", "gradcam"), class_name=None,
-            layer=None, out=None):
+            layer=None, figures=None):
     """Run the gradient methods on the images and write one PNG per method
     plus `gradients.png` with all of them side by side."""
     targets = common.target_classes(clf, x, class_name)
     rows = common.describe(clf, labels, targets)
-    folder = common.out_dir(out, clf)
+    folder = common.figures_dir(figures, clf)
     shown = common.to_display(x)
     columns, names, result, notes = [shown], ["input"], {"targets": targets, "pngs": {}}, []
     for method in methods:

@@ -13,13 +13,13 @@ from core import plots
 from core.errors import UserError
 
 
-def architecture(clf, out=None, renderer="auto"):
+def architecture(clf, figures=None, renderer="auto"):
     """A block diagram (keras.utils.plot_model: graphviz + pydot), or, when
     those are missing or `renderer="text"`, the text summary as a PNG and a .txt."""
     import keras
 
     model = clf.require_keras("the architecture diagram")
-    folder = common.out_dir(out, clf)
+    folder = common.figures_dir(figures, clf)
     png = os.path.join(folder, "architecture.png")
     reason = "text summary requested"
     if renderer in ("auto", "graphviz"):
@@ -51,12 +51,12 @@ def architecture(clf, out=None, renderer="auto"):
     return {"png": png, "txt": txt, "renderer": "text"}
 
 
-def curves(clf, out=None):
+def curves(clf, figures=None):
     """Training curves from the run's history.csv (via core.plots.learning_curves)."""
     if clf.run_dir is None or not os.path.exists(os.path.join(clf.run_dir, "history.csv")):
         raise UserError("training curves need the run folder's history.csv (a SavedModel export has no history); "
                         "pass --run with the training run folder")
-    png = os.path.join(common.out_dir(out, clf), "training_curves.png")
+    png = os.path.join(common.figures_dir(figures, clf), "training_curves.png")
     plots.learning_curves(os.path.join(clf.run_dir, "history.csv"), png,
                           title=f"{clf.name}: {clf.config.get('model')} on {clf.config.get('dataset')}")
     return {"png": png}
@@ -70,7 +70,7 @@ def first_conv_layer(model):
     raise UserError(f"{model.name} has no convolution layer, so no kernels to show")
 
 
-def kernels(clf, out=None):
+def kernels(clf, figures=None):
     """The learned filters of the first convolution: one image per output
     channel (RGB when it reads 3 channels, grey otherwise, the mean over
     its inputs beyond that), each scaled to its own range."""
@@ -81,7 +81,7 @@ def kernels(clf, out=None):
         images = images.mean(axis=-1, keepdims=True)
     images = common.normalize(images)
     titles = [f"{layer.name}[{i}] |w|={np.abs(w[..., i]).sum():.2f}" for i in range(len(images))]
-    png = os.path.join(common.out_dir(out, clf), f"kernels_{layer.name}.png")
+    png = os.path.join(common.figures_dir(figures, clf), f"kernels_{layer.name}.png")
     plots.image_grid(images, titles, png, columns=min(8, len(images)),
                      title=f"{clf.name}: {w.shape[0]}x{w.shape[1]} kernels of '{layer.name}' ({w.shape[-1]} filters)")
     return {"png": png, "layer": layer.name, "kernels": w}
@@ -95,7 +95,7 @@ def layer_outputs(model, layer_names):
     return keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, outputs)
 
 
-def activations(clf, layer, x, labels=None, out=None, max_channels=32):
+def activations(clf, layer, x, labels=None, figures=None, max_channels=32):
     """Feature maps of `layer` for one image: a grid of channels."""
     model = clf.require_keras("activation maps")
     maps = layer_outputs(model, [layer])(x[:1], training=False)
@@ -111,7 +111,7 @@ def activations(clf, layer, x, labels=None, out=None, max_channels=32):
         images.append(common.heat(common.normalize(m[None]), cmap="viridis")[0])
         titles.append(f"ch {c} max {m.max():.2f}")
     images = [_resize(i, maps.shape[:2]) for i in images]
-    png = os.path.join(common.out_dir(out, clf), f"activations_{layer}.png")
+    png = os.path.join(common.figures_dir(figures, clf), f"activations_{layer}.png")
     plots.image_grid(np.stack(images), titles, png, columns=min(9, len(images)),
                      title=f"{clf.name}: activations of '{layer}' {maps.shape} (each scaled to its own range)")
     return {"png": png, "maps": maps}
@@ -152,14 +152,14 @@ def occlusion_map(clf, x, targets, *, patch=6, stride=2, fill=None, batch_size=2
     return drops / np.maximum(counts, 1), base
 
 
-def occlusion(clf, x, labels, *, class_name=None, patch=6, stride=2, out=None):
+def occlusion(clf, x, labels, *, class_name=None, patch=6, stride=2, figures=None):
     targets = common.target_classes(clf, x, class_name)
     drops, base = occlusion_map(clf, x, targets, patch=patch, stride=stride)
     scale = np.max(np.abs(drops), axis=(1, 2), keepdims=True)
     shown = 0.5 + 0.5 * drops / np.maximum(scale, 1e-12)  # red: the class loses probability when hidden
     names = common.describe(clf, labels, targets)
     rows = [f"{n} p={b:.2f}" for n, b in zip(names, base)]
-    png = os.path.join(common.out_dir(out, clf), "occlusion.png")
+    png = os.path.join(common.figures_dir(figures, clf), "occlusion.png")
     common.rows_grid([common.to_display(x), common.heat(shown, "bwr"),
                       common.overlay(x, np.clip(drops / np.maximum(scale, 1e-12), 0, 1))],
                      ["input", "drop in p (red +)", "overlay"], rows, png,
@@ -167,7 +167,7 @@ def occlusion(clf, x, labels, *, class_name=None, patch=6, stride=2, out=None):
     return {"png": png, "maps": drops, "targets": targets}
 
 
-def top_images(clf, layer, channel, *, count=9, pool=2000, out=None):
+def top_images(clf, layer, channel, *, count=9, pool=2000, figures=None):
     """The test images whose mean activation of `channel` in `layer` is highest."""
     model = clf.require_keras("maximally activating images")
     probe = layer_outputs(model, [layer])
@@ -182,7 +182,7 @@ def top_images(clf, layer, channel, *, count=9, pool=2000, out=None):
     scores = np.concatenate(scores)
     best = np.argsort(-scores)[:count]
     titles = [f"{clf.class_names[y[i]]} a={scores[i]:.2f}" for i in best]
-    png = os.path.join(common.out_dir(out, clf), f"top_images_{layer}_{channel}.png")
+    png = os.path.join(common.figures_dir(figures, clf), f"top_images_{layer}_{channel}.png")
     plots.image_grid(common.to_display(x[best]), titles, png, columns=min(count, 9),
                      title=f"{clf.name}: top {count} of {len(x)} test images for '{layer}' channel {channel}")
     return {"png": png, "indices": best, "scores": scores}

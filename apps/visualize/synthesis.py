@@ -113,7 +113,7 @@ def ascend(objective, start, *, steps=60, octaves=3, jitter=2, step_size=4.0, se
 
 
 def dream(clf, *, layer=None, channel=None, class_name=None, start=None, steps=60, octaves=3, jitter=2,
-          step_size=4.0, seed=0, out=None):
+          step_size=4.0, seed=0, figures=None):
     """Activation maximization (from noise) or DeepDream (from `start` images); writes a PNG."""
     objective, names, count = _objective_model(clf, layer, channel, class_name, start)
     if start is None:
@@ -132,7 +132,7 @@ def dream(clf, *, layer=None, channel=None, class_name=None, start=None, steps=6
              [f"{n}\n{b:.2f} -> {a:.2f}" for n, b, a in zip(names, before, after)]
     what = "class scores" if layer is None else f"'{layer}' pre-activation" + (
         "" if channel is None else f" channel {channel}")
-    png = os.path.join(common.out_dir(out, clf), f"dream_{'classes' if layer is None else layer}"
+    png = os.path.join(common.figures_dir(figures, clf), f"dream_{'classes' if layer is None else layer}"
                        + ("" if channel is None else f"_{channel}") + ("_deepdream" if mode[0] == "D" else "") + ".png")
     plots.image_grid(shown, titles, png, columns=min(len(start), 10),
                      title=f"{clf.name}: {mode}, {what}, {octaves} octaves x {steps} steps, jitter {jitter}")
@@ -146,7 +146,7 @@ def _scores(clf):
     return clf.logits
 
 
-def invert(clf, layer, x, *, steps=300, tv_weight=None, learning_rate=0.05, seed=0, out=None):
+def invert(clf, layer, x, *, steps=300, tv_weight=None, learning_rate=0.05, seed=0, figures=None):
     """Reconstruct `x` from the activations of `layer`; writes original | reconstruction pairs."""
     model = clf.require_keras("inversion")
     probe = keras.Model(model.inputs[0], common.get_layer(model, layer).output)
@@ -185,7 +185,7 @@ def invert(clf, layer, x, *, steps=300, tv_weight=None, learning_rate=0.05, seed
     for i in range(len(x)):
         images += [common.as_rgb(common.to_display(x[i:i + 1]))[0], common.as_rgb(result[i:i + 1] / 255.0)[0]]
         titles += ["original", f"from '{layer}'\nrel. error {final_loss[i]:.3f}"]
-    png = os.path.join(common.out_dir(out, clf), f"inversion_{layer}.png")
+    png = os.path.join(common.figures_dir(figures, clf), f"inversion_{layer}.png")
     plots.image_grid(np.stack(images), titles, png, columns=min(8, len(images)),
                      title=f"{clf.name}: inverting '{layer}' ({steps} Adam steps, TV2 weight {tv_weight})")
     return {"png": png, "images": result, "start_loss": start_loss, "final_loss": final_loss}

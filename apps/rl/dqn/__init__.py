@@ -26,23 +26,25 @@ The story of `train`:
 Counting: an "agent step" is one action in one environment (4 Atari frames).
 """
 
-from apps.rl.dqn.agent import Agent, build_agent, epsilon_at, huber, td_targets
-from apps.rl.dqn.checkpointer import (
-    CHECKPOINT_FILES,
-    CHECKPOINTS,
-    checkpoint_contents,
-    latest_checkpoint,
-    restore,
-    save_checkpoint,
-)
-from apps.rl.dqn.config import PRESETS, DQNConfig, load_run_config, read_dqn_config, save_run_config
-from apps.rl.dqn.deployment import GreedyPolicy, export, play, policy_model, sample_observations
-from apps.rl.dqn.evaluation import evaluate, load_agent, run_episodes, save_gif, save_strip
-from apps.rl.dqn.networks import NETWORKS, DuelingCombine, mlp, nature_cnn
-from apps.rl.dqn.runner import Runner, plot_training, train
+# The names below load their module on first use (PEP 562), so that the command line can read `DQNConfig`
+# (apps/rl/dqn/config.py, no TensorFlow) before `--help` answers; the other modules import TensorFlow.
+_MODULES = {
+    "agent": ("Agent", "build_agent", "epsilon_at", "huber", "td_targets"),
+    "checkpointer": ("CHECKPOINT_FILES", "CHECKPOINTS", "checkpoint_contents", "latest_checkpoint", "restore",
+                     "save_checkpoint"),
+    "config": ("PRESETS", "DQNConfig", "load_run_config", "read_dqn_config", "save_run_config"),
+    "deployment": ("GreedyPolicy", "export", "play", "policy_model", "sample_observations"),
+    "evaluation": ("evaluate", "load_agent", "run_episodes", "save_gif", "save_strip"),
+    "networks": ("NETWORKS", "DuelingCombine", "mlp", "nature_cnn"),
+    "runner": ("Runner", "plot_training", "train"),
+}
+_HOME = {name: module for module, names in _MODULES.items() for name in names}
+__all__ = list(_HOME)
 
-__all__ = ["Agent", "build_agent", "epsilon_at", "huber", "td_targets", "CHECKPOINT_FILES", "CHECKPOINTS",
-           "checkpoint_contents", "latest_checkpoint", "restore", "save_checkpoint", "PRESETS", "DQNConfig",
-           "load_run_config", "read_dqn_config", "save_run_config", "GreedyPolicy", "export", "play", "policy_model",
-           "sample_observations", "evaluate", "load_agent", "run_episodes", "save_gif", "save_strip", "NETWORKS",
-           "DuelingCombine", "mlp", "nature_cnn", "Runner", "plot_training", "train"]
+
+def __getattr__(name):
+    import importlib
+
+    if name not in _HOME:
+        raise AttributeError(f"module 'apps.rl.dqn' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"apps.rl.dqn.{_HOME[name]}"), name)

@@ -50,13 +50,14 @@ def sample_observations(config, agent, count=64, seed=0):
     return np.stack(observations)
 
 
-def export(out, export_dir="saved_models/rl/dqn", version=None, kinds=("float", "dynamic"), log=print):
+def export(out, export_dir=None, version=None, kinds=("float", "dynamic"), log=print):
     """SavedModel (signature `serving_default`: frames -> q_values, action) and float + dynamic-range
     TFLite files, checked on real observations: float must match the SavedModel's Q-values to 1e-4
     (relative to their scale) and pick the same actions wherever the best two Q-values differ by more
     than that; the dynamic-range file's Q error and action agreement are reported."""
     from core import export as core_export
 
+    export_dir = export_dir or core_export.export_folder("rl", "dqn")
     config, agent = load_agent(out)
     observations = sample_observations(config, agent)
 
@@ -91,7 +92,7 @@ def play(tflite_path, episodes=3, epsilon=0.0, seed=7, max_steps=None, gif=None,
     from core import export as core_export
 
     if not os.path.exists(tflite_path):
-        raise UserError(f"no such TFLite file: {tflite_path}; run 'dqn export' first")
+        raise UserError(f"no such TFLite file: {tflite_path}; run 'export --task dqn' first")
     if env_id is None:
         config_path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tflite_path)))),
                                    os.path.basename(os.path.dirname(os.path.abspath(tflite_path))), "dqn_config.json")

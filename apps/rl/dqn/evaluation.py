@@ -20,7 +20,7 @@ def load_agent(out, strategy="default"):
     strategy = distribute.get_strategy(strategy)
     agent = build_agent(config, strategy)
     if restore(agent, out) is None:
-        raise UserError(f"no checkpoint in {os.path.join(out, 'checkpoints')}; run 'dqn train' first")
+        raise UserError(f"no checkpoint in {os.path.join(out, 'checkpoints')}; run 'train --task dqn' first")
     return config, agent
 
 

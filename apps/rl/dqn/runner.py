@@ -57,7 +57,7 @@ class Runner:
         self.frame_shape, dtype, self.stack, self.num_actions = atari.observation_spec(config.env)
         if config.batch_size * strategy.num_replicas_in_sync > config.buffer_size:
             raise UserError("batch larger than the replay buffer")
-        save_run_config(out, config)
+        save_run_config(out, config, replicas=strategy.num_replicas_in_sync)
         self.agent = Agent(config, self.frame_shape, self.stack, self.num_actions, strategy)
         self.buffer = ReplayBuffer(config.buffer_size, self.frame_shape, config.num_envs, self.stack, dtype,
                                    seed=config.seed)
