@@ -6,8 +6,16 @@ PY     := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONPATH := $(CURDIR)
 
+# The same grammar for every app: make <app> MODEL=NAME RUN=DIR ARGS="..." (TASK=NAME for sequence and rl):
+# MODEL and RUN reach every step (train, evaluate, export, predict), ARGS the training; without MODEL, the
+# app's own default model.
+MODEL ?=
+RUN   ?=
+TASK  ?=
+SELECT = $(if $(MODEL),--model $(MODEL)) $(if $(RUN),--run $(RUN))
+
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench serve serve-config serve-bench serve-chaos lint tensorboard constraints clean
+.PHONY: help setup debian demo test results classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench serve serve-config serve-bench serve-chaos lint tensorboard constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -42,7 +50,7 @@ setup: $(VENV)/.installed debian ## create the venv and install everything
 demo: setup ## train, evaluate and export the default classifier on Fashion-MNIST
 	$(PY) -m apps.classify demo
 
-test: setup ## run the test suite (2 workers; lists the 25 slowest tests, each must stay under 60 s)
+test: setup lint ## lint, then the test suite (2 workers; lists the 25 slowest tests, each must stay under 60 s)
 	$(PY) -m pytest -n 2 -q --durations=25 tests
 
 classify: setup ## the classifier app: train, evaluate and export (ARGS="--model lenet5 ...")
@@ -56,70 +64,68 @@ zoo: setup ## train and evaluate every classifier on one budget; writes runs/cla
 zoo-full: setup ## every classifier at its own budget (apps/classify/budgets.py) on the full Fashion-MNIST, ~75 min on 2 idle cores; writes runs/classify/zoo/zoo_full.md
 	$(PY) -m apps.classify zoo --full $(ARGS)
 
-basics: setup ## the fundamentals as experiments: perceptron, backprop, optimizers, initialization, activations, regularization, pre-training (ARGS="--small")
-	$(PY) -m apps.basics all $(ARGS)
+basics: setup ## the fundamentals as experiments, each writing its PNGs and table (RUN=DIR: DIR/<experiment>; ARGS="--small --seed 1")
+	$(PY) -m apps.basics all $(if $(RUN),--run $(RUN)) $(ARGS)
 
-visualize: setup ## explain a classifier: every visualization method on a classify run (ARGS="--run runs/classify")
-	$(PY) -m apps.visualize all $(ARGS)
+visualize: setup ## every visualization method on a classify run (RUN=runs/classify/lenet5; PNGs in RUN/visualize; ARGS="--figures DIR --seed 1")
+	$(PY) -m apps.visualize all $(if $(RUN),--run $(RUN)) $(ARGS)
 
-style: setup ## neural style transfer of skimage photos with offline random features (ARGS="--steps 300 ...")
-	$(PY) -m apps.style transfer $(ARGS)
+style: setup ## the fast stylizer (train, evaluate, export, predict), then Gatys transfer of one photo (RUN=, ARGS= to train)
+	$(PY) -m apps.style train $(SELECT) $(ARGS)
+	$(PY) -m apps.style evaluate $(SELECT)
+	$(PY) -m apps.style export $(SELECT)
+	$(PY) -m apps.style predict $(SELECT)
+	$(PY) -m apps.style transfer $(if $(RUN),--run $(RUN)/transfer)
 
-MODEL ?= vae
 generative: setup ## generative models: train, evaluate, export (MODEL=vae|cvae|gan|dcgan|cgan|wgan_gp|cyclegan|ae|... ARGS="--epochs 5")
 	test -f runs/generative/judge_fashion_mnist/model.keras || $(PY) -m apps.generative judge
-	$(PY) -m apps.generative train --model $(MODEL) $(ARGS)
-	$(PY) -m apps.generative evaluate --model $(MODEL)
-	$(PY) -m apps.generative export --model $(MODEL)
+	$(PY) -m apps.generative train $(SELECT) $(ARGS)
+	$(PY) -m apps.generative evaluate $(SELECT)
+	$(PY) -m apps.generative export $(SELECT)
 
-generative-quality: setup ## sample-quality table: every sampling model at its budget, scored by the judge (runs/generative/quality/quality.md)
-	$(PY) -m apps.generative quality --models all $(ARGS)
+generative-quality: setup ## sample-quality table: every sampling model at its budget, scored by the judge (runs/generative/quality/quality.md; RUN=DIR)
+	$(PY) -m apps.generative quality --models all $(if $(RUN),--run $(RUN)) $(ARGS)
 
-rl: setup ## RL notes: bandits (and contextual), tabular policies vs optimal, REINFORCE on CartPole, MCTS + policy-value net on tic-tac-toe
+rl: setup ## bandits, contextual bandits, tabular RL, then TASK=reinforce|mcts (default both): train, evaluate, export (RUN, ARGS: with one TASK)
 	$(PY) -m apps.rl bandits
 	$(PY) -m apps.rl contextual
 	$(PY) -m apps.rl tabular
-	$(PY) -m apps.rl reinforce
-	$(PY) -m apps.rl mcts train
-	$(PY) -m apps.rl mcts evaluate
-	$(PY) -m apps.rl mcts export
+	for task in $(or $(TASK),reinforce mcts); do \
+	  $(PY) -m apps.rl train --task $$task $(if $(RUN),--run $(RUN)) $(ARGS) && \
+	  $(PY) -m apps.rl evaluate --task $$task $(if $(RUN),--run $(RUN)) && \
+	  $(PY) -m apps.rl export --task $$task $(if $(RUN),--run $(RUN)) || exit 1; done
 
 FRAMES ?= 500000
-dqn: setup ## DQN on Pong (FRAMES=500000; rerun resumes): train, evaluate (GIF), export + TFLite parity, play
-	$(PY) -m apps.rl dqn train --preset pong --frames $(FRAMES) $(ARGS)
-	$(PY) -m apps.rl dqn evaluate --out runs/rl/dqn/pong --episodes 10 --epsilon 0.05
-	$(PY) -m apps.rl dqn export --out runs/rl/dqn/pong
-	$(PY) -m apps.rl dqn play --episodes 1
+dqn: setup ## DQN on Pong (FRAMES=500000; rerun resumes): train, evaluate (GIF), export + TFLite parity, play (RUN=DIR, ARGS go to train)
+	$(PY) -m apps.rl train --task dqn --preset pong --frames $(FRAMES) $(if $(RUN),--run $(RUN)) $(ARGS)
+	$(PY) -m apps.rl evaluate --task dqn $(if $(RUN),--run $(RUN)) --episodes 10 --epsilon 0.05
+	$(PY) -m apps.rl export --task dqn $(if $(RUN),--run $(RUN))
+	$(PY) -m apps.rl play --task dqn $(if $(RUN),--run $(RUN)) --episodes 1
 
-sequence: setup ## sequence models: char LM, quote classifier, date seq2seq with attention (train, evaluate, export)
-	$(PY) -m apps.sequence charlm train --units 128 --layers 2 --epochs 3 --max-chars 400000
-	$(PY) -m apps.sequence charlm evaluate
-	$(PY) -m apps.sequence charlm export
-	$(PY) -m apps.sequence generate "The computer" --method beam --width 4
-	$(PY) -m apps.sequence textclass train --model bigru --epochs 4
-	$(PY) -m apps.sequence textclass evaluate
-	$(PY) -m apps.sequence textclass export
-	$(PY) -m apps.sequence dates train --model bahdanau --epochs 4 --train-size 6000
-	$(PY) -m apps.sequence dates evaluate --model bahdanau
-	$(PY) -m apps.sequence dates export --model bahdanau
+sequence: setup ## one task of apps.sequence, TASK=charlm|textclass|dates|caption (default charlm): train, evaluate, export (MODEL= for textclass and dates, RUN=, ARGS= to train)
+	$(PY) -m apps.sequence train --task $(or $(TASK),charlm) $(SELECT) $(ARGS)
+	$(PY) -m apps.sequence evaluate --task $(or $(TASK),charlm) $(SELECT)
+	$(PY) -m apps.sequence export --task $(or $(TASK),charlm) $(SELECT)
 
-caption: setup ## image captioning of multi-object scenes: CNN + GRU with attention (train, evaluate, export)
-	$(PY) -m apps.sequence caption train
-	$(PY) -m apps.sequence caption evaluate
-	$(PY) -m apps.sequence caption export
+caption: setup ## image captioning of multi-object scenes, CNN + GRU with attention: train, evaluate, export, predict (RUN=, ARGS=)
+	$(PY) -m apps.sequence train --task caption $(SELECT) $(ARGS)
+	$(PY) -m apps.sequence evaluate --task caption $(SELECT)
+	$(PY) -m apps.sequence export --task caption $(SELECT)
+	$(PY) -m apps.sequence predict --task caption $(SELECT)
 
-SEG_MODEL ?= unet
-segment: setup ## semantic segmentation of generated scenes: train, evaluate, export, predict (SEG_MODEL=fcn|segnet|unet ARGS="--loss both")
-	$(PY) -m apps.segment train --model $(SEG_MODEL) $(ARGS)
-	$(PY) -m apps.segment evaluate --model $(SEG_MODEL)
-	$(PY) -m apps.segment export --model $(SEG_MODEL)
-	$(PY) -m apps.segment predict --model $(SEG_MODEL)
+segment: setup ## semantic segmentation of generated scenes: train, evaluate, export, predict (MODEL=fcn|segnet|unet|dilated RUN=DIR ARGS="--loss both")
+	$(PY) -m apps.segment train $(SELECT) $(ARGS)
+	$(PY) -m apps.segment evaluate $(SELECT)
+	$(PY) -m apps.segment export $(SELECT)
+	$(PY) -m apps.segment predict $(SELECT)
 
-DET_MODEL ?= ssd
-detect: setup ## object detection on generated scenes, DET_MODEL=ssd|rcnn (ARGS="--limit 2000 --epochs 4"): train, evaluate, export
-	$(PY) -m apps.detect train --model $(DET_MODEL) $(ARGS)
-	$(PY) -m apps.detect evaluate --model $(DET_MODEL)
-	$(PY) -m apps.detect export --model $(DET_MODEL)
+detect: setup ## object detection on generated scenes: train, evaluate, export (MODEL=ssd|rcnn RUN=DIR ARGS="--limit 2000 --epochs 4")
+	$(PY) -m apps.detect train $(SELECT) $(ARGS)
+	$(PY) -m apps.detect evaluate $(SELECT)
+	$(PY) -m apps.detect export $(SELECT)
+
+results: setup ## every app's headline at its default budget (resumable; rows reused when unchanged) -> docs/results.md (QUICK=1: minutes, nothing rewritten)
+	$(PY) bench/headlines.py $(if $(QUICK),--quick) $(ARGS)
 
 bench: setup ## benchmarks: matmul ceiling, FLOP/s per app, classifier throughput, inference latency/size, DQN rates, peak RSS; rewrites docs/bench.md
 	$(PY) bench/run.py $(ARGS)

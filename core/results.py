@@ -76,6 +76,16 @@ def training_seconds(run_dir):
         return None
 
 
+# The settings of a run's config.json that decide how long it trained (the apps name them alike).
+BUDGET_KEYS = ("epochs", "steps", "batch_size", "limit", "train_size", "max_chars", "frames", "episodes",
+               "iterations", "games")
+
+
+def budget_of(config, keys=BUDGET_KEYS):
+    """The budget settings present in a run's config (a dict)."""
+    return {k: config[k] for k in keys if k in config}
+
+
 def write_results(run_dir, *, app, model, metrics, dataset, split="test", baselines=None, budget=None, seed=None):
     """Write `run_dir`/results.json (atomically) and return its path. `metrics` and `baselines`: name -> number;
     `budget`: the settings that decide how long the run trained (epochs, steps, examples; `training_seconds`

@@ -211,6 +211,7 @@ def test_pix2pix_generator_exports_with_parity(trained_pix2pix, tmp_path):
     generator, pairs, _ = trained_pix2pix
     sample = pairs["val"][0][:16]
     report = pix2pix.export_generator(generator, str(tmp_path), sample)  # raises ParityError beyond tolerance
+    assert report["saved_model"].startswith(str(tmp_path / "generative_pix2pix"))
     assert set(report["tflite"]) == {"float", "dynamic"}
     served = export.run_saved_model(report["saved_model"], {"drawing": sample})["image"]
     lite = export.run_tflite(report["tflite"]["float"], {"drawing": sample})["image"]
@@ -229,10 +230,10 @@ def test_concept_verbs_refuse_bad_values_in_one_line(tmp_path):
 
     assert parse_args(["unrolled"]).unroll_steps == 5 and parse_args(["pix2pix"]).condition == "edges"
     with pytest.raises(UserError, match="--unroll-steps"):
-        main(["unrolled", "--unroll-steps", "0", "--out", str(tmp_path)])
+        main(["unrolled", "--unroll-steps", "0", "--run", str(tmp_path)])
     with pytest.raises(UserError, match="--steps"):
-        main(["unrolled", "--steps", "3", "--out", str(tmp_path)])
+        main(["unrolled", "--steps", "3", "--run", str(tmp_path)])
     with pytest.raises(UserError, match="--epochs"):
-        main(["pix2pix", "--epochs", "0", "--out", str(tmp_path)])
+        main(["pix2pix", "--epochs", "0", "--run", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["pix2pix", "--condition", "scribble"])

@@ -162,7 +162,7 @@ def test_quality_table_trains_scores_and_writes_markdown_and_pngs(tmp_path, caps
     assert abs(translated_fd - untranslated_fd) > 1e-3 * untranslated_fd  # the two are told apart
 
     # A GAN's evaluate writes the interpolation and latent-arithmetic PNGs too.
-    app.evaluate(out=os.path.join(out, "gan_least_squares"), num_samples=50, judge=judge_dir)
+    app.evaluate(os.path.join(out, "gan_least_squares"), num_samples=50, judge=judge_dir)
     for png in ("interpolations.png", "latent_arithmetic.png"):
         assert os.path.getsize(os.path.join(out, "gan_least_squares", png)) > 5_000, png
 

@@ -7,6 +7,8 @@ whose nested models are named "encoder" and "decoder", so a loaded run can
 hand out its decoder (latent -> image) for sampling and export.
 """
 
+import os
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -284,3 +286,96 @@ def pretraining_experiment(x_unlabelled, x_labelled, y_labelled, x_test, y_test,
         log(f"classifier on {len(x_labelled)} labels, {'pre-trained' if pretrained else 'random'} init: "
             f"test accuracy {accuracy:.4f}")
     return report
+
+
+# --------------------------------------------------------------------------
+# What app.py asks of every model family (see figures.py), for the functional autoencoders above.
+
+NOISE_LEVELS = (0.1, 0.3, 0.5)
+
+
+class Autoencoder:
+    """The family methods of an autoencoder (a functional model, saved as one): trained on (x, x), evaluated
+    by reconstruction error, plus the linear AE's PCA comparison, the sparse AE's code statistics and the
+    denoising AE's corrupted inputs; its decoder samples (roughly) and is exported."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def compile_for_run(self, learning_rate):
+        loss = "mse" if self.net.name == "linear_ae" else "binary_crossentropy"
+        self.net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["mse"])
+
+    def fit_data(self, images, config, global_batch):
+        from core import data
+
+        def pair(x, y):
+            return x / 255.0, x / 255.0
+
+        train = data.batched(images.train.map(pair), global_batch, shuffle=True, seed=config.seed)
+        return train, data.batched(images.val.map(pair), global_batch), {}
+
+    def epoch_figures(self, folder, images, config):
+        return None  # reconstructions come from `evaluate`
+
+    def sampler(self):
+        return self.net.get_layer("decoder"), False
+
+    def serving_model(self, config, test_images):
+        from apps.generative import figures
+
+        return figures.latent_serving(self, config)
+
+    def judge_scores(self, config, scorer, x_test, y_test, num_samples):
+        return {}  # its codes were never made Gaussian: samples from N(0, I) say little
+
+    def evaluation_figures(self, config, images, x_test, y_test, out):
+        from apps.generative import figures
+
+        recon = np.asarray(self.net.predict(x_test, batch_size=500, verbose=0))
+        mse = float(np.mean((recon - x_test) ** 2))
+        print(f"{config['model']} on {images.name}: test reconstruction MSE {mse:.5f} ({len(x_test)} images)")
+        figures.say(figures.reconstruction_png(x_test[:10], recon[:10], os.path.join(out, "reconstructions.png"),
+                                               f"{config['model']}: test MSE {mse:.4f}"))
+        extra = {"linear_ae": self._pca_comparison, "sparse_ae": self._code_statistics,
+                 "denoising_ae": self._denoising}.get(config["model"])
+        return {"test_mse": mse, **(extra(config, images, x_test, out) if extra else {})}
+
+    def _pca_comparison(self, config, images, x_test, out):
+        from apps.generative.common import arrays
+
+        x_train, _ = arrays(images.train, 10_000)
+        angles = pca_angles(self.net, x_train)
+        print(f"principal angles between the linear AE's decoder subspace and PCA's (degrees): "
+              f"max {angles.max():.2f}, mean {angles.mean():.2f}")
+        pca = pca_components(x_train, config["latent_dim"])
+        mean = x_train.reshape(len(x_train), -1).mean(axis=0)
+        centered = x_test.reshape(len(x_test), -1) - mean
+        pca_mse = float(np.mean((centered @ pca @ pca.T + mean - x_test.reshape(len(x_test), -1)) ** 2))
+        print(f"PCA with {config['latent_dim']} components: test MSE {pca_mse:.5f}")
+        return {"principal_angles_deg": angles.tolist(), "pca_test_mse": pca_mse}
+
+    def _code_statistics(self, config, images, x_test, out):
+        codes = np.asarray(self.net.get_layer("encoder").predict(x_test, batch_size=500, verbose=0))
+        print(f"sparse code: mean activation {codes.mean():.3f} (target {config['sparsity_target']}), "
+              f"{100 * np.mean(codes < 0.1):.0f}% of activations below 0.1")
+        return {"mean_code_activation": float(codes.mean()), "share_of_codes_below_0.1": float(np.mean(codes < 0.1))}
+
+    def _denoising(self, config, images, x_test, out):
+        from apps.generative import figures
+        from core import plots
+
+        metrics, rows, titles = {}, [], []
+        for kind in ("gaussian", "masking"):
+            for level in NOISE_LEVELS:
+                noisy = corrupt(x_test, kind, level, seed=0)
+                cleaned = np.asarray(self.net.predict(noisy, batch_size=500, verbose=0))
+                metrics[f"denoised_mse_{kind}_{level}"] = float(np.mean((cleaned - x_test) ** 2))
+                metrics[f"noisy_mse_{kind}_{level}"] = float(np.mean((noisy - x_test) ** 2))
+                print(f"{kind:8s} noise {level:.1f}: MSE noisy {metrics[f'noisy_mse_{kind}_{level}']:.4f} -> "
+                      f"denoised {metrics[f'denoised_mse_{kind}_{level}']:.4f}")
+                rows += [noisy[:8], cleaned[:8]]
+                titles += [f"{kind} {level}"] * 8 + ["denoised"] * 8
+        figures.say(plots.image_grid(np.clip(np.concatenate(rows), 0, 1), titles, os.path.join(out, "denoising.png"),
+                                     title="denoising autoencoder: corrupted inputs and outputs"))
+        return metrics

@@ -9,12 +9,15 @@ cycle-consistency loss λ (||F(G(a)) - a||₁ + ||G(F(b)) - b||₁) and the
 identity loss ½λ (||G(b) - b||₁ + ||F(a) - a||₁) of Sec. 5.2. Images in [0, 1].
 """
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
 import losses as L
+from core.errors import UserError
 from layers import ResidualBlock
 
 
@@ -114,6 +117,79 @@ class CycleGAN(keras.Model):
     def test_step(self, data):
         a, b = data[0], data[1]
         return self._update(self.losses_of(a, b, training=False))
+
+    # What app.py asks of every model family (see apps/generative/figures.py).
+
+    def compile_for_run(self, learning_rate):
+        self.compile(g_optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.5),
+                     d_optimizer=keras.optimizers.Adam(learning_rate, beta_1=0.5))
+
+    def fit_data(self, images, config, global_batch):
+        """Unpaired (a, b) batches of the two domains' images; the run keeps the best validation cycle loss."""
+        from apps.generative.common import to_unit
+
+        a_id, b_id = config.domains
+        for class_id in (a_id, b_id):
+            if not 0 <= class_id < images.num_classes:
+                raise UserError(f"--domains: class {class_id} is not one of 0..{images.num_classes - 1} "
+                                f"({', '.join(images.class_names)})")
+        if a_id == b_id:
+            raise UserError("--domains needs two different classes")
+        train, val = images.train.map(to_unit), images.val.map(to_unit)
+        train_pairs = unpaired(domain(train, [a_id]), domain(train, [b_id]), global_batch, config.seed)
+        val_pairs = unpaired(domain(val, [a_id]), domain(val, [b_id]), global_batch, config.seed)
+        return train_pairs, val_pairs, {"monitor": "val_cycle_loss"}
+
+    def epoch_figures(self, folder, images, config):
+        from apps.generative import figures
+        from apps.generative.common import arrays
+
+        fixed_a, _ = arrays(domain(images.test, [config.domains[0]]), 8)
+        return figures.EpochTranslations(folder, fixed_a)
+
+    def sampler(self):
+        return None, False  # it translates images: no latent space to sample from
+
+    def serving_model(self, config, test_images):
+        """The A -> B translator, checked on test images (`test_images()`: the run's test arrays)."""
+        x, _ = test_images()
+        return self.g_ab, {"images": x[:32]}, "translated"
+
+    def judge_scores(self, config, scorer, x_test, y_test, num_samples):
+        """The share of translated A images the judge classifies as B."""
+        a_id, b_id = config["domains"]
+        _, probabilities = scorer(np.asarray(self.g_ab.predict(x_test[y_test == a_id], verbose=0)))
+        share = float(np.mean(probabilities.argmax(axis=1) == b_id))
+        print(f"judge: {100 * share:.1f}% of translated {config['class_names'][a_id]} images are classified "
+              f"{config['class_names'][b_id]}")
+        return {"translated_classified_as_target": share}
+
+    def evaluation_figures(self, config, images, x_test, y_test, out):
+        """Test cycle, identity and discriminator losses; translations and their cycles back as a PNG."""
+        from apps.generative import figures
+        from core import plots
+
+        a_id, b_id = config["domains"]
+        a, b = x_test[y_test == a_id], x_test[y_test == b_id]
+        n = min(len(a), len(b))
+        if n == 0:
+            raise UserError("the test split has no images of one of the two domains; raise --limit")
+        terms = self.evaluate(tf.data.Dataset.from_tensor_slices((a[:n], b[:n])).batch(200), verbose=0,
+                              return_dict=True)
+        fake_b = np.asarray(self.g_ab.predict(a[:8], verbose=0))
+        fake_a = np.asarray(self.g_ba.predict(b[:8], verbose=0))
+        back_a = np.asarray(self.g_ba.predict(fake_b, verbose=0))
+        back_b = np.asarray(self.g_ab.predict(fake_a, verbose=0))
+        names = config["class_names"]
+        grid = np.concatenate([a[:8], fake_b, back_a, b[:8], fake_a, back_b])
+        titles = ([names[a_id]] * 8 + [f"-> {names[b_id]}"] * 8 + ["cycled back"] * 8
+                  + [names[b_id]] * 8 + [f"-> {names[a_id]}"] * 8 + ["cycled back"] * 8)
+        figures.say(plots.image_grid(np.clip(grid, 0, 1), titles, os.path.join(out, "translations.png"),
+                                     title=f"CycleGAN {names[a_id]} <-> {names[b_id]}"))
+        print(f"cyclegan test: cycle loss {terms['cycle_loss']:.4f} (λ-weighted L1), identity "
+              f"{terms['identity_loss']:.4f}")
+        return {"test_cycle_loss": terms["cycle_loss"], "test_identity_loss": terms["identity_loss"],
+                "test_d_loss": terms["d_loss"]}
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object

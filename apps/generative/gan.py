@@ -18,6 +18,8 @@ Losses come from `losses/`: minimax, non-saturating, least squares,
 Wasserstein (+ `gradient_penalty`), and `feature_matching_loss`.
 """
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -218,6 +220,65 @@ class GAN(keras.Model):
         self.real_score_tracker.update_state(tf.reduce_mean(real_logits))
         self.fake_score_tracker.update_state(tf.reduce_mean(fake_logits))
         return {m.name: m.result() for m in self.metrics}
+
+    # What app.py asks of every model family (see figures.py).
+
+    def compile_for_run(self, learning_rate):
+        # Radford et al.'s β₁ = 0.5; Gulrajani et al. use β = (0, 0.9) for WGAN-GP.
+        beta_1, beta_2 = (0.0, 0.9) if self.gp_weight > 0 else (0.5, 0.999)
+        self.compile(d_optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2),
+                     g_optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2))
+
+    def fit_data(self, images, config, global_batch):
+        """Whole batches only (minibatch discrimination and batch norm see full batches), and no validation:
+        no validation loss tells a better generator, so the run keeps its last (finite) epoch."""
+        from apps.generative.common import to_unit
+        from core import data
+
+        train = data.batched(images.train.map(to_unit), global_batch, shuffle=True, seed=config.seed,
+                             drop_remainder=True)
+        return train, None, {"monitor": None}
+
+    def epoch_figures(self, folder, images, config):
+        from apps.generative import figures
+
+        return figures.EpochSamples(folder, config.latent_dim, self.num_classes, images.class_names, config.seed)
+
+    def sampler(self):
+        return self.generator, bool(self.num_classes)
+
+    def serving_model(self, config, test_images):
+        from apps.generative import figures
+
+        return figures.latent_serving(self, config)
+
+    def judge_scores(self, config, scorer, x_test, y_test, num_samples):
+        from apps.generative import figures
+
+        return figures.judge_samples(self, config, scorer, x_test, num_samples)
+
+    def evaluation_figures(self, config, images, x_test, y_test, out):
+        """Samples, interpolations between random latents and latent arithmetic as PNGs (no test metric)."""
+        from apps.generative import figures
+        from core import plots
+
+        def generate(latent):
+            return np.asarray(self.generate(latent, np.zeros(len(latent), np.int32) if self.num_classes else None))
+
+        pngs = [figures.sample_grid(self, config, 64, os.path.join(out, "samples.png"), f"{config['model']} samples")]
+        rng = np.random.default_rng(2)
+        rows = []
+        for _ in range(4):
+            path = np.linspace(0, 1, 10)[:, None] * rng.standard_normal(config["latent_dim"])[None]
+            start = rng.standard_normal(config["latent_dim"])
+            rows.append(generate((path + (1 - np.linspace(0, 1, 10)[:, None]) * start[None]).astype(np.float32)))
+        pngs.append(plots.image_grid(np.concatenate(rows), [""] * 40, os.path.join(out, "interpolations.png"),
+                                     columns=10, title="linear interpolation between random latents"))
+        a, b, c = rng.standard_normal((3, config["latent_dim"])).astype(np.float32)
+        pngs.append(plots.image_grid(latent_arithmetic(generate, a, b, c), ["G(a)", "G(b)", "G(c)", "G(a - b + c)"],
+                                     os.path.join(out, "latent_arithmetic.png"), columns=4, title="latent arithmetic"))
+        figures.say(*pngs)
+        return {}
 
     def get_config(self):
         return {**super().get_config(),

@@ -1,7 +1,7 @@
 """The generative models by name.
 
 Each builder takes the image shape, the number of classes and the run's
-options (a dict, see `app.train`) and returns an uncompiled model; `FAMILY`
+options (`config.TrainConfig` as a dict) and returns an uncompiled model; `FAMILY`
 says how a model is trained and evaluated.
 """
 
@@ -78,9 +78,3 @@ for _kind in ("gan", "dcgan", "cgan", "wgan_gp"):
 def _cyclegan(image_shape, num_classes, o):
     from apps.generative import cyclegan
     return cyclegan.build_cyclegan(image_shape, cycle_weight=o["cycle_weight"])
-
-
-# Defaults per model where they differ from the command line's.
-DEFAULT_LATENT_DIM = {"ae": 32, "conv_ae": 32, "linear_ae": 16, "sparse_ae": 64, "denoising_ae": 32, "vae": 2,
-                      "cvae": 2, "gan": 64, "dcgan": 64, "cgan": 64, "wgan_gp": 64, "cyclegan": 0}
-DEFAULT_LEARNING_RATE = {"gan": 2e-4, "dcgan": 2e-4, "cgan": 2e-4, "wgan_gp": 1e-4, "cyclegan": 2e-4}

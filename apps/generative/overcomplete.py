@@ -170,8 +170,8 @@ def reconstructions_png(models, x_test, noise, path):
                             title="inputs (top row) and each variant's reconstructions (one row each)")
 
 
-def run(*, out="runs/generative", small=False, seed=0):
-    folder = training.make_output_dir(os.path.join(out, "overcomplete"))
+def run(*, folder=os.path.join("runs", "generative", "overcomplete"), small=False, seed=0):
+    folder = training.make_output_dir(folder)
     x, x_test, noise = digits_and_noise(seed)
     steps = 800 if small else 3000
     print(f"overcomplete autoencoders 64 -> {CODE_UNITS} -> 64 on {len(x)} scikit-learn digits (8x8), "

@@ -247,17 +247,17 @@ def grid_png(drawings, outputs, images, path, count=8):
                             title="pix2pix: input drawing, outputs, target (validation images)")
 
 
-def export_generator(generator, export_dir, sample_drawings, version=None):
+def export_generator(generator, export_root, sample_drawings, version=None):
     """The generator (drawing -> image) as SavedModel + float/dynamic TFLite, parity-checked by
     `core.export` (each TFLite output within its tolerance of the SavedModel's)."""
-    return export.export_model(generator, os.path.join(export_dir, "generative", "pix2pix"),
+    return export.export_model(generator, export.export_folder("generative", "pix2pix", export_root),
                                input_names=["drawing"], output_names=["image"],
                                sample_inputs={"drawing": np.asarray(sample_drawings, np.float32)}, version=version)
 
 
-def run(*, out="runs/generative", small=False, seed=0, condition="edges", l1_weight=10.0, epochs=None, limit=None,
-        export_dir="saved_models"):
-    folder = training.make_output_dir(os.path.join(out, "pix2pix"))
+def run(*, folder=os.path.join("runs", "generative", "pix2pix"), small=False, seed=0, condition="edges",
+        l1_weight=10.0, epochs=None, limit=None, export_root="saved_models"):
+    folder = training.make_output_dir(folder)
     limit = limit or (1600 if small else 6000)
     epochs = epochs or 2
     pairs = load_pairs(condition, limit, seed)
@@ -281,7 +281,7 @@ def run(*, out="runs/generative", small=False, seed=0, condition="edges", l1_wei
     png = grid_png(drawings, {n: f["outputs"] for n, f in figures.items()}, images,
                    os.path.join(folder, "translations.png"))
     print(f"wrote {png}")
-    report = export_generator(nets["pix2pix"].generator, export_dir, drawings[:32])
+    report = export_generator(nets["pix2pix"].generator, export_root, drawings[:32])
     print(f"wrote SavedModel {report['saved_model']} (signature '{export.SIGNATURE}': drawing -> image)")
     for kind, path in report["tflite"].items():
         print(f"wrote TFLite {path} (max |difference| vs SavedModel {report['max_abs_diff'][kind]:.2g}, "

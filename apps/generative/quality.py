@@ -78,14 +78,14 @@ def judge_dir(dataset, root=os.path.join("runs", "generative")):
     return os.path.join(root, f"judge_{dataset.replace(':', '_')}")
 
 
-def train_judge(dataset, *, out=None, epochs=3, limit=None, seed=0):
-    """Train the LeNet-5 judge with the classify app (rerun resumes)."""
+def train_judge(dataset, *, run=None, epochs=3, limit=None, seed=0):
+    """Train the LeNet-5 judge with the classify app into the run folder `run` (rerun resumes)."""
     from apps.classify import app as classify
 
-    out = out or judge_dir(dataset)
-    classify.train(model="lenet5", dataset=dataset, epochs=epochs, batch_size=128, out=out, seed=seed, limit=limit)
-    report = classify.evaluate(out=out, limit=2000)
-    return out, report
+    run = run or judge_dir(dataset)
+    classify.train(model="lenet5", dataset=dataset, epochs=epochs, batch_size=128, run=run, seed=seed, limit=limit)
+    report = classify.evaluate(run, limit=2000)
+    return run, report
 
 
 def load_judge(directory):

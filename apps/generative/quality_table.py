@@ -28,6 +28,7 @@ import numpy as np
 
 from apps.generative import app, quality
 from apps.generative.common import arrays
+from apps.generative.config import TrainConfig
 from core import data, plots
 from core.errors import UserError, first_line
 
@@ -88,7 +89,7 @@ def run_quality_table(*, names, dataset="fashion_mnist", out=os.path.join("runs"
     judge = judge or quality.judge_dir(dataset)
     if not os.path.exists(os.path.join(judge, "model.keras")):
         print(f"no judge classifier in {judge}: training it first")
-        app.judge(dataset=dataset, out=judge)
+        app.judge(dataset=dataset, run=judge)
     scorer = quality.load_judge(judge)
     os.makedirs(out, exist_ok=True)
     rows = []
@@ -107,7 +108,8 @@ def run_quality_table(*, names, dataset="fashion_mnist", out=os.path.join("runs"
         print(f"=== {name}: {describe(model, options)}, {budget}")
         steps = CountSteps()
         start = time.time()
-        app.train(model=model, dataset=dataset, out=run_dir, seed=seed, callbacks=[steps], **budget, **options)
+        app.train(TrainConfig(model=model, dataset=dataset, seed=seed, **budget, **options), run=run_dir,
+                  callbacks=[steps])
         row = dict(name=name, model=model, options=options, budget=budget, steps=steps.steps,
                    wall_s=time.time() - start, load_1min=os.getloadavg()[0])
         row.update(_score(scorer, run_dir, num_samples, seed))

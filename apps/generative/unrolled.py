@@ -221,8 +221,9 @@ def samples_png(records, steps, path):
     return plots.save_figure(fig, path)
 
 
-def run(*, out="runs/generative", small=False, seed=0, unroll_steps=5, steps=None):
-    folder = training.make_output_dir(os.path.join(out, "unrolled"))
+def run(*, folder=os.path.join("runs", "generative", "unrolled"), small=False, seed=0, unroll_steps=5,
+        steps=None):
+    folder = training.make_output_dir(folder)
     steps = steps or (750 if small else 2000)
     steps -= steps % SNAPSHOTS  # whole epochs of steps / SNAPSHOTS
     seeds = [seed] if small else [seed, seed + 1, seed + 2]

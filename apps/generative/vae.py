@@ -13,6 +13,7 @@ checked against `losses.kl_standard_normal`) or sampled
 """
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -20,7 +21,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import layers, ops
 
-from apps.generative.common import label_input, with_label
+from apps.generative.common import label_input, to_unit, with_label
 from layers import Reparameterization
 from losses import gaussian_reconstruction_log_likelihood, kl_standard_normal_sampled
 
@@ -178,6 +179,76 @@ class VAE(keras.Model):
         inputs = [latent, label_input()] if self.num_classes else latent
         images = layers.Activation("sigmoid", name="images")(self.decoder(inputs))
         return keras.Model(inputs, images, name="vae_decoder")
+
+    # What app.py asks of every model family (see figures.py).
+
+    def compile_for_run(self, learning_rate):
+        self.compile(optimizer=keras.optimizers.Adam(learning_rate))
+
+    def fit_data(self, images, config, global_batch):
+        """(training batches, validation batches, fit options): images in [0, 1] with their labels."""
+        from core import data
+
+        train = data.batched(images.train.map(to_unit), global_batch, shuffle=True, seed=config.seed)
+        return train, data.batched(images.val.map(to_unit), global_batch), {}
+
+    def epoch_figures(self, folder, images, config):
+        from apps.generative import figures
+
+        return figures.EpochSamples(folder, config.latent_dim, self.num_classes, images.class_names, config.seed)
+
+    def sampler(self):
+        return self.generator(), bool(self.num_classes)
+
+    def serving_model(self, config, test_images):
+        from apps.generative import figures
+
+        return figures.latent_serving(self, config)
+
+    def judge_scores(self, config, scorer, x_test, y_test, num_samples):
+        from apps.generative import figures
+
+        return figures.judge_samples(self, config, scorer, x_test, num_samples)
+
+    def evaluation_figures(self, config, images, x_test, y_test, out):
+        """Test ELBO and its terms, the importance-sampled NLL; reconstructions, samples, the latent manifold and
+        interpolations as PNGs. Returns the metrics."""
+        from apps.generative import figures
+        from core import plots
+
+        labels = y_test if self.num_classes else None
+        history = self.evaluate(x_test, y_test, batch_size=500, verbose=0, return_dict=True)
+        n_nll = min(len(x_test), 1000)
+        nll = float(np.mean(self.importance_sampled_nll(x_test[:n_nll], None if labels is None else labels[:n_nll],
+                                                        num_samples=50)))
+        metrics = {"test_negative_elbo": history["loss"], "test_reconstruction": history["reconstruction"],
+                   "test_kl": history["kl"], "test_nll_importance_50": nll, "likelihood": config["likelihood"]}
+        print(f"{config['model']} ({config['likelihood']} likelihood, latent {config['latent_dim']}) on "
+              f"{images.name}: test ELBO {-history['loss']:.2f} nats/image (reconstruction "
+              f"{history['reconstruction']:.2f}, KL {history['kl']:.2f}); NLL ≈ {nll:.2f} (importance sampling, "
+              f"50 samples, {n_nll} images)")
+        mean, _ = self.encode(x_test[:10], None if labels is None else labels[:10])
+        recon = np.asarray(self.decode(mean, None if labels is None else labels[:10]))
+        pngs = [figures.reconstruction_png(x_test[:10], recon, os.path.join(out, "reconstructions.png"),
+                                           f"{config['model']}: test images and reconstructions from μ"),
+                figures.sample_grid(self, config, 40, os.path.join(out, "samples.png"),
+                                    f"{config['model']}: decoder means for z ~ N(0, I)")]
+        n = 15
+        grid = manifold_grid(n, config["latent_dim"])
+        manifold = np.asarray(self.decode(grid, np.full(len(grid), 0, np.int32) if self.num_classes else None))
+        height, width, channels = manifold.shape[1:]
+        mosaic = manifold.reshape(n, n, height, width, channels).transpose(0, 2, 1, 3, 4).reshape(
+            n * height, n * width, channels)  # one image: 225 matplotlib axes would be slow
+        pngs.append(figures.save_mosaic(np.kron(mosaic, np.ones((2, 2, 1))), os.path.join(out, "manifold.png")))
+        rows = []
+        for i in range(4):
+            path = interpolate(mean[2 * i], mean[2 * i + 1], 10)
+            rows.append(np.asarray(self.decode(path, None if labels is None
+                                               else np.full(10, labels[2 * i], np.int32))))
+        pngs.append(plots.image_grid(np.concatenate(rows), [""] * 40, os.path.join(out, "interpolations.png"),
+                                     columns=10, title="linear interpolation between two test images' μ"))
+        figures.say(*pngs)
+        return metrics
 
     def get_config(self):
         return {**super().get_config(),

@@ -230,6 +230,18 @@ def evaluate(out, games=100, simulations=None, seed=0, log=print):
         log(f"{row['player']:44s} {row['opponent']:15s} {first:>20s} {second:>21s}")
     with open(os.path.join(out, "evaluation.json"), "w") as f:
         json.dump(dict(games_per_side=games, simulations=simulations, rows=rows), f, indent=2)
+    from core import results
+
+    def score(row):  # wins + half the draws, both sides
+        (w1, d1, _), (w2, d2, _) = row["first"], row["second"]
+        return (w1 + w2 + 0.5 * (d1 + d2)) / (2 * games)
+
+    ours = {r["opponent"]: score(r) for r in rows if r["player"].startswith("MCTS + net")}
+    plain = {r["opponent"]: score(r) for r in rows if r["player"].startswith("plain MCTS")}
+    results.write_results(out, app="rl", model="mcts", dataset="tic-tac-toe", split=f"{2 * games} games per opponent",
+                          metrics={f"score_vs_{k.replace(' ', '_')}": v for k, v in ours.items()},
+                          baselines={f"plain_mcts_score_vs_{k.replace(' ', '_')}": v for k, v in plain.items()},
+                          budget=results.budget_of(config), seed=seed)
     png = plot_visit_counts(evaluate_net, simulations, config["c_puct"], os.path.join(out, "visit_counts.png"), rng)
     return rows, png
 

@@ -127,6 +127,11 @@ def evaluate_reinforce(args):
     with open(path, "w") as f:
         json.dump(dict(env=config["env"], episodes=options.episodes, seed=options.seed, greedy_mean_return=mean), f,
                   indent=2)
+    from core import results
+
+    results.write_results(run, app="rl", model="reinforce", dataset=config["env"],
+                          split=f"{options.episodes} greedy episodes", metrics={"greedy_mean_return": mean},
+                          budget=results.budget_of(config), seed=options.seed)
     print(f"greedy policy on {config['env']}: mean return {mean:.1f} over {options.episodes} episodes")
     print(f"report: {path}")
 

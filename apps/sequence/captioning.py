@@ -43,7 +43,7 @@ from keras import layers, ops
 from apps.sequence import decoding
 from apps.sequence.config import CaptionConfig
 from apps.sequence.models import copy_weights, load_run
-from core import distribute, export, scenes, training
+from core import distribute, export, results, scenes, training
 from core.cli import run_config
 from core.errors import UserError
 from layers import AdditiveAttention, GRUCell
@@ -443,6 +443,12 @@ def evaluate(*, out, split="test", width=1, limit=None, figure_count=4):
     print(f"wrote {report['attention_png']}")
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(report, f, indent=2)
+    keys = ("exact_match", "token_accuracy", "names_accuracy", "relation_accuracy")
+    config = model.config
+    results.write_results(out, app="sequence", model="caption", dataset=config.get("dataset", "scenes"), split=split,
+                          metrics={k: report[k] for k in keys},
+                          baselines={f"most_frequent_caption_{k}": baseline[k] for k in keys},
+                          budget=results.budget_of(config), seed=config.get("seed"))
     return report
 
 

@@ -28,7 +28,7 @@ import tensorflow as tf
 from apps.sequence import data, decoding
 from apps.sequence.config import CharLMConfig
 from apps.sequence.models import NUM_STATES, char_lm, copy_weights, load_run
-from core import distribute, export, training
+from core import distribute, export, results, training
 from core.checkpoints import write_json_atomically
 from core.cli import run_config
 from core.errors import UserError
@@ -222,6 +222,10 @@ def evaluate(*, out, max_chars=None, batch_size=16, steps=200):
           f"(unigram: {report['unigram_bits_per_char']:.3f} bits/char)")
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(report, f, indent=2)
+    results.write_results(out, app="sequence", model=f"charlm_{config['cell']}", dataset="fortunes", split="validation",
+                          metrics={k: report[k] for k in ("perplexity", "bits_per_char")},
+                          baselines={"unigram_bits_per_char": report["unigram_bits_per_char"]},
+                          budget=results.budget_of(config), seed=config.get("seed"))
     return report
 
 

@@ -32,7 +32,7 @@ from keras import layers, ops
 from apps.sequence import data, decoding
 from apps.sequence.config import DatesConfig
 from apps.sequence.models import KeyMask, copy_weights, load_run
-from core import distribute, training
+from core import distribute, results, training
 from core.cli import run_config
 from core.registry import Registry
 from layers import AdditiveAttention, GRUCell, PositionalEncoding, TransformerDecoder, TransformerEncoder
@@ -358,6 +358,8 @@ def evaluate(*, out, width=1, limit=None):
     print(f"wrote {png}")
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(report, f, indent=2)
+    results.write_results(out, app="sequence", model=f"dates_{config['model']}", dataset="generated dates",
+                          metrics={"exact_match": accuracy}, budget=results.budget_of(config), seed=config.get("seed"))
     return report
 
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 from apps.sequence import data
 from apps.sequence.config import TextClassConfig
 from apps.sequence.models import build_classifier, check_task, load_run
-from core import distribute, export, plots, training
+from core import distribute, export, plots, results, training
 from core.cli import run_config
 from core.metrics import classification_report
 
@@ -97,6 +97,10 @@ def evaluate(*, out, split="test"):
     print(f"wrote {png}")
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in report.items()}, f, indent=2)
+    results.write_results(out, app="sequence", model=f"textclass_{config['model']}", dataset="fortunes", split=split,
+                          metrics={k: report[k] for k in ("accuracy", "macro_f1")},
+                          baselines={k: report[k] for k in ("majority_accuracy", "majority_macro_f1")},
+                          budget=results.budget_of(config), seed=config.get("seed"))
     return report
 
 

@@ -32,7 +32,7 @@ from apps.style.app import (
 )
 from apps.style.config import MODELS, StylizerConfig
 from apps.style.features import build_extractor
-from core import distribute, export, plots, training
+from core import distribute, export, plots, results, training
 from core.cli import run_config
 from core.errors import UserError
 
@@ -151,6 +151,11 @@ def evaluate(*, run, count=8):
           f"loss {report['stylized']['content']:.3f} (0 unstylized)")
     with open(os.path.join(run, "metrics.json"), "w") as f:
         json.dump(report, f, indent=2)
+    results.write_results(run, app="style", model=config["model"],
+                          dataset=f"held-out crops of {', '.join(HELD_OUT_PHOTOS)}",
+                          metrics={f"stylized_{k}_loss": v for k, v in report["stylized"].items()},
+                          baselines={f"unstylized_{k}_loss": v for k, v in report["unstylized"].items()},
+                          budget=results.budget_of(config), seed=config.get("seed"))
     return report
 
 

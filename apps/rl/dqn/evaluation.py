@@ -98,6 +98,12 @@ def evaluate(out, episodes=10, epsilon=0.05, seed=123, max_steps=None, render=Tr
                                      title=f"{config.env}: first evaluation episode, return {returns[0]:g}")
     with open(os.path.join(out, "evaluation.json"), "w") as f:
         json.dump(report, f, indent=2)
+    from core import results
+
+    results.write_results(out, app="rl", model="dqn", dataset=config.env, split=f"{episodes} episodes, ε={epsilon}",
+                          metrics={"mean_return": report["mean_return"], "std_return": report["std_return"]},
+                          budget={"agent_steps": report["env_step"], "frames": 4 * report["env_step"]},
+                          seed=seed)
     log(f"{config.env}: mean return {report['mean_return']:.2f} ± {report['std_return']:.2f} over {episodes} "
         f"episodes (ε={epsilon}), after {report['env_step']} agent steps")
     return report
