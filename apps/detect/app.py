@@ -156,7 +156,7 @@ def evaluate(run_dir, *, limit=None, scenes=None):
         run_dir, app="detect", model=config["model"], dataset=config["dataset"],
         metrics={k: report[k] for k in ("map50", "map50_95", "mask_iou") if k in report},
         baselines={k: report[k] for k in ("random_boxes_map50", "random_boxes_map50_95")},
-        budget={k: config.get(k) for k in ("epochs", "limit", "batch_size")},
+        budget=results.budget_of(config),
         seed=config.get("seed"))
     print(f"wrote {png}\nwrote {os.path.join(run_dir, 'metrics.json')}\nwrote {results_path}")
     return report

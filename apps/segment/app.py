@@ -173,7 +173,7 @@ def evaluate(run_dir, *, limit=None):
     results_path = results.write_results(
         run_dir, app="segment", model=config["model"], dataset=config["dataset"],
         metrics={k: report[k] for k in headline}, baselines={f"all_background_{k}": baseline[k] for k in headline},
-        budget={k: config.get(k) for k in ("epochs", "limit", "batch_size")}, seed=config.get("seed"))
+        budget=results.budget_of(config), seed=config.get("seed"))
     print(f"wrote {cm_png}\nwrote {overlay_png}\nwrote {metrics_path}\nwrote {results_path}")
     return {"model": report, "all_background": baseline, "confusion_matrix": matrix}
 
