@@ -47,22 +47,22 @@ endif
 
 setup: $(VENV)/.installed debian ## create the venv and install everything
 
-demo: setup ## train, evaluate and export the default classifier on Fashion-MNIST
-	$(PY) -m apps.classify demo
+demo: setup ## train, evaluate and export the default classifier on Fashion-MNIST (the recipe of make classify without MODEL)
+	$(PY) -m apps.classify demo $(if $(RUN),--run $(RUN))
 
 test: setup lint ## lint, then the test suite (2 workers; lists the 25 slowest tests, each must stay under 60 s)
 	$(PY) -m pytest -n 2 -q --durations=25 tests
 
-classify: setup ## the classifier app: train, evaluate and export (ARGS="--model lenet5 ...")
-	$(PY) -m apps.classify train $(ARGS)
-	$(PY) -m apps.classify evaluate
-	$(PY) -m apps.classify export
+classify: setup ## the classifier app: train, evaluate and export (MODEL=lenet5 RUN=DIR ARGS="--epochs 3 ..."; no MODEL: make demo's recipe)
+	$(PY) -m apps.classify train $(SELECT) $(ARGS)
+	$(PY) -m apps.classify evaluate $(SELECT)
+	$(PY) -m apps.classify export $(SELECT)
 
 zoo: setup ## train and evaluate every classifier on one budget; writes runs/classify/zoo/zoo.md (ARGS="--epochs 5")
-	$(PY) -m apps.classify zoo $(ARGS)
+	$(PY) -m apps.classify zoo $(if $(RUN),--run $(RUN)) $(ARGS)
 
 zoo-full: setup ## every classifier at its own budget (apps/classify/budgets.py) on the full Fashion-MNIST, ~75 min on 2 idle cores; writes runs/classify/zoo/zoo_full.md
-	$(PY) -m apps.classify zoo --full $(ARGS)
+	$(PY) -m apps.classify zoo --full $(if $(RUN),--run $(RUN)) $(ARGS)
 
 basics: setup ## the fundamentals as experiments, each writing its PNGs and table (RUN=DIR: DIR/<experiment>; ARGS="--small --seed 1")
 	$(PY) -m apps.basics all $(if $(RUN),--run $(RUN)) $(ARGS)

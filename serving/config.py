@@ -55,7 +55,7 @@ def _pb2():
 
 def discover_apps(root, max_depth=3):
     """Model names of every folder under `root` with integer SavedModel versions:
-    `saved_models/classify` -> "classify", `saved_models/rl/dqn` -> "rl_dqn"
+    `saved_models/classify_vgg` -> "classify_vgg", `saved_models/team/model` -> "team_model"
     (`model_paths` gives the folder of each). `tflite/` folders are skipped."""
     return list(model_paths(root, max_depth))
 

@@ -24,7 +24,7 @@ def trained_run(tmp_path_factory):
     from apps.classify import app
 
     run_dir = str(tmp_path_factory.mktemp("lenet5_run"))
-    app.train(model="lenet5", dataset="fashion_mnist", epochs=3, batch_size=64, out=run_dir, limit=3000)
+    app.train(model="lenet5", dataset="fashion_mnist", epochs=3, batch_size=64, run=run_dir, limit=3000)
     return run_dir
 
 

@@ -1,7 +1,9 @@
 """Train LeNet-5 for a few steps under one tf.distribute strategy and save the weights.
 
 Run as a script by test_distribute.py, one process per worker, because the
-device layout and the cluster must be set before TensorFlow starts.
+device layout and the cluster must be set before TensorFlow starts. With
+--app-run DIR the training goes through the classify app's own `train` verb
+(its data pipeline, callbacks and checkpoints) into the run folder DIR.
 """
 
 import argparse
@@ -18,6 +20,7 @@ def main():
     parser.add_argument("--strategy", required=True)
     parser.add_argument("--logical-cpus", type=int, default=0)
     parser.add_argument("--weights", required=True, help="where the chief writes the trained weights (.npz)")
+    parser.add_argument("--app-run", default=None, help="train with `python -m apps.classify train` into this folder")
     args = parser.parse_args()
 
     from core import distribute
@@ -38,6 +41,9 @@ def main():
     # every CPU.
     keras.config.set_floatx("float64")
 
+    if args.app_run:
+        return train_with_the_app(args)
+
     from apps.classify.models import build_model
     from core import data
 
@@ -53,6 +59,27 @@ def main():
     if distribute.is_chief(strategy):
         np.savez(args.weights, *model.get_weights())
     print(f"replicas={strategy.num_replicas_in_sync}")
+
+
+def train_with_the_app(args):
+    """The app's `train` with the global batch of the script above: 64 per step (per replica 64 / replicas),
+    SGD at a constant rate, no augmentation."""
+    import json
+
+    import numpy as np
+
+    from apps.classify.__main__ import main as classify
+    from core import training
+
+    replicas = 2 if args.strategy == "mirrored" else 1
+    classify(["train", "--model", "lenet5", "--dataset", "digits", "--limit", "512", "--epochs", "2",
+              "--batch-size", str(GLOBAL_BATCH // replicas), "--optimizer", "sgd", "--learning-rate", "0.05",
+              "--lr-schedule", "constant", "--warmup-epochs", "0", "--label-smoothing", "0", "--augment", "",
+              "--strategy", args.strategy, "--run", args.app_run])
+    with open(f"{args.app_run}/config.json") as f:
+        recorded = json.load(f)
+    np.savez(args.weights, *training.load_trained_model(args.app_run).get_weights())
+    print(f"replicas={recorded['replicas']} strategy={recorded['strategy']}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from scipy import stats
 from sklearn import metrics
 
 from apps.classify import app, budgets, evaluation
-from apps.classify.__main__ import MODEL_NAMES, main, parse_args
+from apps.classify.__main__ import main, parse_args, train_config
+from apps.classify.config import MODEL_NAMES, TrainConfig
 from core import data, training
 from core.errors import UserError
 
@@ -20,8 +21,8 @@ TINY = dict(model="mlp", epochs=1, batch_size=32, learning_rate=3e-3)
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("roc_run"))
-    app.train(dataset="digits", limit=300, out=out, **TINY)
-    return out, app.evaluate(out=out)
+    app.train(dataset="digits", limit=300, run=out, **TINY)
+    return out, app.evaluate(out)
 
 
 def test_auc_equals_sklearn_on_real_predictions(evaluated_run):
@@ -78,7 +79,7 @@ def test_stratified_folds_are_disjoint_cover_the_data_and_keep_class_shares():
 def test_cross_validation_trains_one_model_per_fold(tmp_path):
     out = str(tmp_path / "cv")
     main(["cv", "--dataset", "digits", "--folds", "2", "--limit", "240", "--model", "mlp", "--epochs", "2",
-          "--batch-size", "32", "--learning-rate", "3e-3", "--out", out])
+          "--batch-size", "32", "--learning-rate", "3e-3", "--run", out])
     with open(os.path.join(out, "cv.json")) as f:
         report = json.load(f)
     assert [r["fold"] for r in report["per_fold"]] == [1, 2]
@@ -112,7 +113,7 @@ def test_compare_finds_a_trained_model_better_than_an_untrained_one(tmp_path):
     # Three seeds: the fewest for which a t-test (2 degrees of freedom) can give a small p reliably.
     main(["compare", "--dataset", "digits", "--limit", "300", "--seeds", "3", "--model", "mlp", "--epochs", "2",
           "--batch-size", "32", "--learning-rate", "3e-3", "--a", "--learning-rate 0", "--b", "--optimizer adam",
-          "--out", out])
+          "--run", out])
     with open(os.path.join(out, "compare.json")) as f:
         report = json.load(f)
     assert len(report["accuracy_a"]) == len(report["accuracy_b"]) == 3
@@ -131,8 +132,10 @@ def test_compare_rejects_bad_setups():
 
         return compare_setups(parse_args(["compare", *argv]))
 
-    a, b = setups("--models", "lenet5,vgg", "--epochs", "3")
-    assert (a["model"], b["model"], a["epochs"], b["epochs"]) == ("lenet5", "vgg", 3, 3)
+    a, b = setups("--models", "lenet5,vgg", "--epochs", "3", "--dataset", "digits")
+    assert (a.model, b.model, a.epochs, b.epochs, a.dataset, b.dataset) == ("lenet5", "vgg", 3, 3, "digits", "digits")
+    with pytest.raises(UserError, match="in --a/--b: unrecognized arguments: --dataset"):
+        setups("--a", "--dataset mnist5k", "--b", "--model vgg")  # both setups train on the same data
     with pytest.raises(UserError, match="in --a/--b: unrecognized arguments: --bogus"):
         setups("--a", "--bogus 1", "--b", "--model vgg")
     with pytest.raises(UserError, match="two different setups"):
@@ -143,22 +146,25 @@ def test_compare_rejects_bad_setups():
 
 def test_every_model_has_a_budget_and_demo_uses_the_default_one(tmp_path):
     assert set(budgets.BUDGETS) == set(MODEL_NAMES)
-    demo = vars(parse_args(["demo"]))
-    assert demo["model"] == budgets.DEFAULT_MODEL
-    assert {k: demo[k] for k in budgets.budget(budgets.DEFAULT_MODEL)} == budgets.budget(budgets.DEFAULT_MODEL)
+    # `demo` and a bare `train` (`make demo`, `make classify`) train the same recipe: the default model's budget
+    demo, train = train_config(parse_args(["demo"])), train_config(parse_args(["train"]))
+    assert demo == train and demo.model == budgets.DEFAULT_MODEL
+    assert {k: getattr(demo, k) for k in budgets.budget(budgets.DEFAULT_MODEL)} == budgets.budget(budgets.DEFAULT_MODEL)
+    assert train_config(parse_args(["train", "--model", "lenet5"])).epochs == budgets.BUDGETS["lenet5"]["epochs"]
     # The full-budget zoo writes one row per model with its budget, wall and CPU time.
     quick = lambda name: {**budgets.budget(name), "epochs": 1, "width": 0.25}
-    rows = app.zoo(models=["mlp"], dataset="digits", limit=200, out=str(tmp_path), budgets=quick)
+    base = TrainConfig(dataset="digits", limit=200)
+    rows = app.zoo(base, models=["mlp"], run=str(tmp_path), budgets=quick)
     table = open(os.path.join(tmp_path, "zoo.md")).read()
     assert "| mlp | 1 ep, width 0.25 |" in table and "training CPU time" in table
     assert rows[0]["cpu_seconds"] > 0
     # Rerun (after a kill, or with more models): the finished row is reused, not retrained.
     model_file = os.path.join(tmp_path, "mlp", "model.keras")
     trained_at = os.path.getmtime(model_file)
-    assert app.zoo(models=["mlp"], dataset="digits", limit=200, out=str(tmp_path), budgets=quick) == rows
+    assert app.zoo(base, models=["mlp"], run=str(tmp_path), budgets=quick) == rows
     assert os.path.getmtime(model_file) == trained_at
     assert open(os.path.join(tmp_path, "zoo.md")).read() == table
     # Another budget is another row: trained again; an optimizer other than Adam is named in the row.
-    other = app.zoo(models=["mlp"], dataset="digits", limit=200, out=str(tmp_path),
+    other = app.zoo(base, models=["mlp"], run=str(tmp_path),
                     budgets=lambda name: {**quick(name), "width": 0.5, "optimizer": "nesterov", "learning_rate": 0.05})
     assert other[0]["budget"] == "1 ep, width 0.5, nesterov lr 0.05" and os.path.getmtime(model_file) > trained_at

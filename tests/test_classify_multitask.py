@@ -42,31 +42,33 @@ def test_multitask_loss_is_the_weighted_sum_and_the_second_head_shares_the_backb
 def test_multitask_training_run_evaluates_and_exports_the_main_head(tmp_path):
     out = str(tmp_path / "mt")
     main(["train", "--model", "lenet5", "--dataset", "fashion_mnist", "--limit", "300", "--epochs", "1",
-          "--batch-size", "64", "--coarse-weight", "0.5", "--out", out])
+          "--batch-size", "64", "--coarse-weight", "0.5", "--run", out])
     assert training.load_trained_model(out).output_names == ["probabilities", "coarse_probabilities"]
-    assert app.evaluate(out=out, limit=100)["confusion_matrix"].shape == (10, 10)
+    assert app.evaluate(out, limit=100)["confusion_matrix"].shape == (10, 10)
     with pytest.raises(UserError, match="needs --dataset fashion_mnist"):
-        app.train(model="mlp", dataset="digits", coarse_weight=0.5, out=str(tmp_path / "x"))
+        app.train(model="mlp", dataset="digits", coarse_weight=0.5, run=str(tmp_path / "x"))
 
 
 def test_ensemble_averages_the_members_and_exports(tmp_path):
     runs = []
     for i, model in enumerate(["mlp", "lenet5"]):
         runs.append(str(tmp_path / model))
-        app.train(model=model, dataset="digits", epochs=1, batch_size=64, limit=300, seed=i, out=runs[-1])
+        app.train(model=model, dataset="digits", epochs=1, batch_size=64, limit=300, seed=i, run=runs[-1])
     out = str(tmp_path / "ensemble")
-    main(["ensemble", *runs, "--out", out])
+    main(["ensemble", *runs, "--run", out])
     net = training.load_trained_model(out)
     x = np.random.default_rng(0).uniform(0, 255, (6, 28, 28, 1)).astype("float32")
     members = [training.load_trained_model(r).predict(x, verbose=0) for r in runs]
     np.testing.assert_allclose(net.predict(x, verbose=0), np.mean(members, axis=0), atol=1e-6)
-    assert app.evaluate(out=out, limit=200)["accuracy"] > 0.2
-    exported = app.export_run(out=out, export_dir=str(tmp_path / "exports"))
+    assert app.evaluate(out, limit=200)["accuracy"] > 0.2
+    exported = app.export_run(out, export_dir=str(tmp_path / "exports"))
     served = export.run_saved_model(exported["saved_model"], {"images": x})["probabilities"]
     np.testing.assert_allclose(served, net.predict(x, verbose=0), atol=1e-5)
+    # saved_models/classify_<model>: the ensemble's name made a TF Serving model name
+    assert exported["saved_model"] == str(tmp_path / "exports" / "classify_ensemble_mlp_lenet5" / "1")
     with pytest.raises(UserError, match="at least two runs"):
-        app.ensemble(runs[:1], out=str(tmp_path / "e1"))
+        app.ensemble(runs[:1], run=str(tmp_path / "e1"))
     other = str(tmp_path / "mnist")
-    app.train(model="mlp", dataset="mnist5k", epochs=1, limit=100, out=other)
+    app.train(model="mlp", dataset="mnist5k", epochs=1, limit=100, run=other)
     with pytest.raises(UserError, match="same dataset"):
-        app.ensemble([runs[0], other], out=str(tmp_path / "e2"))
+        app.ensemble([runs[0], other], run=str(tmp_path / "e2"))

@@ -77,7 +77,7 @@ def test_training_with_a_large_lambda_pulls_the_towers_together():
 def test_class_weights_and_over_sampling_raise_the_recall_of_the_rare_classes(tmp_path, capsys):
     """`study imbalance --small`: 1,000 Fashion-MNIST training images of which the last class keeps 2 %,
     100 Adam steps per setup. Measured on seeds 0, 1, 2: the minority recall rises by 0.15 to 0.33."""
-    main(["study", "imbalance", "--small", "--seed", "0", "--out", str(tmp_path)])
+    main(["study", "imbalance", "--small", "--seed", "0", "--run", str(tmp_path)])
     result = json.load(open(tmp_path / "imbalance" / "imbalance.json"))
     counts, scores = result["counts"], result["scores"]
     assert counts[0] > 50 * counts[-1] and result["minority"] == [7, 8, 9]  # the rarest classes

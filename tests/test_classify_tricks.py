@@ -3,6 +3,7 @@ initializers, weight decay, dropout/DropConnect, batch norm, label smoothing, ke
 early stopping, class weights and over/under-sampling of an imbalanced training set."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from apps.classify import app, recipes
-from apps.classify.__main__ import TRICKS, main, parse_args, train_kwargs
+from apps.classify import app, budgets, recipes
+from apps.classify.__main__ import main, parse_args, train_config
 from apps.classify.models import build_model
 from core import data
 from core.errors import UserError
@@ -37,53 +38,15 @@ def all_layers(model):
 
 def test_every_flag_reaches_train():
     args = parse_args(
-        [
-            "train",
-            "--optimizer",
-            "nesterov",
-            "--momentum",
-            "0.8",
-            "--lr-schedule",
-            "cosine",
-            "--warmup-epochs",
-            "1",
-            "--lr-step-epochs",
-            "3",
-            "--lr-gamma",
-            "0.5",
-            "--init",
-            "he",
-            "--l1",
-            "1e-5",
-            "--l2",
-            "1e-4",
-            "--dropout",
-            "0.3",
-            "--dropconnect",
-            "0.2",
-            "--no-batchnorm",
-            "--width",
-            "0.5",
-            "--label-smoothing",
-            "0.1",
-            "--augment",
-            "flip,mixup",
-            "--imbalance",
-            "0.1",
-            "--resample",
-            "over",
-            "--class-weight",
-            "balanced",
-            "--aux-weight",
-            "0.2",
-            "--coarse-weight",
-            "0.5",
-            "--patience",
-            "2",
-        ]
+        ["train", "--optimizer", "nesterov", "--momentum", "0.8", "--lr-schedule", "cosine", "--warmup-epochs", "1",
+         "--lr-step-epochs", "3", "--lr-gamma", "0.5", "--init", "he", "--l1", "1e-5", "--l2", "1e-4",
+         "--dropout", "0.3", "--dropconnect", "0.2", "--no-batchnorm", "--width", "0.5", "--label-smoothing", "0.1",
+         "--augment", "flip,mixup", "--imbalance", "0.1", "--resample", "over", "--class-weight", "balanced",
+         "--aux-weight", "0.2", "--coarse-weight", "0.5", "--patience", "2"]
     )
-    kwargs = train_kwargs(args)
-    assert {k: kwargs[k] for k in TRICKS} == dict(
+    config = train_config(args)
+    assert config == dataclasses.replace(
+        config,
         optimizer="nesterov",
         momentum=0.8,
         lr_schedule="cosine",
@@ -104,8 +67,9 @@ def test_every_flag_reaches_train():
         class_weight="balanced",
         aux_weight=0.2,
         coarse_weight=0.5,
+        patience=2,
     )
-    assert kwargs["patience"] == 2 and set(TRICKS) == set(app.TRAIN_DEFAULTS)
+    assert config.model == budgets.DEFAULT_MODEL and config.epochs == budgets.budget(budgets.DEFAULT_MODEL)["epochs"]
 
 
 @pytest.mark.parametrize(
@@ -292,7 +256,7 @@ def test_imbalanced_training_run_with_resampling_and_class_weights(tmp_path, cap
             "rmsprop",
             "--init",
             "xavier",
-            "--out",
+            "--run",
             out,
         ]
     )
@@ -327,7 +291,7 @@ def test_early_stopping_stops_when_the_validation_loss_stalls(tmp_path):
             "0",
             "--patience",
             "1",
-            "--out",
+            "--run",
             out,
         ]
     )
@@ -335,7 +299,7 @@ def test_early_stopping_stops_when_the_validation_loss_stalls(tmp_path):
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1]
 
 
-def test_bad_trick_values_are_user_errors():
+def test_bad_trick_values_are_user_errors(tmp_path):
     for kwargs, message in [
         (dict(optimizer="adamw"), "unknown optimizer 'adamw'"),
         (dict(lr_schedule="linear"), "unknown learning-rate schedule"),
@@ -344,4 +308,4 @@ def test_bad_trick_values_are_user_errors():
         (dict(resample="smote"), "unknown resampling 'smote'"),
     ]:
         with pytest.raises(UserError, match=message):
-            app.train(model="mlp", dataset="digits", **kwargs)
+            app.train(model="mlp", dataset="digits", run=str(tmp_path), **kwargs)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from apps.classify import app
-from apps.classify.__main__ import MODEL_NAMES
+from apps.classify.config import MODEL_NAMES
 from apps.classify.models import MODELS, LocalResponseNormalization, build_model, count_params, main_head
 from core import export
 from layers import (

@@ -2,15 +2,12 @@
 flags are accepted by that app's command line (its --help, parsed in-process: no TensorFlow is imported)."""
 
 import ast
-import contextlib
 import functools
-import importlib
-import io
 import os
 import re
 import shlex
 
-import pytest
+from cli_help import check_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROW = re.compile(r"^\| (?P<concept>[^|]+) \| `(?P<command>[^`]+)` \| `(?P<test>[^`]+)` \|$")
@@ -45,32 +42,10 @@ def test_every_named_test_exists():
     assert not missing, missing
 
 
-def _help_text(module, words):
-    """The --help of `python -m <module> <words>`; None when the command line refuses the words."""
-    main = importlib.import_module(f"{module}.__main__").main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as stop:
-        main([*words, "--help"])
-    return out.getvalue() if stop.value.code == 0 else None
-
-
 def test_every_command_names_a_real_verb_and_real_flags():
     problems = []
     for row in rows():
         words = shlex.split(row["command"])
         assert words[:2] == ["python", "-m"], row["command"]
-        module, arguments = words[2], words[3:]
-        verbs = []
-        for word in arguments:
-            if word.startswith("-"):
-                break
-            verbs.append(word)
-        while verbs and (help_text := _help_text(module, verbs)) is None:
-            verbs.pop()  # a positional argument after the verb (a prompt, a file)
-        if not verbs:
-            problems.append(f"{row['command']}: no verb accepted")
-            continue
-        for flag in (w.split("=")[0] for w in arguments if w.startswith("--") and w != "--help"):
-            if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text):
-                problems.append(f"{row['command']}: {flag} is not a flag of `{module} {' '.join(verbs)}`")
+        problems += check_command(words[2:])
     assert not problems, problems

@@ -100,7 +100,7 @@ def test_keep_last_mode_saves_every_finite_epoch_and_stops_on_nan_with_the_last_
 def test_classify_cli_with_an_absurd_learning_rate_exits_with_one_line(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--model", "lenet5", "--dataset", "digits", "--limit", "300", "--epochs", "3",
-            "--batch-size", "64", "--optimizer", "sgd", "--learning-rate", "1e30", "--out", str(out)]
+            "--batch-size", "64", "--optimizer", "sgd", "--learning-rate", "1e30", "--run", str(out)]
     with pytest.raises(SystemExit) as exit_info:
         run_cli(classify_main, argv, prog="apps.classify")
     assert exit_info.value.code == 2

@@ -174,7 +174,7 @@ def test_classify_predict_refuses_a_float_image_with_a_nan_with_one_line(tmp_pat
     Image.fromarray(pixels, mode="F").save(tmp_path / "scan.tiff")
 
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, ["predict", str(tmp_path / "scan.tiff"), "--out", str(run)], prog="apps.classify")
+        run_cli(main, ["predict", str(tmp_path / "scan.tiff"), "--run", str(run)], prog="apps.classify")
     assert exit_info.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""  # no confident answer

@@ -24,7 +24,7 @@ def test_an_error_after_tensorflow_started_is_the_only_line(tmp_path, onednn):
     # it can find out.
     (tmp_path / "config.json").write_text('{"model": "lenet5", "dataset": "digits"}')
     (tmp_path / "model.keras").write_text("not a zip file")
-    result = _cli(["-m", "apps.classify", "evaluate", "--out", str(tmp_path)], TF_ENABLE_ONEDNN_OPTS=onednn)
+    result = _cli(["-m", "apps.classify", "evaluate", "--run", str(tmp_path)], TF_ENABLE_ONEDNN_OPTS=onednn)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
     assert result.stderr.startswith("apps.classify: error: cannot load "), result.stderr

@@ -1,6 +1,11 @@
 """Command line: python -m apps.classify VERB ...
 
-Verbs: train, demo, zoo, cv, compare, transfer, ensemble, study, evaluate, export, predict.
+  train     train a model into runs/classify/<model> (rerun the same command to resume)
+  evaluate  test accuracy, per-class figures, ROC; PNGs in the run folder
+  export    saved_models/classify_<model>/<version>/ for TF Serving + TFLite, parity-checked
+  predict   classify PNG/JPEG files
+  demo      train + evaluate + export of one model at its budget (by default the default model: `make demo`)
+  zoo, cv, compare, transfer, ensemble, study   the experiments beyond one model (docs/classify.md)
 """
 
 import argparse
@@ -9,186 +14,147 @@ import shlex
 import time
 
 from apps.classify.budgets import DEFAULT_MODEL, budget
+from apps.classify.config import DATA_KEYS, TrainConfig, TransferConfig
+from core.cli import RUNS, add_config_flags, add_run_flags, resolve_config, run_folder
 from core.errors import UserError, run_cli
 
-DEFAULT_OUT = os.path.join("runs", "classify")
-
-
-MODEL_NAMES = ("mlp", "lenet5", "alexnet", "vgg", "nin", "googlenet", "resnet", "resnet_bottleneck",
-               "resnet_preact", "wide_resnet", "resnext", "densenet", "se_resnet", "resnet_sd", "mobilenet",
-               "inception_v3")
-TRICKS = ("optimizer", "momentum", "lr_schedule", "warmup_epochs", "lr_step_epochs", "lr_gamma", "init", "l1", "l2",
-          "dropout", "dropconnect", "batchnorm", "width", "label_smoothing", "augment", "imbalance", "resample",
-          "class_weight", "aux_weight", "coarse_weight")
+APP = "classify"
+ZOO_BUDGET = dict(epochs=2, limit=2000, batch_size=64)  # every model the same small budget: minutes, not hours
 STUDIES = {  # apps/classify/studies.py
     "multitask": "independent towers vs hard sharing (one trunk, two heads) vs soft sharing "
                  "(λ·Σ‖W_fine − W_coarse‖²): fine-task accuracy with few fine labels, and the penalty vs λ",
     "transfer": "a Fashion-MNIST backbone transferred to MNIST digits (frozen or fine-tuned) vs training "
                 "from scratch: test accuracy vs the number of labelled examples",
     "imbalance": "an imbalanced training set: no handling vs class weights vs over-sampling: macro recall, "
-                 "macro F1 and the recall of the rarest classes",
+                 "macro F1 and the recall of the rare classes",
 }
+BUDGET_NOTE = (f"--model M starts from M's budget (apps/classify/budgets.py: a few settings per model) on top "
+               f"of the defaults shown; --config FILE and the flags typed replace both. The default model "
+               f"{DEFAULT_MODEL}'s budget: "
+               + ", ".join(f"{k}={v}" for k, v in budget(DEFAULT_MODEL).items()) + ".")
 
 
-def positive_int(text):
-    """argparse type: an integer of at least 1 (a batch of 0 would divide by zero deep in training)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
-    return value
+def verb_folder(verb):
+    """The folder of an experiment verb's runs and figures: runs/classify/<verb>."""
+    return os.path.join(RUNS, APP, verb)
 
 
-def add_trick_options(p):
-    """The training tricks (apps/classify/recipes.py), each a flag."""
-    g = p.add_argument_group("training tricks")
-    g.add_argument("--optimizer", default="adam",
-                   help="sgd, momentum, nesterov, adagrad, rmsprop, adam, amsgrad (default: %(default)s)")
-    g.add_argument("--momentum", type=float, default=0.9, help="for momentum/nesterov (default: %(default)s)")
-    g.add_argument("--lr-schedule", default="constant", help="constant, step, cosine (default: %(default)s)")
-    g.add_argument("--warmup-epochs", type=float, default=0.0, help="linear learning-rate warm-up length")
-    g.add_argument("--lr-step-epochs", type=float, default=2.0, help="step schedule: epochs between drops")
-    g.add_argument("--lr-gamma", type=float, default=0.1, help="step schedule: factor at each drop")
-    g.add_argument("--init", default="default", help="kernel initializer: default, xavier, he")
-    g.add_argument("--l1", type=float, default=0.0, help="L1 penalty on every kernel, added to the loss")
-    g.add_argument("--l2", type=float, default=0.0, help="L2 penalty on every kernel, added to the loss")
-    g.add_argument("--dropout", type=float, default=None, help="dropout rate before the classifier")
-    g.add_argument("--dropconnect", type=float, default=None,
-                   help="add a DropConnect hidden layer with this rate before the classifier")
-    g.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
-                   help="batch norm on/off (default: the model's own)")
-    g.add_argument("--width", type=float, default=None, help="multiply every channel count")
-    g.add_argument("--label-smoothing", type=float, default=0.0, help="epsilon of label smoothing")
-    g.add_argument("--augment", default="",
-                   help="comma-separated keras-cv augmentations: flip, crop, randaugment, mixup, cutmix")
-    g.add_argument("--imbalance", type=float, default=None,
-                   help="make the training set imbalanced: class c keeps a share RATIO**(c/(K-1))")
-    g.add_argument("--resample", default="none", help="none, over (over-sampling), under (under-sampling)")
-    g.add_argument("--class-weight", default="none", help="none or balanced (w_c = N / (K n_c))")
-    g.add_argument("--aux-weight", type=float, default=0.3, help="weight of auxiliary-classifier losses")
-    g.add_argument("--coarse-weight", type=float, default=None,
-                   help="multi-task: add a coarse-category head (Fashion-MNIST: top, bottom, footwear, bag) "
-                        "whose loss counts with this weight")
+def add_run_flag(p, default, what, *, config=False):
+    """--run DIR of an experiment verb (default runs/classify/<verb>), and --config FILE where it trains."""
+    p.add_argument("--run", default=default, metavar="DIR", help=f"{what} (default: {default})")
+    if config:
+        p.add_argument("--config", default=None, metavar="FILE",
+                       help="a config.json (e.g. a run's) whose values replace the defaults; flags typed here "
+                            "replace its values")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m apps.classify", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_run_picker(p):
+    """--model/--run of the verbs that read a trained run (evaluate, export, predict)."""
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help=f"picks the default run folder {RUNS}/{APP}/NAME (default: {DEFAULT_MODEL})")
+    add_run_flags(p, app=APP, config=False, strategy=False)
 
-    def add_train_options(p, epochs):
-        p.add_argument("--model", default=DEFAULT_MODEL,
-                       help=f"model name: {', '.join(MODEL_NAMES)} (default: %(default)s)")
-        p.add_argument("--dataset", default="fashion_mnist",
-                       help="fashion_mnist, mnist5k, digits, or tfds:NAME (default: %(default)s)")
-        p.add_argument("--epochs", type=positive_int, default=epochs, help="total epochs (default: %(default)s)")
-        p.add_argument("--batch-size", type=positive_int, default=128,
-                       help="batch size per replica (default: %(default)s)")
-        p.add_argument("--learning-rate", type=float, default=1e-3)
-        p.add_argument("--strategy", default="auto", help="auto, default, mirrored or multiworker")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--limit", type=int, default=None, help="use at most this many examples per split")
-        p.add_argument("--val-fraction", type=float, default=0.1,
-                       help="share of the training data held out for validation")
-        p.add_argument("--patience", type=int, default=None,
-                       help="early stopping: stop after this many epochs without a lower validation loss "
-                            "and keep the best weights")
-        add_trick_options(p)
 
-    for name, help_text, epochs in [("train", "train a model (rerun the same command to resume)", 5),
-                                    ("demo", "train, evaluate and export the default model", 3)]:
-        p = commands.add_parser(name, help=help_text)
-        add_train_options(p, epochs)
-        p.add_argument("--out", default=DEFAULT_OUT, help="run folder (default: %(default)s)")
+def add_training_verbs(commands):
+    for name, help_text in [("train", "train a model (rerun the same command to resume)"),
+                            ("demo", "train, evaluate and export a model (by default the default model, "
+                                     "at its budget: what `make demo` runs)")]:
+        p = commands.add_parser(name, help=help_text, description=f"{help_text}. {BUDGET_NOTE}")
+        add_config_flags(p, TrainConfig)
+        add_run_flags(p, app=APP)
         if name == "demo":
-            p.add_argument("--export-dir", default="saved_models")
-            p.set_defaults(**budget(DEFAULT_MODEL))  # the default model's budget (budgets.py)
+            p.add_argument("--export-dir", default="saved_models", metavar="DIR",
+                           help="root of the exports (default: saved_models)")
 
-    p = commands.add_parser("zoo", help="train and evaluate every model on one budget; a Markdown table")
-    add_train_options(p, 2)
-    p.set_defaults(limit=2000, batch_size=64)
+
+def add_reading_verbs(commands):
+    p = commands.add_parser("evaluate", help="test accuracy, top-k error, per-class precision/recall/F1, "
+                                             "one-vs-rest ROC AUC; confusion-matrix and ROC PNGs in the run folder")
+    add_run_picker(p)
+    p.add_argument("--limit", type=int, default=None, help="evaluate on at most this many test examples "
+                                                           "(default: the run's own limit)")
+
+    p = commands.add_parser("export", help="SavedModel for TF Serving (saved_models/classify_<model>/<version>/) "
+                                           "and TFLite files, parity-checked")
+    add_run_picker(p)
+    p.add_argument("--export-dir", default="saved_models", metavar="DIR", help="root of the exports "
+                                                                                 "(default: saved_models)")
+    p.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+
+    p = commands.add_parser("predict", help="classify PNG/JPEG files")
+    p.add_argument("images", nargs="+", help="image files")
+    add_run_picker(p)
+    p.add_argument("--saved-model", default=None, metavar="DIR",
+                   help="use this exported version folder instead of the run (default: none)")
+    p.add_argument("--resize", action="store_true", help="resize images to the model's input size")
+    p.add_argument("--top", type=int, default=3, help="how many classes to print (default: 3)")
+
+
+def add_experiment_verbs(commands):
+    p = commands.add_parser("zoo", help="train and evaluate every model on one budget; a Markdown table",
+                            description="Every model with the same settings: train's defaults, except "
+                                        + ", ".join(f"{k}={v}" for k, v in ZOO_BUDGET.items()) + ".")
+    add_config_flags(p, TrainConfig, skip=("model",))
+    add_run_flag(p, verb_folder("zoo"), "one run folder per model, and zoo.md", config=True)
     p.add_argument("--models", default=None, help="comma-separated model names (default: all but mlp)")
-    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "zoo"), help="runs and zoo.md (default: %(default)s)")
-    p.add_argument("--table", default=None, help="where to write the Markdown table (default: OUT/zoo.md)")
+    p.add_argument("--table", default=None, help="where to write the Markdown table (default: RUN/zoo.md)")
     p.add_argument("--full", action="store_true",
                    help="each model with its own budget (apps/classify/budgets.py) on the whole dataset; "
                         "the training flags above are then ignored, except --dataset, --seed, --models")
 
     p = commands.add_parser("cv", help="stratified k-fold cross-validation on the training data: "
                                        "accuracy per fold and mean ± std")
-    add_train_options(p, 5)
-    p.add_argument("--folds", type=int, default=5, help="K, the number of folds (default: %(default)s)")
-    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "cv"),
-                   help="fold runs, cv.json and cv.csv (default: %(default)s)")
+    add_config_flags(p, TrainConfig)
+    add_run_flag(p, verb_folder("cv"), "one run folder per fold, cv.json and cv.csv", config=True)
+    p.add_argument("--folds", type=int, default=5, help="K, the number of folds (default: 5)")
 
     p = commands.add_parser("compare", help="two training setups over N seeds on the same split: "
                                             "mean ± std test accuracy, paired t-test and Wilcoxon p-values")
-    add_train_options(p, 5)
+    add_config_flags(p, TrainConfig)
+    add_run_flag(p, verb_folder("compare"), "the runs of each seed, compare.json and compare.png", config=True)
     p.add_argument("--a", default="", help='training flags of setup A on top of the others, e.g. "--model lenet5"')
     p.add_argument("--b", default="", help='training flags of setup B, e.g. "--model vgg --width 0.5"')
     p.add_argument("--models", default=None, help="shortcut: M1,M2 means --a '--model M1' --b '--model M2'")
-    p.add_argument("--seeds", type=int, default=5, help="N, training seeds 0..N-1 (default: %(default)s)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: %(default)s)")
-    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "compare"),
-                   help="runs, compare.json and compare.png (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=5, help="N, training seeds 0..N-1 (default: 5)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
 
     p = commands.add_parser("transfer", help="transfer a trained backbone to another dataset")
-    p.add_argument("--backbone", required=True, help="run folder of the trained source model")
-    p.add_argument("--dataset", default="mnist5k", help="target dataset (default: %(default)s)")
-    p.add_argument("--mode", default="feature",
-                   help="feature (frozen feature extractor + new head) or finetune (default: %(default)s)")
-    p.add_argument("--fine-tune-layers", type=int, default=None,
-                   help="finetune only the top N backbone layers with weights (default: all)")
-    p.add_argument("--epochs", type=positive_int, default=5)
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--optimizer", default="adam")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--patience", type=int, default=None)
-    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "transfer"), help="run folder (default: %(default)s)")
+    add_config_flags(p, TransferConfig)
+    add_run_flag(p, verb_folder("transfer"), "the run folder", config=True)
 
     p = commands.add_parser("ensemble", help="average the probabilities of several trained runs")
     p.add_argument("runs", nargs="+", help="run folders (same dataset)")
-    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "ensemble"), help="run folder (default: %(default)s)")
+    add_run_flag(p, verb_folder("ensemble"), "the ensemble's run folder")
 
     p = commands.add_parser("study", help="measured effect of multi-task sharing, transfer learning or "
                                           "imbalance handling on a small training set: a PNG and a table",
                             description="; ".join(f"{k}: {v}" for k, v in STUDIES.items()))
     p.add_argument("name", choices=[*STUDIES, "all"], help="the study (all: one after the other)")
     p.add_argument("--small", action="store_true", help="reduced size: a quick demo instead of minutes")
-    p.add_argument("--seed", type=int, default=0, help="data split and first training seed (default: %(default)s)")
-    p.add_argument("--out", default=os.path.join(DEFAULT_OUT, "studies"),
-                   help="root of the study folders (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="data split and first training seed (default: 0)")
+    add_run_flag(p, verb_folder("study"), "root of the study folders")
 
-    p = commands.add_parser("evaluate",
-                            help="test accuracy, top-k error, per-class precision/recall/F1, one-vs-rest ROC AUC; "
-                                 "confusion-matrix and ROC PNGs")
-    p.add_argument("--out", default=DEFAULT_OUT, help="run folder (default: %(default)s)")
-    p.add_argument("--limit", type=int, default=None)
 
-    p = commands.add_parser("export", help="SavedModel for TF Serving and TFLite files, parity-checked")
-    p.add_argument("--out", default=DEFAULT_OUT, help="run folder (default: %(default)s)")
-    p.add_argument("--export-dir", default="saved_models", help="root of the exports (default: %(default)s)")
-    p.add_argument("--version", type=int, default=None, help="version number (default: next free)")
-
-    p = commands.add_parser("predict", help="classify PNG/JPEG files")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--out", default=DEFAULT_OUT, help="run folder (default: %(default)s)")
-    p.add_argument("--saved-model", default=None, help="use this exported version folder instead of the run")
-    p.add_argument("--resize", action="store_true", help="resize images to the model's input size")
-    p.add_argument("--top", type=int, default=3)
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m apps.classify", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+    add_training_verbs(commands)
+    add_reading_verbs(commands)
+    add_experiment_verbs(commands)
     return parser.parse_args(argv)
 
 
-SPLIT_KEYS = ("dataset", "limit", "val_fraction", "seed", "out")  # the data split and run folder, not a setup
+def train_config(args):
+    """train's settings: the defaults < the model's budget < --config FILE < the flags typed. The model
+    is the typed one, else the file's, else the default."""
+    model = resolve_config(TrainConfig, args).model
+    return resolve_config(TrainConfig, args, base=budget(model))
 
 
 def compare_setups(args):
-    """The two setups of `compare`: the shared training flags, each updated by
-    its --a/--b flags (parsed like `train`'s), minus the split keys."""
+    """The two setups of `compare` (TrainConfigs): the shared flags, each updated by its --a/--b flags
+    (parsed like `train`'s, without the data flags: both setups train on the same data)."""
     if args.models:
         names = [m.strip() for m in args.models.split(",")]
         if len(names) != 2 or args.a or args.b:
@@ -196,111 +162,125 @@ def compare_setups(args):
         args.a, args.b = f"--model {names[0]}", f"--model {names[1]}"
     if args.a == args.b:
         raise UserError("compare needs two different setups: give --a and --b (or --models M1,M2)")
+    shared = resolve_config(TrainConfig, args)
+    return [_parse_setup(flags, shared) for flags in (args.a, args.b)]
+
+
+def _parse_setup(flags, shared):
+    """One setup: `flags` (train's flags less the data ones) on top of the shared config."""
+    import dataclasses
 
     def fail(message):
         raise UserError(f"in --a/--b: {message}")
 
-    setups = []
-    for flags in (args.a, args.b):
-        setup = train_kwargs(argparse.Namespace(**{**vars(args), **_parse_setup(flags, vars(args), fail)}))
-        for key in SPLIT_KEYS:
-            setup.pop(key)
-        setups.append(setup)
-    return setups
-
-
-def _parse_setup(flags, base, fail):
-    """Flags of one setup, parsed with `train`'s options whose defaults are the shared values."""
     parser = argparse.ArgumentParser(prog="compare --a/--b", add_help=False)
     parser.error = fail
-    parser.add_argument("--model")
-    parser.add_argument("--epochs", type=positive_int)
-    parser.add_argument("--batch-size", type=positive_int)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--patience", type=int)
-    add_trick_options(parser)
-    parser.set_defaults(**{k: base[k] for k in ("model", "epochs", "batch_size", "learning_rate", "patience",
-                                                  *TRICKS)})
+    add_config_flags(parser, TrainConfig, skip=DATA_KEYS)
     try:
-        return vars(parser.parse_args(shlex.split(flags)))
+        typed = parser.parse_args(shlex.split(flags))
     except ValueError as error:  # shlex: an unbalanced quote
         raise UserError(f"in --a/--b: {error}") from None
+    return resolve_config(TrainConfig, typed, base=dataclasses.asdict(shared))
 
 
-def train_kwargs(args):
-    return dict(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                learning_rate=args.learning_rate, strategy=args.strategy, out=args.out, seed=args.seed,
-                limit=args.limit, val_fraction=args.val_fraction, patience=args.patience,
-                **{k: getattr(args, k) for k in TRICKS})
+def reading_run(args):
+    """The run folder that evaluate/export/predict read: --run, else runs/classify/<--model>; a --model that
+    names another model than the run's is a one-line error."""
+    run = run_folder(APP, args.model or DEFAULT_MODEL, args.run)
+    if args.model and args.run:
+        from core import training
+
+        trained = training.load_config(run).get("model")
+        if trained != args.model:
+            raise UserError(f"{run} holds a run of {trained!r}, not {args.model!r}; pass the --run DIR of a "
+                            f"{args.model} run, or leave out --model")
+    return run
+
+
+def run_demo(args, config, run):
+    from apps.classify import app
+
+    start = time.time()
+    app.train(config, run=run, strategy=args.strategy)
+    report = app.evaluate(run)
+    exported = app.export_run(run, export_dir=args.export_dir)
+    print(f"\ndemo finished in {time.time() - start:.0f} s; test accuracy {report['accuracy']:.4f}")
+    print(f"  {'model:':<16}{os.path.join(run, 'model.keras')}")
+    print(f"  {'SavedModel:':<16}{exported['saved_model']}")
+    for kind, path in exported["tflite"].items():
+        print(f"  {'TFLite ' + kind + ':':<16}{path}")
+    for png in ("learning_curves.png", "confusion_matrix.png", "roc.png", "test_predictions.png"):
+        print(f"  {'PNG:':<16}{os.path.join(run, png)}")
+
+
+def run_experiment(args):
+    """zoo, cv, compare, transfer, ensemble, study."""
+    from apps.classify import app, evaluation
+
+    if args.command == "zoo":
+        models = [m.strip() for m in args.models.split(",")] if args.models else None
+        if args.full:
+            shared = resolve_config(TrainConfig, args)
+            app.zoo_full(TrainConfig(dataset=shared.dataset, seed=shared.seed), models=models, run=args.run,
+                         table=args.table)
+        else:
+            app.zoo(resolve_config(TrainConfig, args, base=ZOO_BUDGET), models=models, run=args.run,
+                    table=args.table)
+    elif args.command == "cv":
+        evaluation.cross_validate(resolve_config(TrainConfig, args), folds=args.folds, run=args.run)
+    elif args.command == "compare":
+        setup_a, setup_b = compare_setups(args)
+        evaluation.compare(setup_a, setup_b, seeds=args.seeds, alpha=args.alpha, run=args.run,
+                           name_a=args.a or "shared flags", name_b=args.b or "shared flags")
+    elif args.command == "transfer":
+        app.transfer(resolve_config(TransferConfig, args), run=args.run)
+        print(f"run folder: {args.run}; next: python -m apps.classify evaluate --run {args.run}")
+    elif args.command == "ensemble":
+        app.ensemble(args.runs, run=args.run)
+        print(f"run folder: {args.run}; next: python -m apps.classify evaluate --run {args.run}")
+    elif args.command == "study":
+        run_studies(args)
+
+
+def run_studies(args):
+    if args.seed < 0:  # as TrainConfig's seed: one line before any work
+        raise UserError(f"--seed must be at least 0, got {args.seed}")
+    from apps.classify import studies
+
+    start = time.time()
+    pngs = []
+    for name in (STUDIES if args.name == "all" else [args.name]):
+        print(f"== study {name}: {STUDIES[name]}")
+        pngs += studies.run(name, out=args.run, small=args.small, seed=args.seed)["pngs"]
+    print(f"study {args.name} finished in {time.time() - start:.0f} s; PNG files:")
+    for png in pngs:
+        print(f"  {png}")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from apps.classify import app  # after parsing, so --help is instant
+    if args.command in ("train", "demo"):
+        config = train_config(args)  # bad values are one line before TensorFlow starts
+        run = run_folder(APP, config.model, args.run)
+        from apps.classify import app  # after parsing, so --help is instant
 
-    if args.command == "train":
-        app.train(**train_kwargs(args))
-        print(f"run folder: {args.out} (model.keras, history.csv, learning_curves.png, logs/)")
-    elif args.command == "zoo":
-        kwargs = train_kwargs(args)
-        for key in ("model", "strategy", "val_fraction", "patience", "out"):
-            kwargs.pop(key)
-        models = [m.strip() for m in args.models.split(",")] if args.models else None
-        if args.full:
-            app.zoo_full(models=models, dataset=args.dataset, seed=args.seed, out=args.out, table=args.table)
+        if args.command == "demo":
+            return run_demo(args, config, run)
+        app.train(config, run=run, strategy=args.strategy)
+        print(f"run folder: {run} (config.json, model.keras, history.csv, learning_curves.png, logs/); "
+              f"next: python -m apps.classify evaluate --run {run}")
+    elif args.command in ("evaluate", "export", "predict"):
+        run = None if getattr(args, "saved_model", None) else reading_run(args)
+        from apps.classify import app
+
+        if args.command == "evaluate":
+            app.evaluate(run, limit=args.limit)
+        elif args.command == "export":
+            app.export_run(run, export_dir=args.export_dir, version=args.version)
         else:
-            app.zoo(models=models, out=args.out, table=args.table, **kwargs)
-    elif args.command == "cv":
-        from apps.classify import evaluation
-
-        kwargs = train_kwargs(args)
-        kwargs.pop("strategy")
-        evaluation.cross_validate(folds=args.folds, **kwargs)
-    elif args.command == "compare":
-        from apps.classify import evaluation
-
-        setup_a, setup_b = compare_setups(args)
-        evaluation.compare(setup_a, setup_b, seeds=args.seeds, alpha=args.alpha, dataset=args.dataset,
-                           limit=args.limit, val_fraction=args.val_fraction, split_seed=args.seed, out=args.out,
-                           name_a=args.a or "shared flags", name_b=args.b or "shared flags")
-    elif args.command == "transfer":
-        app.transfer(args.backbone, dataset=args.dataset, mode=args.mode, fine_tune_layers=args.fine_tune_layers,
-                     epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                     optimizer=args.optimizer, out=args.out, seed=args.seed, limit=args.limit,
-                     val_fraction=args.val_fraction, patience=args.patience)
-        print(f"run folder: {args.out}; next: python -m apps.classify evaluate --out {args.out}")
-    elif args.command == "study":
-        from apps.classify import studies
-
-        start = time.time()
-        pngs = []
-        for name in (STUDIES if args.name == "all" else [args.name]):
-            print(f"== study {name}: {STUDIES[name]}")
-            pngs += studies.run(name, out=args.out, small=args.small, seed=args.seed)["pngs"]
-        print(f"study {args.name} finished in {time.time() - start:.0f} s; PNG files:")
-        for png in pngs:
-            print(f"  {png}")
-    elif args.command == "ensemble":
-        app.ensemble(args.runs, out=args.out)
-        print(f"run folder: {args.out}; next: python -m apps.classify evaluate --out {args.out}")
-    elif args.command == "evaluate":
-        app.evaluate(out=args.out, limit=args.limit)
-    elif args.command == "export":
-        app.export_run(out=args.out, export_dir=args.export_dir, version=args.version)
-    elif args.command == "predict":
-        app.predict(args.images, out=args.out, saved_model=args.saved_model, resize=args.resize, top=args.top)
-    elif args.command == "demo":
-        start = time.time()
-        app.train(**train_kwargs(args))
-        report = app.evaluate(out=args.out)
-        exported = app.export_run(out=args.out, export_dir=args.export_dir)
-        print(f"\ndemo finished in {time.time() - start:.0f} s; test accuracy {report['accuracy']:.4f}")
-        print(f"  {'model:':<16}{os.path.join(args.out, 'model.keras')}")
-        print(f"  {'SavedModel:':<16}{exported['saved_model']}")
-        for kind, path in exported["tflite"].items():
-            print(f"  {'TFLite ' + kind + ':':<16}{path}")
-        for png in ("learning_curves.png", "confusion_matrix.png", "roc.png", "test_predictions.png"):
-            print(f"  {'PNG:':<16}{os.path.join(args.out, png)}")
+            app.predict(args.images, run=run, saved_model=args.saved_model, resize=args.resize, top=args.top)
+    else:
+        run_experiment(args)
 
 
 if __name__ == "__main__":

@@ -147,15 +147,16 @@ def _image_dataset(name, like, train, val, test):
                              train=pipeline(train), val=pipeline(val), test=pipeline(test), num_train=len(train[0]))
 
 
-def cross_validate(*, model="resnet", dataset="fashion_mnist", folds=5, limit=None, val_fraction=0.1, seed=0,
-                   out="runs/classify/cv", **train_options):
-    """Stratified k-fold cross-validation on the training data (training +
-    validation splits pooled; `limit` caps the pool). Fold k's model trains on
+def cross_validate(config, *, folds=5, run="runs/classify/cv"):
+    """Stratified k-fold cross-validation of `config` (a TrainConfig) on the training data (training +
+    validation splits pooled; `config.limit` caps the pool). Fold k's model trains on
     the other folds, minus a `val_fraction` carved from them for its
     checkpoint choice, and is scored on fold k, which it never saw. Writes
-    cv.json and cv.csv to `out`; returns the report."""
+    cv.json and cv.csv to `run`; returns the report."""
     from apps.classify import app
+    from core.cli import config_dict
 
+    dataset, limit, seed, val_fraction, out = config.dataset, config.limit, config.seed, config.val_fraction, run
     images = data.load_dataset(dataset, val_fraction=0.5, seed=seed)
     x, y = (np.concatenate(parts) for parts in zip(_arrays(images.train), _arrays(images.val)))
     if limit:
@@ -171,15 +172,15 @@ def cross_validate(*, model="resnet", dataset="fashion_mnist", folds=5, limit=No
                                (x[held_out], y[held_out]))
         run_dir = os.path.join(out, f"fold{k + 1}")
         print(f"cv: fold {k + 1}/{folds}: train on {split.num_train}, checkpoint on {n_val}, score on {len(held_out)}")
-        app.train(model=model, dataset=dataset, seed=seed, limit=limit, val_fraction=val_fraction, out=run_dir,
-                  images=split, **train_options)
+        app.train(config, run=run_dir, images=split)
         accuracy = app.score(run_dir, split.test)
         counts = np.bincount(y[held_out], minlength=images.num_classes)
         results.append(dict(fold=k + 1, accuracy=accuracy, num_train=split.num_train, num_val=n_val,
                             num_scored=int(len(held_out)), class_counts=counts.tolist()))
         print(f"cv: fold {k + 1}/{folds}: accuracy {accuracy:.4f}")
     accuracies = np.array([r["accuracy"] for r in results])
-    report = dict(model=model, dataset=dataset, folds=folds, seed=seed, limit=limit, options=train_options,
+    options = {k: v for k, v in config_dict(config).items() if k not in ("model", "dataset", "seed", "limit")}
+    report = dict(model=config.model, dataset=dataset, folds=folds, seed=seed, limit=limit, options=options,
                   per_fold=results, mean_accuracy=float(accuracies.mean()),
                   std_accuracy=float(accuracies.std(ddof=1)))
     os.makedirs(out, exist_ok=True)
@@ -190,7 +191,7 @@ def cross_validate(*, model="resnet", dataset="fashion_mnist", folds=5, limit=No
         writer.writerow(["fold", "accuracy", "num_train", "num_val", "num_scored"])
         for r in results:
             writer.writerow([r["fold"], f"{r['accuracy']:.6f}", r["num_train"], r["num_val"], r["num_scored"]])
-    print(f"cv: {model}, {folds} folds: accuracy {report['mean_accuracy']:.4f} ± {report['std_accuracy']:.4f} "
+    print(f"cv: {config.model}, {folds} folds: accuracy {report['mean_accuracy']:.4f} ± {report['std_accuracy']:.4f} "
           f"(mean ± sample std) -> {os.path.join(out, 'cv.json')}, {os.path.join(out, 'cv.csv')}")
     return report
 
@@ -262,27 +263,33 @@ def compare_png(name_a, a, name_b, b, png_path, title):
     return plots.save_figure(fig, png_path)
 
 
-def compare(setup_a, setup_b, *, seeds=3, alpha=0.05, dataset="fashion_mnist", limit=None, val_fraction=0.1,
-            split_seed=0, out="runs/classify/compare", name_a="A", name_b="B"):
-    """Train setups A and B (dicts of `train` options) once per seed 0..seeds-1
-    on the same data split (carved with `split_seed`), score each on the test
-    split, and compare the paired accuracies. Writes compare.json and
-    compare.png to `out` (the runs in a_seed<i>/, b_seed<i>/); returns the report."""
+def compare(setup_a, setup_b, *, seeds=3, alpha=0.05, run="runs/classify/compare", name_a="A", name_b="B"):
+    """Train setups A and B (TrainConfigs that differ in their recipe, not in their data: `DATA_KEYS`)
+    once per seed 0..seeds-1 on the same data split (carved with setup A's seed), score each on the test
+    split, and compare the paired accuracies. Writes compare.json and compare.png to `run` (the runs in
+    a_seed<i>/, b_seed<i>/); returns the report."""
+    import dataclasses
+
     from apps.classify import app
+    from apps.classify.config import DATA_KEYS
+    from core.cli import config_dict
 
     if seeds < 2:
         raise UserError(f"--seeds must be at least 2 for a paired test, got {seeds}")
     if not 0.0 < alpha < 1.0:
         raise UserError(f"--alpha must be in (0, 1), got {alpha}")
-    images = data.load_dataset(dataset, val_fraction=val_fraction, seed=split_seed, limit=limit)
+    if any(getattr(setup_a, k) != getattr(setup_b, k) for k in DATA_KEYS):
+        raise UserError(f"compare's setups must share their data ({', '.join(DATA_KEYS)})")
+    dataset, limit, split_seed, out = setup_a.dataset, setup_a.limit, setup_a.seed, run
+    images = data.load_dataset(dataset, val_fraction=setup_a.val_fraction, seed=split_seed, limit=limit)
     a, b = [], []
     for seed in range(seeds):
         for key, name, setup, accuracies in (("a", name_a, setup_a, a), ("b", name_b, setup_b, b)):
             run_dir = os.path.join(out, f"{key}_seed{seed}")
-            app.train(dataset=dataset, limit=limit, val_fraction=val_fraction, seed=seed, out=run_dir,
-                      images=images, **setup)
+            app.train(dataclasses.replace(setup, seed=seed), run=run_dir, images=images)
             accuracies.append(app.score(run_dir, images.test))
             print(f"compare: {name}, seed {seed}: test accuracy {accuracies[-1]:.4f}")
+    setup_a, setup_b = ({k: v for k, v in config_dict(s).items() if k not in DATA_KEYS} for s in (setup_a, setup_b))
     report = dict(name_a=name_a, name_b=name_b, setup_a=setup_a, setup_b=setup_b, dataset=dataset, limit=limit,
                   split_seed=split_seed, seeds=list(range(seeds)), accuracy_a=a, accuracy_b=b,
                   **compare_verdict(name_a, a, name_b, b, alpha))

@@ -163,7 +163,7 @@ def run(*, out=None, small=False, seed=0):
     soft sharing for a sweep of λ, each setup over a few seeds; PNG and table."""
     import matplotlib.pyplot as plt
 
-    folder = training.make_output_dir(os.path.join(out or os.path.join("runs", "classify", "studies"),
+    folder = training.make_output_dir(os.path.join(out or os.path.join("runs", "classify", "study"),
                                                    "multitask"))
     n_fine, n_coarse = 50, 3000
     steps, strengths, seeds = (200, (0.1, 1.0), 1) if small else (400, (0.01, 0.03, 0.1, 1.0), 3)

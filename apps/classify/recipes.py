@@ -15,13 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from apps.classify.config import AUGMENTATIONS, CLASS_WEIGHTS, INITIALIZERS, OPTIMIZERS, RESAMPLING, SCHEDULES
 from core.errors import UserError
-
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "amsgrad")
-SCHEDULES = ("constant", "step", "cosine")
-INITIALIZERS = ("default", "xavier", "he")
-AUGMENTATIONS = ("flip", "crop", "randaugment", "mixup", "cutmix")
-RESAMPLING = ("none", "over", "under")
 
 
 def check_choice(kind, value, choices):
@@ -36,7 +31,7 @@ def check_options(o):
     check_choice("learning-rate schedule", o["lr_schedule"], SCHEDULES)
     check_choice("initializer", o["init"], INITIALIZERS)
     check_choice("resampling", o["resample"], RESAMPLING)
-    check_choice("class weighting", o["class_weight"], ("none", "balanced"))
+    check_choice("class weighting", o["class_weight"], CLASS_WEIGHTS)
     parse_augment(o["augment"])
     if o["imbalance"] is not None and not 0.0 < o["imbalance"] <= 1.0:
         raise UserError(f"--imbalance must be in (0, 1], got {o['imbalance']}")

@@ -29,7 +29,7 @@ from apps.classify.models import main_head
 from core import data, plots, training
 from core.metrics import classification_report
 
-DEFAULT_OUT = os.path.join("runs", "classify", "studies")
+DEFAULT_OUT = os.path.join("runs", "classify", "study")
 
 
 def run(name, *, out=DEFAULT_OUT, small=False, seed=0):
@@ -84,7 +84,7 @@ def labelled_subset(images, n):
 def pretrain_backbone(run_dir, *, small, seed):
     """A quick LeNet-5 run on Fashion-MNIST: the source of the transferred features."""
     app.train(model="lenet5", dataset="fashion_mnist", epochs=2 if small else 3, batch_size=64,
-              limit=3000 if small else 10000, seed=seed, out=run_dir)
+              limit=3000 if small else 10000, seed=seed, run=run_dir)
     return run_dir
 
 
@@ -101,10 +101,10 @@ def transfer_curve(backbone, target, budgets, *, steps, seed=0, methods=None, sc
         epochs = epochs_for(images.num_train, batch_size, steps)
         for method, options in methods.items():
             run_dir = os.path.join(scratch_dir, f"{method.replace(' ', '_')}_{n}")
-            common = dict(epochs=epochs, batch_size=batch_size, seed=seed, out=run_dir, images=images,
+            common = dict(epochs=epochs, batch_size=batch_size, seed=seed, run=run_dir, images=images,
                           dataset=target.name)
             if "mode" in options:
-                app.transfer(backbone, **common, **options)
+                app.transfer(backbone=backbone, **common, **options)
             else:
                 app.train(model="lenet5", **common, **options)
             accuracy[method].append(app.score(run_dir, target.test))
@@ -189,7 +189,7 @@ def imbalance_results(images, *, ratio, steps, batch_size=32, learning_rate=1e-3
         run_dir = os.path.join(scratch_dir, name.replace(" ", "_"))
         app.train(model=model, dataset=images.name, images=images, imbalance=ratio, batch_size=batch_size,
                   epochs=epochs_for(size, batch_size, steps), learning_rate=learning_rate, seed=seed,
-                  out=run_dir, **options)
+                  run=run_dir, **options)
         scores[name] = imbalance_scores(*predictions(run_dir, images.test), images.num_classes, rare)
         print(f"imbalance study: {name}: minority recall {scores[name]['minority_recall']:.3f}")
     return scores, counts.tolist(), rare
