@@ -10,6 +10,12 @@ from layers._checks import check_rank
 _NHWC = "(batch, height, width, channels)"
 
 
+def same_padding_output_shape(input_shape, strides, channels):
+    """(batch, ⌈H/s⌉, ⌈W/s⌉, channels): the shape after a "same"-padded stride-s stage (None stays None)."""
+    h, w = (None if d is None else -(-d // strides) for d in input_shape[1:3])
+    return (input_shape[0], h, w, channels)
+
+
 def _bn(use_batchnorm, name, dtype=None):
     # Identity stands in when batch norm is off so call() has no branches.
     if use_batchnorm:
@@ -125,11 +131,7 @@ class ResidualBlock(layers.Layer):
         return self.dropout_layer(x, training=training) if i > 0 and self.dropout else x
 
     def compute_output_shape(self, input_shape):
-        h, w = input_shape[1], input_shape[2]
-        s = self.strides
-        h = None if h is None else -(-h // s)
-        w = None if w is None else -(-w // s)
-        return (input_shape[0], h, w, self.out_channels)
+        return same_padding_output_shape(input_shape, self.strides, self.out_channels)
 
     def get_config(self):
         config = super().get_config()
@@ -378,10 +380,7 @@ class ResNeXtBlock(_Block):
         return ops.relu(x + shortcut)
 
     def compute_output_shape(self, input_shape):
-        s = self.strides
-        h = None if input_shape[1] is None else -(-input_shape[1] // s)
-        w = None if input_shape[2] is None else -(-input_shape[2] // s)
-        return (input_shape[0], h, w, self.filters)
+        return same_padding_output_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         config = super().get_config()
@@ -421,10 +420,8 @@ class NiNBlock(_Block):
         return x
 
     def compute_output_shape(self, input_shape):
-        s = self.strides
-        h = None if input_shape[1] is None else -(-input_shape[1] // s)
-        w = None if input_shape[2] is None else -(-input_shape[2] // s)
-        return (input_shape[0], h, w, self.mlp_filters[-1] if self.mlp_filters else self.filters)
+        return same_padding_output_shape(input_shape, self.strides,
+                                         self.mlp_filters[-1] if self.mlp_filters else self.filters)
 
     def get_config(self):
         config = super().get_config()

@@ -16,7 +16,7 @@ factorised Inception v3 modules. All blocks take NHWC inputs and use
 import keras
 from keras import layers, ops
 
-from layers.blocks import _Block, _bn
+from layers.blocks import _Block, _bn, same_padding_output_shape
 
 
 class _ConvUnits(_Block):
@@ -124,10 +124,7 @@ class SeparableConvBlock(_ConvUnits):
                          training)
 
     def compute_output_shape(self, input_shape):
-        s = self.strides
-        h = None if input_shape[1] is None else -(-input_shape[1] // s)
-        w = None if input_shape[2] is None else -(-input_shape[2] // s)
-        return (input_shape[0], h, w, self.filters)
+        return same_padding_output_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         config = super().get_config()

@@ -37,3 +37,23 @@ def check_command(words):
     return [f"{' '.join(words)}: {flag} is not a flag of `{module} {' '.join(verbs)}`"
             for flag in (w.split("=")[0] for w in arguments if w.startswith("--") and w != "--help")
             if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text)]
+
+
+def flat_help(module, words):
+    """The --help of `python -m <module> <words>` on one line (argparse wraps it at the terminal width)."""
+    text = help_text(module, words)
+    assert text is not None, f"{module} {' '.join(words)} --help is refused"
+    return " ".join(text.split())
+
+
+def verb_help_problems(module, own):
+    """Each verb's help must show its `own` words (flags, defaults), no --out, and, unless it trains, no
+    training flags: the contract's "each verb's --help lists its own flags, with defaults"."""
+    problems = []
+    for verb, expected in own.items():
+        text = flat_help(module, [verb])
+        problems += [f"{verb}: {word!r} missing" for word in expected if word not in text]
+        shown = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", text))
+        problems += [f"{verb}: {flag} shown" for flag in ["--out"] + (verb != "train") * ["--epochs", "--strategy",
+                                                                                        "--config"] if flag in shown]
+    return problems

@@ -144,7 +144,7 @@ def test_bad_inputs_give_one_line_errors(trained_run, tmp_path, capsys):
         (["predict", str(big), "--run", str(corrupt_run)], "cannot load"),
         (["train", "--model", "mlp", "--dataset", "digits", "--run", trained_run],
          "holds another run (model='lenet5', dataset='fashion_mnist'); give this run its own folder with --run DIR"),
-        (["evaluate", "--model", "mlp", "--run", trained_run], "holds a run of 'lenet5', not 'mlp'"),
+        (["evaluate", "--model", "mlp", "--run", trained_run], "holds a lenet5 run, not mlp"),
         (["train", "--seed", "-1"], "--seed must be at least 0, got -1"),
         (["train", "--config", str(bad_config)], "--epochs must be at least 1, got 0"),
         (["study", "imbalance", "--seed", "-1"], "--seed must be at least 0, got -1"),

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_help import verb_help_problems
 from PIL import Image
 
 from apps.segment import app
@@ -250,7 +251,7 @@ def test_train_config_reruns_the_experiment_of_a_run(mirrored_runs, tmp_path):
     assert len(_history(copy)) == 1
 
 
-def test_each_verb_lists_its_own_flags_with_their_defaults(capsys):
+def test_each_verb_lists_its_own_flags_with_their_defaults():
     own = {"train": ["--epochs", "--loss", "--strategy", "--config", "--run", "(default: unet)", "(default: 2)"],
            "evaluate": ["--model", "--run", "--limit", "(default: unet)"],
            "export": ["--run", "--export-dir", "(default: saved_models)"],
@@ -258,13 +259,4 @@ def test_each_verb_lists_its_own_flags_with_their_defaults(capsys):
            "preview": ["--run", "--split", "(default: runs/segment/preview)"],
            "sliding-window": ["--run", "--steps", "--seed", "(default: runs/segment/sliding_window)"],
            "crf": ["--run", "--from-run", "--theta-beta", "(default: 30.0)", "(default: runs/segment/crf)"]}
-    for verb, expected in own.items():
-        with pytest.raises(SystemExit) as exit_info:
-            main([verb, "--help"])
-        text = " ".join(capsys.readouterr().out.split())
-        assert exit_info.value.code == 0
-        for word in expected:
-            assert word in text, (verb, word)
-        assert "--out" not in text
-        if verb != "train":
-            assert "--epochs" not in text and "--strategy" not in text and "--config" not in text, verb
+    assert not verb_help_problems("apps.segment", own)

@@ -15,7 +15,7 @@ import time
 
 from apps.classify.budgets import DEFAULT_MODEL, budget
 from apps.classify.config import DATA_KEYS, TrainConfig, TransferConfig
-from core.cli import RUNS, add_config_flags, add_run_flags, resolve_config, run_folder
+from core.cli import RUNS, add_config_flags, add_run_flags, resolve_config, run_folder, trained_run_folder
 from core.errors import UserError, run_cli
 
 APP = "classify"
@@ -183,20 +183,6 @@ def _parse_setup(flags, shared):
     return resolve_config(TrainConfig, typed, base=dataclasses.asdict(shared))
 
 
-def reading_run(args):
-    """The run folder that evaluate/export/predict read: --run, else runs/classify/<--model>; a --model that
-    names another model than the run's is a one-line error."""
-    run = run_folder(APP, args.model or DEFAULT_MODEL, args.run)
-    if args.model and args.run:
-        from core import training
-
-        trained = training.load_config(run).get("model")
-        if trained != args.model:
-            raise UserError(f"{run} holds a run of {trained!r}, not {args.model!r}; pass the --run DIR of a "
-                            f"{args.model} run, or leave out --model")
-    return run
-
-
 def run_demo(args, config, run):
     from apps.classify import app
 
@@ -270,7 +256,7 @@ def main(argv=None):
         print(f"run folder: {run} (config.json, model.keras, history.csv, learning_curves.png, logs/); "
               f"next: python -m apps.classify evaluate --run {run}")
     elif args.command in ("evaluate", "export", "predict"):
-        run = None if getattr(args, "saved_model", None) else reading_run(args)
+        run = None if getattr(args, "saved_model", None) else trained_run_folder(APP, args, DEFAULT_MODEL)
         from apps.classify import app
 
         if args.command == "evaluate":
