@@ -27,9 +27,11 @@ import dataclasses
 import gzip
 import os
 import struct
+import weakref
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import resource_variable_ops
 
 from core import finite
 from core.errors import UserError, first_line
@@ -257,6 +259,10 @@ def batched(
     cache -> shuffle -> batch -> (augment per batch) -> prefetch: caching before
     the shuffle keeps decoding out of every epoch while each epoch still sees a
     fresh order; augmentation runs after batching so it is vectorized.
+
+    The shuffle's order of epoch E is a function of (seed, E) only: the same
+    global batches in the same order under every strategy, and after a resume
+    (`core.training.fit` tells the pipeline the epoch; see `_shuffled_by_epoch`).
     """
     if cache:
         dataset = dataset.cache()
@@ -265,8 +271,66 @@ def batched(
     # augmentation's random state alone; `fit` then skips it.
     finite.check_finite(dataset.batch(finite.FLAGS_PER_READ), what)
     if shuffle:
-        dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        dataset, counter = _shuffled_by_epoch(dataset, 10_000, seed)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if augment is not None:
         dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE)
-    return finite.mark_checked(dataset.prefetch(AUTOTUNE))
+    dataset = finite.mark_checked(dataset.prefetch(AUTOTUNE))
+    if shuffle:
+        _EPOCH_COUNTERS[dataset] = counter
+    return dataset
+
+
+# Shuffled pipelines -> their epoch counter (see `_shuffled_by_epoch`), for `shuffle_epoch_counter`.
+_EPOCH_COUNTERS = weakref.WeakKeyDictionary()
+
+
+def _shuffled_by_epoch(dataset, buffer_size, seed):
+    """`dataset.shuffle(buffer_size, seed, reshuffle_each_iteration=True)`, except that the order of a
+    pass is a function of (seed, epoch) instead of (seed, how many iterators were made before).
+
+    Why: with `reshuffle_each_iteration=True`, each new iterator draws the next seeds from a
+    seed generator owned by the dataset, so an extra iterator shifts every later epoch's order.
+    Keras 3's `fit` makes one under any strategy but the default (`_maybe_symbolic_build` takes
+    a batch to build the model), so MirroredStrategy trained epoch 1 on the order of epoch 2; and
+    a resumed process starts its generator afresh, so epoch E of a rerun saw epoch 1's order.
+
+    Here each pass (iterator) reads and increments an epoch counter (a host variable) and
+    shuffles with a seed made of `seed` and that epoch; `core.training.fit` sets the counter to
+    the epoch Keras is about to train (`shuffle_epoch_counter`), so the extra iterator and a
+    resume cannot shift it. Outside `fit` each pass still gets a fresh order (0, 1, 2, ...). The
+    counter moves when a pass yields its first element, not when an iterator is made: Keras also
+    makes an iterator at each epoch's end that it never reads.
+    Returns (dataset, counter)."""
+    with tf.init_scope(), tf.device("/cpu:0"):
+        # A plain ResourceVariable, not `tf.Variable`: no strategy's variable creator (a mirrored
+        # copy per replica) even when called inside `strategy.scope()`.
+        counter = resource_variable_ops.ResourceVariable(-1, dtype=tf.int64, trainable=False, name="shuffle_epoch")
+    base = tf.constant(seed, tf.int64)
+
+    def one_pass(_):
+        epoch = counter.assign_add(1)
+        # A stateless hash of (seed, epoch): every epoch a different, repeatable order.
+        epoch_seed = tf.random.stateless_uniform([], seed=tf.stack([base, epoch]), minval=0, maxval=2**31 - 1,
+                                                 dtype=tf.int64)
+        # This function's graph inherits the global seed, and TensorFlow's seed helper compares
+        # (global seed, op seed) with (0, 0) in Python: with a global seed of 0 and a tensor op seed
+        # that is `bool(tensor)`, an error. The order depends on (seed, epoch) alone, so no global seed.
+        graph = tf.compat.v1.get_default_graph()
+        global_seed, graph.seed = graph.seed, None
+        try:
+            return dataset.shuffle(buffer_size, seed=epoch_seed, reshuffle_each_iteration=False)
+        finally:
+            graph.seed = global_seed
+
+    shuffled = tf.data.Dataset.from_tensors(0).flat_map(one_pass)
+    size = tf.get_static_value(dataset.cardinality())
+    if size is not None and size >= 0:  # as `shuffle` keeps it: Keras knows the epoch's steps (`ResumeBackup`)
+        shuffled = shuffled.apply(tf.data.experimental.assert_cardinality(size))
+    return shuffled, counter
+
+
+def shuffle_epoch_counter(dataset):
+    """The epoch counter of a pipeline `batched(shuffle=True)` made (or None): set it to E - 1
+    before an iterator is made and that pass is shuffled as epoch E (0-based)."""
+    return _EPOCH_COUNTERS.get(dataset)

@@ -346,6 +346,21 @@ def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True, 
                                                 resume_from=os.path.join(run_dir, "backup"))]
 
 
+class ShuffleEpoch(keras.callbacks.Callback):
+    """Shuffles each epoch of a `core.data.batched(shuffle=True)` pipeline by its epoch number: sets the
+    pipeline's epoch counter before Keras makes the epoch's iterator, so neither the iterator Keras 3's
+    `fit` makes to build the model under a distribution strategy nor a resume in a new process shifts
+    the order (see `core.data._shuffled_by_epoch`). Epoch E sees the same batches in the same order
+    under every strategy, and a resumed run the same batches as an uninterrupted one."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.counter.assign(epoch - 1)  # the next pass increments it
+
+
 def _find(callback_list, kind):
     return next(c for c in callback_list if isinstance(c, kind))
 
@@ -397,7 +412,7 @@ def fit(model, train_data, val_data, *, epochs, run_dir, monitor="val_loss", pat
     """
     import tensorflow as tf
 
-    from core import distribute, finite, plots
+    from core import data, distribute, finite, plots
 
     if epochs < 1:
         raise UserError(f"the number of epochs must be at least 1, got {epochs}")
@@ -407,6 +422,9 @@ def fit(model, train_data, val_data, *, epochs, run_dir, monitor="val_loss", pat
     run_callbacks = callbacks(run_dir, monitor=monitor, patience=patience, writes_files=writes_files,
                               extra=extra_callbacks)
     backup = run_callbacks[-1]
+    counter = data.shuffle_epoch_counter(train_data)
+    if counter is not None:
+        run_callbacks.insert(0, ShuffleEpoch(counter))
     backup.mid_epoch = isinstance(train_data, tf.data.Dataset)  # else SIGTERM waits for the epoch's end
     strategy = getattr(model, "distribute_strategy", None)
     if distribute.num_workers(strategy) > 1:  # all workers stop at the same batch (see ResumeBackup)

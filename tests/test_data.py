@@ -89,3 +89,64 @@ def test_corrupt_idx_file_is_reported(tmp_path):
         data.read_idx(str(path))
     with pytest.raises(UserError, match="file not found"):
         data.read_idx(os.path.join(tmp_path, "missing.gz"))
+
+
+def test_a_shuffled_pipelines_order_is_a_function_of_the_epoch_not_of_its_passes():
+    """The order of epoch E depends on (seed, E) only: an extra pass (Keras 3's `fit` makes one to build the
+    model under a distribution strategy) or a new process (a resume) does not shift it, once the epoch counter
+    is set as `core.training.fit` sets it."""
+    images = data.load_dataset("digits", limit=96)
+
+    def one_pass(pipeline):
+        return np.concatenate([y for _, y in pipeline.as_numpy_iterator()])
+
+    pipeline = data.batched(images.train, 32, shuffle=True, seed=7)
+    epochs = [one_pass(pipeline) for _ in range(3)]  # outside `fit`: each pass the next epoch
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    assert sorted(epochs[1]) == sorted(epochs[0])
+    counter = data.shuffle_epoch_counter(pipeline)
+    counter.assign(1 - 1)  # as `fit` does before epoch 1: the next pass is epoch 1, whatever passes came before
+    np.testing.assert_array_equal(one_pass(pipeline), epochs[1])
+    again = data.batched(images.train, 32, shuffle=True, seed=7)  # a resumed run's fresh pipeline
+    data.shuffle_epoch_counter(again).assign(2 - 1)
+    np.testing.assert_array_equal(one_pass(again.skip(1)), epochs[2][32:])  # resumed after batch 1 of epoch 2
+    other_seed = data.batched(images.train, 32, shuffle=True, seed=8)
+    assert not np.array_equal(one_pass(other_seed), epochs[0])
+    assert data.shuffle_epoch_counter(data.batched(images.train, 32)) is None
+
+
+def test_a_run_resumed_mid_epoch_on_a_shuffled_pipeline_ends_with_the_uninterrupted_runs_weights(tmp_path):
+    """A SIGTERM in epoch 2, then a rerun with a fresh pipeline (as a new process has): the rest of epoch 2 and
+    epoch 3 see the batches an uninterrupted run sees, so the weights are the same to the last bit."""
+    import signal
+
+    import keras
+
+    from core import training
+    from core.errors import Preempted
+
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    examples = tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("int32")))
+
+    def run(run_dir, extra=()):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+        training.fit(model, data.batched(examples, 8, shuffle=True, seed=3), data.batched(examples, 8), epochs=3,
+                     run_dir=str(run_dir), extra_callbacks=extra, monitor=None)
+        return model.get_weights()
+
+    class TerminateInSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    uninterrupted = run(tmp_path / "whole")
+    with pytest.raises(Preempted, match="at epoch 2, batch 3"):
+        run(tmp_path / "resumed", [TerminateInSecondEpoch()])
+    resumed = run(tmp_path / "resumed")
+    for w, u in zip(resumed, uninterrupted):
+        np.testing.assert_array_equal(w, u)

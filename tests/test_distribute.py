@@ -64,21 +64,35 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, single_device
     assert max(np.abs(w - i).max() for w, i in zip(weights, initial)) > 1e-3
 
 
-def test_the_classify_apps_train_runs_under_mirrored_on_two_logical_cpus(tmp_path):
-    """`python -m apps.classify train --strategy mirrored` on two logical CPUs (per-replica batch 32, global 64):
-    it trains, and the run's config.json records the strategy and the replicas.
-
-    Why not the weights of a one-device run, as above: the app shuffles its training data (a seeded
-    `shuffle(reshuffle_each_iteration=True)` in core.data.batched), and under MirroredStrategy the batches come
-    in another order than under the default strategy (measured: weights 3e-3 apart after one epoch; without the
-    shuffle the two runs agree to 3e-17, as the script's own float64 comparison above)."""
-    result = run_python([SCRIPT, "--strategy", "mirrored", "--logical-cpus", "2", "--weights",
-                         str(tmp_path / "weights.npz"), "--app-run", str(tmp_path / "run")], timeout=240)
+def _app_train(strategy, folder, *extra):
+    """The classify app's real `train` (tests/distributed_training.py --app-run) into `folder`/run: the
+    process's result and the trained weights."""
+    result = run_python([SCRIPT, "--strategy", strategy, *extra, "--weights", str(folder / "weights.npz"),
+                         "--app-run", str(folder / "run")], timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
+    return result, _weights(folder / "weights.npz")
+
+
+def test_the_classify_apps_train_under_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
+    """`python -m apps.classify train --strategy mirrored` on two logical CPUs (per-replica batch 32, global 64)
+    ends with the weights of the same command on one device (batch 64), and the run's config.json records the
+    strategy and the replicas.
+
+    The app shuffles its training data (core.data.batched, seeded). Before the shuffle's order was made a
+    function of (seed, epoch), the mirrored run saw its batches in another order (Keras 3's `fit` takes one
+    extra pass to build the model under a strategy, which advanced the reshuffle seed): weights 3e-3 apart
+    after one epoch. Now only the order of the sums differs: the script trains in float64 (see
+    `_assert_close`: float32's ~6e-8 rounding per reordered sum grew to 2.3e-4 over 16 SGD steps, so float64's
+    1.1e-16 grows to ~5e-13; measured 2.8e-17), and 1e-10 still fails on any other batch or order (~1e-3)."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    _, reference = _app_train("default", tmp_path / "one")
+    result, weights = _app_train("mirrored", tmp_path / "two", "--logical-cpus", "2")
     assert "replicas=2 strategy=mirrored" in result.stdout  # read back from the run's config.json
-    with open(tmp_path / "run" / "history.csv") as f:
+    with open(tmp_path / "two" / "run" / "history.csv") as f:
         losses = [float(row["loss"]) for row in csv.DictReader(f)]
     assert len(losses) == 2 and losses[1] < losses[0]
+    _assert_close(weights, reference)
 
 
 def test_two_process_multiworker_matches_one_device(tmp_path, single_device_weights):
