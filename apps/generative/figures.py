@@ -63,7 +63,8 @@ def judge_samples(family, config, scorer, x_test, num_samples):
     samples, _ = generate(family, config, min(num_samples, len(x_test)), seed=3)
     scores = quality.Judge.scores(scorer, samples, x_test[:len(samples)])
     print(f"judge scores ({scores['num_samples']} samples vs test images; a suite LeNet-5, not ImageNet FID): "
-          f"Fréchet distance {scores['frechet_distance']:.2f}, Inception-style score {scores['inception_score']:.2f} "
+          f"Fréchet distance {scores['frechet_distance']:.2f}, precision {scores['precision']:.2f}, "
+          f"recall {scores['recall']:.2f}, Inception-style score {scores['inception_score']:.2f} "
           f"(real {scores['real_inception_score']:.2f}), classes covered {scores['modes_covered']}/"
           f"{scores['num_classes']}")
     return {"quality": scores}

@@ -7,7 +7,14 @@ of this suite with each other on one dataset, nothing more.
 
   Fréchet distance  ||μ_r - μ_g||² + Tr(Σ_r + Σ_g - 2 (Σ_r Σ_g)^½) between
                     Gaussians fitted to the judge's penultimate features (f6, 84
-                    units) of real and generated images (Heusel et al. 2017)
+                    units) of real and generated images (Heusel et al. 2017;
+                    core.feature_metrics: finite for singular covariances)
+  precision, recall improved precision and recall in the same features
+                    (Kynkäänniemi et al. 2019): the share of samples inside the
+                    real images' k-NN manifold (realism), and of real images
+                    inside the samples' (coverage). Mean and covariance can be
+                    close for noise blobs in the rough shape of clothes; the
+                    share of samples that lie among real images is not.
   Inception-style   exp(E_x KL(p(y|x) || p(y))) with the judge's class
   score             probabilities (Salimans et al. 2016); between 1 and the
                     number of classes
@@ -19,21 +26,10 @@ import os
 
 import keras
 import numpy as np
-from scipy import linalg
+
+from core.feature_metrics import frechet_distance, precision_recall
 
 FEATURE_LAYER = "f6"
-
-
-def frechet_distance(features_a, features_b):
-    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
-    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(root).all():  # singular product: regularize, as the FID reference code does
-        offset = np.eye(len(cov_a)) * 1e-6
-        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    root = np.real(root)
-    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root))
 
 
 def inception_score(probabilities, eps=1e-12):
@@ -67,7 +63,9 @@ class Judge:
         fake_features, fake_probs = self(generated01)
         real_features, real_probs = self(real01)
         covered, counts = mode_coverage(fake_probs, min_share)
+        precision, recall = precision_recall(real_features, fake_features)
         return {"frechet_distance": frechet_distance(real_features, fake_features),
+                "precision": precision, "recall": recall,
                 "inception_score": inception_score(fake_probs),
                 "real_inception_score": inception_score(real_probs),
                 "modes_covered": covered, "num_classes": int(fake_probs.shape[1]),

@@ -181,6 +181,10 @@ def _real_reference(scorer, dataset, num_samples, seed):
     return quality.Judge.scores(scorer, real_val, real_test[:len(real_val)])
 
 
+def _share(value):
+    return "–" if value is None else f"{value:.2f}"  # rows measured before precision/recall were recorded
+
+
 def _minutes(seconds):
     return f"{seconds / 60:.1f} min"
 
@@ -189,10 +193,11 @@ def markdown(rows, real, dataset, judge, num_samples):
     lines = [f"Sample quality on `{dataset}` by the judge in `{judge}` ({num_samples} samples vs {num_samples} "
              f"test images; a LeNet-5 of this suite, not the ImageNet FID).", "",
              "| row | model | budget: images × epochs, batch | generator steps | wall time | Fréchet distance ↓ "
-             "| Inception-style score ↑ | classes covered (of 10) |",
-             "|---|---|---|---|---|---|---|---|",
+             "| precision ↑ | recall ↑ | Inception-style score ↑ | classes covered (of 10) |",
+             "|---|---|---|---|---|---|---|---|---|---|",
              f"| real | {real['num_samples']} validation images | | | | {real['frechet_distance']:.1f} | "
-             f"{real['real_inception_score']:.2f} | {real['modes_covered']} |"]
+             f"{_share(real.get('precision'))} | {_share(real.get('recall'))} | {real['real_inception_score']:.2f} | "
+             f"{real['modes_covered']} |"]
     for row in rows:
         b, s = row["budget"], row["scores"]
         covered = (f"{100 * row['translated_classified_as_target']:.0f}% called {row['target']} "
@@ -203,7 +208,8 @@ def markdown(rows, real, dataset, judge, num_samples):
             model += f": {row['source']} → {row['target']}"
         lines.append(f"| {row['name']} | {model} | {b['limit']:,} × {b['epochs']}, {b['batch_size']} | "
                      f"{row['steps']:,} | {_minutes(row['wall_s'])} | {s['frechet_distance']:.1f} | "
-                     f"{s['inception_score']:.2f} | {covered} |")
+                     f"{_share(s.get('precision'))} | {_share(s.get('recall'))} | {s['inception_score']:.2f} | "
+                     f"{covered} |")
     total = sum(row["wall_s"] for row in rows)
     loads = [row["load_1min"] for row in rows]
     lines += ["", f"Training time in all {_minutes(total)}; 1-minute load average after each row "
