@@ -2,6 +2,8 @@
 selective search and classic R-CNN -- each test asserts the effect docs/detect.md describes, at a
 budget of seconds (the CLI verbs `localize`, `sliding-window`, `rcnn-classic` run larger ones)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -43,9 +45,12 @@ def test_localizer_beats_the_mean_box_and_chance_and_exports_with_parity(tmp_pat
     assert learned["iou50"] > max(b["iou50"] for b in baselines.values()) + 0.25
     assert learned["accuracy"] > 0.1 + 0.1  # 10 balanced classes: chance is 0.1
 
-    report = localize.export_localizer(model, test["image"][:8], export_dir=str(tmp_path), kinds=("float",))
+    report = localize.export_localizer(model, test["image"][:8], single["train"]["image"][:32],
+                                       export_dir=str(tmp_path), kinds=("float",))
     float_parity = report["parity"]["float"]
     assert float_parity["probabilities"] <= export.TOLERANCES["float"] and float_parity["box_pixels"] < 0.01
+    assert os.path.isfile(report["tflite"]["int8"])  # calibrated on training scenes, held to TOLERANCES["int8"]
+    assert 0 <= report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]
     served = report["saved_model_outputs"]
     np.testing.assert_allclose(served["box"], boxes[:8], atol=1e-3)  # pixels: float32 rounding of values <= 64
     assert export.read_labels(report["saved_model"]) == experiment.CLASS_NAMES
@@ -179,8 +184,10 @@ def test_classic_rcnn_beats_random_boxes_and_exports_its_crop_classifier(scenes,
             assert iou.max(initial=0.0) <= rcnn_classic.NMS_IOU + 1e-6
 
     crops = patches.warp(test["image"], test_proposals[0][:8], np.zeros(8))
-    report = rcnn_classic.export_classifier(classifier, crops, export_dir=str(tmp_path), kinds=("float",))
+    calibration = rcnn_classic.calibration_patches(scenes["train"]["image"], train_proposals)
+    report = rcnn_classic.export_classifier(classifier, crops, calibration, export_dir=str(tmp_path), kinds=("float",))
     assert report["max_abs_diff"]["float"] <= export.TOLERANCES["float"]
+    assert os.path.isfile(report["tflite"]["int8"]) and report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]
     np.testing.assert_allclose(report["saved_model_outputs"]["probabilities"], classifier.predict(crops, verbose=0),
                                atol=1e-5)
 

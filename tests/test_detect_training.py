@@ -57,6 +57,7 @@ def test_ssd_export_parity_and_predict_png(ssd_run, small_scenes, tmp_path, caps
     assert report["saved_model"].startswith(str(tmp_path / "exports" / "detect_ssd"))
     float_parity = report["parity"]["float"]
     assert float_parity["same_detections"] and float_parity["max_abs_diff"] < app.FLOAT_TOLERANCE
+    assert set(report["tflite"]) == {"float", "dynamic"}  # no int8: docs/deployment.md says why
     served = export.run_saved_model(report["saved_model"], {"images": sample.astype(np.float32)})
     assert set(served) == {"boxes", "classes", "scores", "num_detections"}
     assert served["boxes"].shape == (8, 10, 4) and served["num_detections"].min() >= 1  # it finds things

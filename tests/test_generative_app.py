@@ -86,6 +86,8 @@ def test_vae_run_trains_evaluates_samples_and_exports(tmp_path):
     assert os.path.getsize(app.sample(out, num=16)) > 5_000
 
     report = app.export_run(out, export_root=str(tmp_path / "exports"))  # raises if a TFLite file disagrees
+    assert os.path.isfile(report["tflite"]["int8"])  # calibrated on other latents
+    assert 0 <= report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]  # every pixel
     _, net = app.load_run(out)
     latent = {"latent": np.random.default_rng(1).standard_normal((8, 2)).astype(np.float32)}
     expected = np.asarray(net.generator()(latent["latent"]))
@@ -107,9 +109,12 @@ def test_conditional_decoder_exports_latent_and_label_with_parity(tmp_path, mode
         decoder = gan.build_gan("cgan", (28, 28, 1), latent_dim=2, num_classes=10).generator
     inputs = {"latent": np.repeat(np.random.default_rng(0).standard_normal((1, 2)).astype(np.float32), 4, axis=0),
               "labels": np.array([0, 1, 2, 3], np.int32)}
+    calibration = [{"latent": np.random.default_rng(seed).standard_normal((10, 2)).astype(np.float32),
+                    "labels": np.arange(10, dtype=np.int32)} for seed in (1, 2)]  # int8: labels stay int32
     report = export.export_model(decoder, str(tmp_path / "generative" / model), input_names=["latent", "labels"],
-                                 output_names=["images"], sample_inputs=inputs)
-    assert report["max_abs_diff"]["float"] < 1e-4 and set(report["tflite"]) == {"float", "dynamic"}
+                                 output_names=["images"], sample_inputs=inputs, representative_data=calibration)
+    assert report["max_abs_diff"]["float"] < 1e-4 and set(report["tflite"]) == {"float", "dynamic", "int8"}
+    assert 0 <= report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]
     served = export.run_saved_model(report["saved_model"], inputs)["images"]
     lite = export.run_tflite(report["tflite"]["float"], inputs)["images"]
     bound = rounding_bound(decoder, inputs)
@@ -154,7 +159,8 @@ def test_gan_run_exports_its_generator_with_parity(tmp_path):
               run=out)
     report = app.export_run(out, export_root=str(tmp_path / "exports"))  # raises if a TFLite file disagrees
     assert report["saved_model"].startswith(str(tmp_path / "exports" / "generative_gan"))
-    assert set(report["tflite"]) == {"float", "dynamic"}
+    assert set(report["tflite"]) == {"float", "dynamic", "int8"}
+    assert 0 <= report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]
     _, net = app.load_run(out)
     latent = {"latent": np.random.default_rng(1).standard_normal((8, 16)).astype(np.float32)}
     served = export.run_saved_model(report["saved_model"], latent)["images"]
@@ -198,6 +204,8 @@ def test_autoencoder_and_cyclegan_runs_evaluate_and_export(tmp_path, model, opti
     assert os.path.getsize(os.path.join(out, png)) > 5_000
     report = app.export_run(out, export_root=str(tmp_path / "exports"))  # raises if a TFLite file disagrees
     assert report["saved_model"].startswith(str(tmp_path / "exports" / f"generative_{model}"))
+    assert os.path.isfile(report["tflite"]["int8"])  # decoder: other latents; translator: other test images
+    assert 0 <= report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]
     # the signature the family's serving_model names (load_signature raises if it is another)
     inputs, outputs = (["images"], ["translated"]) if model == "cyclegan" else (["latent"], ["images"])
     export.load_signature(report["saved_model"], inputs=inputs, outputs=outputs, what=model)

@@ -210,9 +210,10 @@ def test_pix2pix_generator_exports_with_parity(trained_pix2pix, tmp_path):
 
     generator, pairs, _ = trained_pix2pix
     sample = pairs["val"][0][:16]
-    report = pix2pix.export_generator(generator, str(tmp_path), sample)  # raises ParityError beyond tolerance
+    report = pix2pix.export_generator(generator, str(tmp_path), sample, pairs["train"][0][:64])  # ParityError beyond
     assert report["saved_model"].startswith(str(tmp_path / "generative_pix2pix"))
-    assert set(report["tflite"]) == {"float", "dynamic"}
+    assert set(report["tflite"]) == {"float", "dynamic", "int8"}
+    assert 0 <= report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]
     served = export.run_saved_model(report["saved_model"], {"drawing": sample})["image"]
     lite = export.run_tflite(report["tflite"]["float"], {"drawing": sample})["image"]
     keras_out = np.asarray(generator(sample))

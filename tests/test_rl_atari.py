@@ -148,6 +148,9 @@ def test_dqn_pong_smoke_train_evaluate_export_play(tmp_path, capsys):
     exported = dqn.export(out, export_dir=export_dir, kinds=("float",), log=lambda *a: None)
     assert exported["parity"]["float"]["q_max_abs_diff"] < 1e-4
     assert exported["parity"]["float"]["action_agreement"] == 1.0
+    assert os.path.isfile(exported["tflite"]["int8"])  # calibrated on uint8 frames of random play
+    q_scale = 1 + np.abs(exported["saved_model_outputs"]["q_values"]).max()
+    assert 0 <= exported["parity"]["int8"]["q_max_abs_diff"] <= dqn.Q_TOLERANCE["int8"] * q_scale
     assert exported["saved_model_vs_keras"] < 1e-5
     frames = dqn.sample_observations(config, agent, count=4, seed=3)
     served = core_export.run_saved_model(exported["saved_model"], {"frames": frames})

@@ -218,6 +218,8 @@ def test_policy_value_net_export_parity_and_the_mcts_commands(trained_run, tmp_p
     assert report["max_abs_diff"]["float"] <= export.TOLERANCES["float"]
     assert report["parity"]["float"]["same_best_move"] > 0.999
     assert report["parity"]["dynamic"]["same_best_move"] > 0.9
+    assert os.path.isfile(report["tflite"]["int8"]) and report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]
+    assert report["parity"]["int8"]["same_best_move"] > 0.8  # reported by the export, not enforced
 
     capsys.readouterr()
     main(["play", "--task", "mcts", "--run", str(tmp_path), "--export-dir", export_dir, "--opponent", "random",

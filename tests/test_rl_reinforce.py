@@ -54,6 +54,8 @@ def test_trained_policy_exports_saved_model_and_tflite_with_parity(trained, tmp_
     # The check is the one that passed: a file that swapped the actions would fail it.
     swapped = {**lite, "action": 1 - lite["action"]}
     assert reinforce.parity("float", lite, swapped)[1] is not None
+    assert os.path.isfile(report["tflite"]["int8"])  # calibrated on other episodes' observations
+    assert 0 <= report["max_abs_diff"]["int8"] <= reinforce.PROBABILITY_TOLERANCES["int8"]
 
 
 def test_cli_trains_evaluates_and_exports_from_the_run_folder(tmp_path, capsys):

@@ -119,8 +119,11 @@ def test_export_parity_and_the_served_mask_is_the_argmax(trained_run, data_dir, 
     report = app.export_run(trained_run, export_dir=str(tmp_path), num_samples=8)
     assert report["saved_model"].startswith(os.path.join(str(tmp_path), "segment_fcn", ""))
     assert report["max_abs_diff"]["float"] <= 1e-4 and report["keras_vs_saved_model"] <= 1e-5
-    assert [report["parity"][kind]["mask_unexplained_flips"] for kind in ("float", "dynamic")] == [0, 0]
+    assert [report["parity"][kind]["mask_unexplained_flips"] for kind in ("float", "dynamic", "int8")] == [0, 0, 0]
     assert report["parity"]["float"]["mask_agreement"] > 0.999
+    assert os.path.isfile(report["tflite"]["int8"])  # calibrated on training scenes
+    assert 0 <= report["max_abs_diff"]["int8"] <= app.PROBABILITY_TOLERANCES["int8"]
+    assert report["parity"]["int8"]["mask_agreement"] >= app.INT8_MIN_MASK_AGREEMENT
     images = np.stack([x for x, _ in app.load_split(SMALL, "test", data_dir, 12).skip(8).as_numpy_iterator()])
     served = app.export.run_saved_model(report["saved_model"], {"images": images})
     lite = app.export.run_tflite(report["tflite"]["float"], {"images": images})  # scenes the check did not see

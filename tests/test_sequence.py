@@ -157,3 +157,5 @@ def test_charlm_exports_string_saved_model_and_tflite_with_parity(lm_run, tmp_pa
     scale = 1.0 + max(float(np.abs(v).max()) for v in reference.values())
     assert export.max_abs_difference(reference, lite) <= decoding.FLOAT_RELATIVE * scale
     assert report["same_characters"]["float"] > 0
+    assert os.path.isfile(report["tflite"]["int8"])  # calibrated on the step's inputs along Keras' greedy text
+    assert report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"] * scale

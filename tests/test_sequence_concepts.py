@@ -1,6 +1,8 @@
 """apps.sequence, the rest of the lecture notes: vanishing gradients through time (Elman vs LSTM vs GRU) and hard
 attention trained with REINFORCE next to soft attention. Each test asserts the effect the notes describe."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -153,8 +155,11 @@ def test_hard_attention_export_matches_greedy_inference(trained_hard, tmp_path):
 
     t = trained_hard
     canvases = t["canvases"][:32]
-    report = ha.export_hard(t["model"], canvases, t["class_names"], export_dir=str(tmp_path),
-                            kinds=("float",))  # SavedModel and float TFLite, parity-checked inside
+    (items, _), _, _ = ha.fashion_items(train=64, test=1)
+    calibration, _ = ha.place_on_canvas(items, np.random.default_rng(7))  # training items at new positions
+    report = ha.export_hard(t["model"], canvases, calibration, t["class_names"], export_dir=str(tmp_path),
+                            kinds=("float",))  # SavedModel, float and int8 TFLite, parity-checked inside
+    assert os.path.isfile(report["tflite"]["int8"]) and report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]
     probabilities, policy = (report["saved_model_outputs"][k] for k in ("probabilities", "glimpse_probabilities"))
     greedy = t["model"].predict(canvases)
     np.testing.assert_array_equal(np.argmax(policy, -1), greedy["locations"])  # the same glimpse ...

@@ -44,7 +44,8 @@ def test_string_saved_model_and_tflite_parity(bag_run, tmp_path):
     from core import export
 
     report = textclass.export_run(out=bag_run, export_dir=str(tmp_path))
-    assert set(report["tflite"]) == {"float", "dynamic"} and report["max_abs_diff"]["float"] < 1e-4
+    assert set(report["tflite"]) == {"float", "dynamic", "int8"} and report["max_abs_diff"]["float"] < 1e-4
+    assert report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]  # int32 word ids, calibrated as int32
     assert sorted(os.listdir(tmp_path / "sequence_textclass_bag")) == ["1", "tflite"]  # one version folder, whole
     assert export.read_labels(report["saved_model"]) == json.load(open(f"{bag_run}/config.json"))["class_names"]
     quotes = ["The program crashed and the compiler dumped core.", "Captain's log, stardate 4523.3"]
@@ -54,7 +55,10 @@ def test_string_saved_model_and_tflite_parity(bag_run, tmp_path):
 
 
 def test_lstm_classifier_converts_to_builtin_tflite(tmp_path):
+    from core import export
+
     out = str(tmp_path / "lstm")
     textclass.train(TextClassConfig(model="lstm", epochs=1, sequence_length=16, limit=300), run=out)
     report = textclass.export_run(out=out, export_dir=str(tmp_path / "exports"))
     assert report["max_abs_diff"]["float"] < 1e-4  # export_model raises on a parity failure
+    assert report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]

@@ -52,6 +52,8 @@ def test_fast_stylizer_learns_and_exports_to_savedmodel_and_tflite(tmp_path):
     assert report["saved_model"] == str(tmp_path / "exp" / "style_fast" / "1")
     assert os.path.exists(os.path.join(report["saved_model"], "saved_model.pb"))
     assert report["max_abs_diff"]["float"] < 0.05  # pixels in [0, 255]
+    assert os.path.isfile(report["tflite"]["int8"])  # calibrated on training crops
+    assert 0 <= report["max_abs_diff"]["int8"] <= stylizer.INT8_TOLERANCE  # grey levels
     sample = np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)
     out = export.run_saved_model(report["saved_model"], {"images": sample})["stylized"]
     assert out.shape == (1, 128, 128, 3) and 0 <= out.min() and out.max() <= 255

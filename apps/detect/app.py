@@ -165,7 +165,8 @@ def evaluate(run_dir, *, limit=None, scenes=None):
 def export_run(run_dir, *, export_dir="saved_models", version=None, sample_images=None):
     """SavedModel (serving_default: images -> post-NMS boxes, classes, scores, num_detections
     [, masks]) in EXPORT_DIR/detect_<model>/<version>/ and float + dynamic-range TFLite files,
-    checked against the SavedModel on the same test scenes."""
+    checked against the SavedModel on the same test scenes. No int8 file: it converts, but LiteRT cannot
+    run it (a division in the post-NMS loop gets an int8 divisor of zero; docs/deployment.md, "int8")."""
     inference, config = inference_model(run_dir)
     detector = MODELS.get(config["model"])
     if sample_images is None:

@@ -75,14 +75,24 @@ def rpn_proposals(inference, images, count=MAX_PROPOSALS):
     return [b[:int(n)] for b, n in zip(boxes, counts)]
 
 
-def export_classifier(classifier, sample_patches, export_dir="saved_models", version=None,
+def calibration_patches(images, proposals, scenes=8, per_scene=8):
+    """Warped crops of the first `per_scene` proposals of the first `scenes` images: int8's calibration patches."""
+    boxes = [np.asarray(p[:per_scene]) for p in proposals[:scenes]]
+    index = np.concatenate([np.full(len(b), i) for i, b in enumerate(boxes)])
+    return patches.warp(images, np.concatenate(boxes), index)
+
+
+def export_classifier(classifier, sample_patches, calibration, export_dir="saved_models", version=None,
                       kinds=("float", "dynamic")):
-    """SavedModel (patches -> probabilities over the classes + background) + TFLite files of `kinds`,
-    parity-checked on `sample_patches`."""
+    """SavedModel (patches -> probabilities over the classes + background) + TFLite files of `kinds` and int8
+    (calibrated on `calibration`, patches of training scenes), parity-checked on `sample_patches`: every
+    probability within TOLERANCES[kind]."""
+    calibration = np.asarray(calibration, np.float32)
     report = export.export_model(classifier, export.export_folder("detect", EXPORT_NAME, export_dir),
                                  input_names=["patches"],
                                  output_names=["probabilities"],
                                  sample_inputs={"patches": np.asarray(sample_patches, np.float32)},
+                                 representative_data=[calibration[i:i + 16] for i in range(0, len(calibration), 16)],
                                  class_names=experiment.CLASS_NAMES + ["background"], version=version, kinds=kinds)
     print(f"wrote SavedModel {report['saved_model']} (signature '{export.SIGNATURE}': patches "
           f"(B, {patches.PATCH}, {patches.PATCH}, 1) 0-255 -> probabilities)")
@@ -144,7 +154,8 @@ def run(*, run_dir=os.path.join("runs", "detect", "rcnn_classic"), small=False, 
     png = draw(test, test_proposals, found, two_stage_found, recall, os.path.join(folder, "rcnn_classic.png"))
     print(f"wrote {png}")
     sample = patches.warp(test["image"], test_proposals[0][:16], np.zeros(len(test_proposals[0][:16])))
-    report = export_classifier(classifier, sample, export_dir)
+    report = export_classifier(classifier, sample, calibration_patches(scenes["train"]["image"], train_proposals),
+                               export_dir)
     return {"metrics": metrics, "recall": recall, "export": report, "pngs": [png]}
 
 

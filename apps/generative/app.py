@@ -188,13 +188,26 @@ def export_run(run, *, export_root="saved_models", version=None):
     model, inputs, output = family_of(net).serving_model(config, lambda: _test_arrays(config)[1:])
     report = export.export_model(model, export.export_folder(APP, config["model"], export_root),
                                  input_names=list(inputs), output_names=[output], sample_inputs=inputs,
-                                 version=version)
+                                 representative_data=calibration_batches(config, inputs), version=version)
     print(f"wrote SavedModel {report['saved_model']} (signature '{export.SIGNATURE}': "
           f"{' + '.join(inputs)} -> {output})")
     for kind, path in report["tflite"].items():
         print(f"wrote TFLite {path} ({os.path.getsize(path) / 1024:.0f} KiB, "
               f"max |difference| vs SavedModel {report['max_abs_diff'][kind]:.2g})")
     return report
+
+
+def calibration_batches(config, inputs, batches=4):
+    """int8's calibration data, the kind of the export's `inputs`: other latents drawn from N(0, I) (with the
+    same int32 labels, every class) for a decoder or generator, other test images for CycleGAN's translator.
+    The int8 file is then held to core.export's default rule: every pixel (in [0, 1]) within TOLERANCES["int8"]."""
+    if "latent" in inputs:
+        rng = np.random.default_rng(1)
+        return [{**inputs, "latent": rng.standard_normal(inputs["latent"].shape).astype(np.float32)}
+                for _ in range(batches)]
+    images = _test_arrays(config)[1]
+    images = images[len(inputs["images"]):] if len(images) > len(inputs["images"]) else images
+    return [{"images": batch} for batch in np.array_split(images[:16 * batches], batches) if len(batch)]
 
 
 def judge(*, dataset="fashion_mnist", epochs=3, limit=None, run=None, seed=0):

@@ -247,12 +247,16 @@ def grid_png(drawings, outputs, images, path, count=8):
                             title="pix2pix: input drawing, outputs, target (validation images)")
 
 
-def export_generator(generator, export_root, sample_drawings, version=None):
-    """The generator (drawing -> image) as SavedModel + float/dynamic TFLite, parity-checked by
-    `core.export` (each TFLite output within its tolerance of the SavedModel's)."""
+def export_generator(generator, export_root, sample_drawings, calibration_drawings, version=None):
+    """The generator (drawing -> image) as SavedModel + float/dynamic/int8 TFLite (int8 calibrated on
+    `calibration_drawings`, training drawings), parity-checked by `core.export` (each TFLite output within its
+    tolerance of the SavedModel's, int8 too)."""
+    calibration = np.asarray(calibration_drawings, np.float32)
     return export.export_model(generator, export.export_folder("generative", "pix2pix", export_root),
                                input_names=["drawing"], output_names=["image"],
-                               sample_inputs={"drawing": np.asarray(sample_drawings, np.float32)}, version=version)
+                               sample_inputs={"drawing": np.asarray(sample_drawings, np.float32)},
+                               representative_data=[calibration[i:i + 16] for i in range(0, len(calibration), 16)],
+                               version=version)
 
 
 def run(*, folder=os.path.join("runs", "generative", "pix2pix"), small=False, seed=0, condition="edges",
@@ -281,7 +285,7 @@ def run(*, folder=os.path.join("runs", "generative", "pix2pix"), small=False, se
     png = grid_png(drawings, {n: f["outputs"] for n, f in figures.items()}, images,
                    os.path.join(folder, "translations.png"))
     print(f"wrote {png}")
-    report = export_generator(nets["pix2pix"].generator, export_root, drawings[:32])
+    report = export_generator(nets["pix2pix"].generator, export_root, drawings[:32], pairs["train"][0][:64])
     print(f"wrote SavedModel {report['saved_model']} (signature '{export.SIGNATURE}': drawing -> image)")
     for kind, path in report["tflite"].items():
         print(f"wrote TFLite {path} (max |difference| vs SavedModel {report['max_abs_diff'][kind]:.2g}, "

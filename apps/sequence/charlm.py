@@ -284,7 +284,9 @@ def export_run(*, out, export_dir="saved_models", version=None, length=200,
     """Writes saved_models/sequence_charlm/<v>/ (prompt strings -> generated text) and its tflite/<v>/ files (one step:
     tokens + states -> logits + states), through `core.export.export_model`: the served text equals Keras'
     greedy text, and greedy decoding driven by the float TFLite file writes Keras' first `check_length`
-    characters (up to a step float rounding could decide)."""
+    characters (up to a step float rounding could decide). int8.tflite is calibrated on the step's inputs along
+    Keras' greedy text and its logits and states must stay within TOLERANCES["int8"] of their scale (its greedy
+    text is reported, not enforced)."""
     if "float" not in kinds:
         raise ValueError(f"kinds {kinds} lack 'float', the file the greedy parity check runs")
     gen = Generator(out)
@@ -297,11 +299,17 @@ def export_run(*, out, export_dir="saved_models", version=None, length=200,
     names = [t.name.split(":")[0] for t in step_model.inputs]
     state_names = names[1:]
     tokens, states = step_samples(gen, prompts)
+    # int8's calibration: the step's inputs along Keras' greedy text (its own characters and states)
+    path = gen.generate(prompts[0], length=40)
+    calibration = [{"tokens": t, **dict(zip(state_names, s))}
+                   for t, s in (step_samples(gen, [path[:n]]) for n in range(4, 41, 4))]
     report = export.export_model(
         export.endpoint_archive(serve, [tf.TensorSpec([None], tf.string, name="prompt")], [gen.model, vectorizer]),
         export.export_folder(APP, "charlm", export_dir), input_names=["prompt"], output_names=["text"],
         sample_inputs={"prompt": np.array(list(prompts))}, version=version, kinds=kinds,
-        check=decoding.relative_check(), extra_files={os.path.join("assets.extra", VOCABULARY): json.dumps(gen.vocab)},
+        representative_data=calibration, check=decoding.relative_check(
+            enforce=("float", "int8"), relative={"float": decoding.FLOAT_RELATIVE, "int8": export.TOLERANCES["int8"]}),
+        extra_files={os.path.join("assets.extra", VOCABULARY): json.dumps(gen.vocab)},
         tflite_from=export.TFLiteSource(step_model, names, ["logits"] + [f"{n}_out" for n in state_names],
                                         {"tokens": tokens, **dict(zip(state_names, states))}))
     served = [s.decode("utf-8") for s in report["saved_model_outputs"]["text"]]

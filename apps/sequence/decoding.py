@@ -172,11 +172,13 @@ def greedy_tokens_check(end_token, enforce=("float",), relative=FLOAT_RELATIVE):
 
 def relative_check(enforce=("float",), relative=FLOAT_RELATIVE):
     """`core.export`'s parity check for float outputs of any scale (logits, RNN states): every output within
-    `relative` times the reference's largest magnitude. A problem for the `enforce` kinds only."""
+    `relative` (one factor, or a dict kind -> factor) times the reference's largest magnitude. A problem for the
+    `enforce` kinds only."""
     from core.export import max_abs_difference
 
     def check(kind, reference, candidate):
-        tolerance = relative * (1.0 + max(float(np.abs(v).max()) for v in reference.values()))
+        factor = relative.get(kind, FLOAT_RELATIVE) if isinstance(relative, dict) else relative
+        tolerance = factor * (1.0 + max(float(np.abs(v).max()) for v in reference.values()))
         difference = max_abs_difference(reference, candidate)
         problem = f"by {difference:.3g} (tolerance {tolerance:.3g})" if difference > tolerance else None
         return {"max_abs_diff": difference}, problem if kind in enforce else None

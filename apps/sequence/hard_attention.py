@@ -309,14 +309,18 @@ def inference_model(model):
     return keras.Model(canvas, [probabilities, policy], name="hard_attention")
 
 
-def export_hard(model, sample_canvases, class_names, export_dir="saved_models", version=None,
+def export_hard(model, sample_canvases, calibration_canvases, class_names, export_dir="saved_models", version=None,
                 kinds=("float", "dynamic")):
-    """SavedModel (canvas -> probabilities, glimpse_probabilities) + TFLite files (`kinds`), parity-checked."""
+    """SavedModel (canvas -> probabilities, glimpse_probabilities) + TFLite files (`kinds`, and int8 calibrated on
+    `calibration_canvases`, training canvases in [0, 1] like `sample_canvases`), parity-checked: every probability
+    within TOLERANCES[kind]."""
     from core import export
 
+    calibration = np.asarray(calibration_canvases * 255.0, np.float32)
     report = export.export_model(inference_model(model), export.export_folder("sequence", "hard_attention", export_dir),
                                  input_names=["canvas"], output_names=["probabilities", "glimpse_probabilities"],
                                  sample_inputs={"canvas": np.asarray(sample_canvases * 255.0, np.float32)},
+                                 representative_data=np.array_split(calibration, 4),
                                  class_names=list(class_names), version=version, kinds=kinds)
     print(f"wrote SavedModel {report['saved_model']} (canvas (B, {CANVAS}, {CANVAS}, 1) 0-255 -> probabilities, "
           f"glimpse_probabilities over the {model.positions} positions)")
@@ -409,7 +413,8 @@ def run(*, run, small=False, seed=0, export_dir="saved_models"):
     ax.legend()
     pngs.append(plots.save_figure(fig, os.path.join(folder, "training.png")))
     if export_dir:
-        export_hard(runs["hard"]["model"], canvases[:64], class_names, export_dir=export_dir)
+        training_canvases, _ = place_on_canvas(x[:64], np.random.default_rng([seed, epochs]))  # int8's calibration
+        export_hard(runs["hard"]["model"], canvases[:64], training_canvases, class_names, export_dir=export_dir)
     for png in pngs:
         print(f"wrote {png}")
     return {"runs": runs, "pngs": pngs}

@@ -107,7 +107,8 @@ def evaluate(*, out, split="test"):
 def export_run(*, out, export_dir="saved_models", version=None):
     """Writes saved_models/sequence_textclass_<model>/<v>/ (strings -> class names, probabilities; vectorization in
     the graph) and its TFLite files (word ids -> probabilities, from the unrolled numeric model: string ops would need
-    SELECT_TF_OPS), atomically through `core.export.export_model`."""
+    SELECT_TF_OPS; int8 calibrated on the training quotes' int32 ids, its probabilities within TOLERANCES["int8"]),
+    atomically through `core.export.export_model`."""
     config = check_task(training.load_config(out), out, "textclass", "text-classification")
     net = training.load_trained_model(out, input_shape=(config["sequence_length"],))
     names, length = config["class_names"], config["sequence_length"]
@@ -122,13 +123,14 @@ def export_run(*, out, export_dir="saved_models", version=None):
     fortunes = data.load_fortunes(data.CLASS_CATEGORIES, limit=config.get("limit"))
     texts = fortunes.texts("test")[:32]
     ids = vectorize(vectorizer, texts)
+    calibration = vectorize(vectorizer, fortunes.texts("train")[:128])  # int8's: training quotes' int32 word ids
     numeric = build_classifier(config["model"], len(config["vocab"]), len(names), length, unroll=True)
     numeric.set_weights(net.get_weights())
     report = export.export_model(
         export.endpoint_archive(serve, [tf.TensorSpec([None], tf.string, name="text")], [net, vectorizer]),
         export.export_folder(APP, f"textclass_{config['model']}", export_dir), input_names=["text"],
         output_names=["class_name", "probabilities"], sample_inputs={"text": np.array(texts, dtype=object)},
-        class_names=names, version=version,
+        class_names=names, version=version, representative_data=np.array_split(calibration, 4),
         tflite_from=export.TFLiteSource(numeric, ["ids"], ["probabilities"], {"ids": ids}),
         extra_files={os.path.join("assets.extra", "vocabulary.txt"): "\n".join(config["vocab"]) + "\n"})
     served = report["saved_model_outputs"]

@@ -33,7 +33,7 @@ _MODULES = {
     "checkpointer": ("CHECKPOINT_FILES", "CHECKPOINTS", "checkpoint_contents", "latest_checkpoint", "restore",
                      "save_checkpoint"),
     "config": ("PRESETS", "DQNConfig", "load_run_config", "read_dqn_config", "save_run_config"),
-    "deployment": ("GreedyPolicy", "export", "play", "policy_model", "sample_observations"),
+    "deployment": ("GreedyPolicy", "Q_TOLERANCE", "export", "play", "policy_model", "sample_observations"),
     "evaluation": ("evaluate", "load_agent", "run_episodes", "save_gif", "save_strip"),
     "networks": ("NETWORKS", "DuelingCombine", "mlp", "nature_cnn"),
     "runner": ("Runner", "plot_training", "train"),
