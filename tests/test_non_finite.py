@@ -103,10 +103,10 @@ def test_batched_refuses_a_nan_before_its_shuffle_and_leaves_the_shuffle_order_a
                      what="the training split")
 
     # The check reads the cached, unshuffled pipeline: each epoch's order is
-    # the one the same seeded shuffle gives without any check.
+    # the one the same seeded shuffle (by epoch, core.data) gives without any check.
     checked = data.batched(tf.data.Dataset.from_tensor_slices((x, y)), 8, shuffle=True, seed=3)
-    reference = (tf.data.Dataset.from_tensor_slices((x, y)).cache()
-                 .shuffle(10_000, seed=3, reshuffle_each_iteration=True).batch(8))
+    reference, _ = data._shuffled_by_epoch(tf.data.Dataset.from_tensor_slices((x, y)).cache(), 10_000, 3)
+    reference = reference.batch(8)
     for _ in range(2):  # two epochs
         order = np.concatenate([labels for _, labels in checked.as_numpy_iterator()])
         expected = np.concatenate([labels for _, labels in reference.as_numpy_iterator()])

@@ -54,7 +54,7 @@ def sample_observations(config, agent, count=64, seed=0):
     return np.stack(observations)
 
 
-def export(out, export_dir=None, version=None, kinds=("float", "dynamic"), log=print):
+def export(out, export_dir=None, version=None, kinds=("float", "dynamic"), int8=True, log=print):
     """SavedModel (signature `serving_default`: frames -> q_values, action) and float + dynamic-range + int8
     TFLite files (int8 calibrated on other frames of random play, uint8 in), checked on real observations:
     float must match the SavedModel's Q-values to 1e-4 (relative to their scale) and pick the same actions
@@ -82,10 +82,11 @@ def export(out, export_dir=None, version=None, kinds=("float", "dynamic"), log=p
             problem = f"in Q by {diff:.3g}, actions agree on {agreement:.1%}"
         return {"q_max_abs_diff": diff, "action_agreement": agreement}, problem
 
-    calibration = sample_observations(config, agent, count=64, seed=1)  # int8's: other frames than the check's
+    # int8's calibration: other frames than the check's (`int8=False`: no int8 file, a faster export)
+    calibration = sample_observations(config, agent, count=64, seed=1) if int8 else None
     report = core_export.export_model(policy_model(agent), export_dir, input_names=["frames"],
                                       output_names=["q_values", "action"], sample_inputs={"frames": observations},
-                                      representative_data=np.split(calibration, 4),
+                                      representative_data=np.split(calibration, 4) if int8 else None,
                                       version=version, kinds=kinds, check=parity, log=log,
                                       extra_files={"dqn_config.json": json.dumps(asdict(config), indent=2)})
     served = report["saved_model_outputs"]["q_values"]
