@@ -133,14 +133,14 @@ bench: setup ## benchmarks: matmul ceiling, FLOP/s per app, classifier throughpu
 tflite: setup ## TFLite table for every exported app: size, max abs diff vs SavedModel, accuracy, LiteRT vs SavedModel latency
 	$(PY) -m serving tflite $(ARGS)
 
-serve: setup ## write saved_models/models.config + deploy/docker-compose.yml, print the docker run line, run the local TF-Serving-compatible server (127.0.0.1: REST 8501, gRPC 8500)
+serve: setup ## export every trained run without an export, write saved_models/models.config + deploy/docker-compose.yml, print the docker run line, run the local TF-Serving-compatible server (127.0.0.1: REST 8501, gRPC 8500)
 	$(PY) -m serving config --export-missing $(ARGS)
 	$(PY) -m serving serve
 
-serve-config: setup ## only write models.config + the compose file and print the docker run line (ARGS="--policy classify=latest:2")
+serve-config: setup ## only export what is missing, write models.config + the compose file and print the docker run line (ARGS="--policy classify_vgg=latest:2")
 	$(PY) -m serving config --export-missing $(ARGS)
 
-serve-bench: setup ## requests/s and p50/p99 latency of the local server, REST and gRPC
+serve-bench: setup ## requests/s and p50/p99 latency of the local server, REST and gRPC, server-side batching off and on, 1/16/64 clients
 	$(PY) bench/serving_load.py $(ARGS)
 
 serve-chaos: setup ## the local server under change: hot swap under load, 100 stalled clients, 100k-request soak (RSS), SIGTERM drain (~5 min)

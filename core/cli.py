@@ -100,6 +100,24 @@ def add_run_flags(parser, *, app, config=True, strategy=True, default_run=None):
                             help=f"tf.distribute strategy: {', '.join(STRATEGIES)} (default: auto)")
 
 
+
+def add_trained_run_flags(parser, *, app, models, default_model):
+    """evaluate/export/predict: which run to read, --run DIR, or --model NAME for runs/<app>/NAME; everything
+    else comes from the run's config.json."""
+    parser.add_argument("--model", default=None, choices=models, metavar="NAME",
+                        help=f"{', '.join(models)}: picks the default run folder {RUNS}/{app}/NAME "
+                             f"(default: {default_model})")
+    add_run_flags(parser, app=app, config=False, strategy=False)
+
+
+def add_export_flags(parser, version=True):
+    """export: --export-dir (the root of saved_models/<app>_<model>/) and --version."""
+    parser.add_argument("--export-dir", default="saved_models", metavar="DIR",
+                        help="root of the exports (default: saved_models)")
+    if version:
+        parser.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+
+
 def run_folder(app, model, run=None):
     """The run folder: --run when given, else runs/<app>/<model>."""
     return run or os.path.join(RUNS, app, model)

@@ -1,6 +1,6 @@
 """Deployment CLI: TF Serving config, the local server, a client, TFLite tools.
 
-    python -m serving config  [--root saved_models] [--policy classify=latest:2] [--export-missing]
+    python -m serving config  [--root saved_models] [--policy classify_vgg=latest:2] [--export-missing]
     python -m serving serve   [--config saved_models/models.config] [--rest-port 8501] [--grpc-port 8500]
     python -m serving client  --model classify --image shirt.png [--protocol grpc]
     python -m serving tflite  [--root saved_models]      # size / parity / accuracy / latency table

@@ -14,8 +14,17 @@ import shlex
 import time
 
 from apps.classify.budgets import DEFAULT_MODEL, budget
-from apps.classify.config import DATA_KEYS, TrainConfig, TransferConfig
-from core.cli import RUNS, add_config_flags, add_run_flags, resolve_config, run_folder, trained_run_folder
+from apps.classify.config import DATA_KEYS, MODEL_NAMES, TrainConfig, TransferConfig
+from core.cli import (
+    RUNS,
+    add_config_flags,
+    add_export_flags,
+    add_run_flags,
+    add_trained_run_flags,
+    resolve_config,
+    run_folder,
+    trained_run_folder,
+)
 from core.errors import UserError, run_cli
 
 APP = "classify"
@@ -48,13 +57,6 @@ def add_run_flag(p, default, what, *, config=False):
                             "replace its values")
 
 
-def add_run_picker(p):
-    """--model/--run of the verbs that read a trained run (evaluate, export, predict)."""
-    p.add_argument("--model", default=None, metavar="NAME",
-                   help=f"picks the default run folder {RUNS}/{APP}/NAME (default: {DEFAULT_MODEL})")
-    add_run_flags(p, app=APP, config=False, strategy=False)
-
-
 def add_training_verbs(commands):
     for name, help_text in [("train", "train a model (rerun the same command to resume)"),
                             ("demo", "train, evaluate and export a model (by default the default model, "
@@ -70,20 +72,18 @@ def add_training_verbs(commands):
 def add_reading_verbs(commands):
     p = commands.add_parser("evaluate", help="test accuracy, top-k error, per-class precision/recall/F1, "
                                              "one-vs-rest ROC AUC; confusion-matrix and ROC PNGs in the run folder")
-    add_run_picker(p)
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
     p.add_argument("--limit", type=int, default=None, help="evaluate on at most this many test examples "
                                                            "(default: the run's own limit)")
 
     p = commands.add_parser("export", help="SavedModel for TF Serving (saved_models/classify_<model>/<version>/) "
                                            "and TFLite files, parity-checked")
-    add_run_picker(p)
-    p.add_argument("--export-dir", default="saved_models", metavar="DIR", help="root of the exports "
-                                                                                 "(default: saved_models)")
-    p.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
+    add_export_flags(p)
 
     p = commands.add_parser("predict", help="classify PNG/JPEG files")
     p.add_argument("images", nargs="+", help="image files")
-    add_run_picker(p)
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
     p.add_argument("--saved-model", default=None, metavar="DIR",
                    help="use this exported version folder instead of the run (default: none)")
     p.add_argument("--resize", action="store_true", help="resize images to the model's input size")

@@ -19,7 +19,16 @@ import os
 import time
 
 from apps.detect.config import APP, MODEL_NAMES, ExperimentConfig, LocalizeConfig, TrainConfig
-from core.cli import RUNS, add_config_flags, add_run_flags, resolve_config, run_folder, trained_run_folder
+from core.cli import (
+    RUNS,
+    add_config_flags,
+    add_export_flags,
+    add_run_flags,
+    add_trained_run_flags,
+    resolve_config,
+    run_folder,
+    trained_run_folder,
+)
 from core.errors import UserError, run_cli
 
 DEFAULT_MODEL = TrainConfig.model
@@ -33,18 +42,6 @@ EXPERIMENTS = {  # verb: (help, its config) -- the module is apps.detect.<verb w
 }
 
 
-def add_trained_run_flags(p):
-    """evaluate/export/predict: which run to read. Everything else comes from the run's config.json."""
-    p.add_argument("--model", default=None, choices=MODEL_NAMES, metavar="NAME",
-                   help=f"{', '.join(MODEL_NAMES)}: picks the default run folder {RUNS}/{APP}/<model> "
-                        f"(default: {DEFAULT_MODEL})")
-    add_run_flags(p, app=APP, config=False, strategy=False)
-
-
-def add_export_flags(p):
-    p.add_argument("--export-dir", default="saved_models", help="root of the exports (default: %(default)s)")
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m apps.detect", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,18 +52,17 @@ def parse_args(argv=None):
     add_run_flags(p, app=APP)
 
     p = commands.add_parser("evaluate", help="test mAP@0.5, mAP@[.5:.95], random-boxes baseline; PNG")
-    add_trained_run_flags(p)
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
     p.add_argument("--limit", type=int, default=None, help="use at most this many test scenes (default: all)")
 
     p = commands.add_parser("export", help="SavedModel for TF Serving and TFLite files in the export folder "
                                            "detect_<model>/, parity-checked")
-    add_trained_run_flags(p)
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
     add_export_flags(p)
-    p.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
 
     p = commands.add_parser("predict", help="detect objects in PNG/JPEG files")
     p.add_argument("images", nargs="+", help="image files")
-    add_trained_run_flags(p)
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
     p.add_argument("--resize", action="store_true", help="resize images to the detector's input size")
 
     for verb, (help_text, config_class) in EXPERIMENTS.items():
@@ -75,7 +71,7 @@ def parse_args(argv=None):
         p.add_argument("--run", default=os.path.join(RUNS, APP, verb.replace("-", "_")), metavar="DIR",
                        help="the folder of the PNG (default: %(default)s)")
         if verb != "sliding-window":
-            add_export_flags(p)
+            add_export_flags(p, version=False)
     return parser.parse_args(argv)
 
 

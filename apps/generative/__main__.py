@@ -14,7 +14,15 @@ import argparse
 import os
 
 from apps.generative.config import MODEL_NAMES, TrainConfig, with_model_defaults
-from core.cli import RUNS, add_config_flags, add_run_flags, resolve_config, run_folder, trained_run_folder
+from core.cli import (
+    RUNS,
+    add_config_flags,
+    add_run_flags,
+    add_trained_run_flags,
+    resolve_config,
+    run_folder,
+    trained_run_folder,
+)
 from core.errors import UserError, run_cli
 
 APP = "generative"
@@ -38,14 +46,6 @@ class _ShowDefaults(argparse.HelpFormatter):
 def _verb(commands, name, help_text, aliases=()):
     return commands.add_parser(name, help=help_text, description=help_text, formatter_class=_ShowDefaults,
                                aliases=list(aliases))
-
-
-def _add_model_run(p):
-    """--model (only to name the default run folder) and --run DIR, for the verbs that read a trained run."""
-    p.add_argument("--model", default=None, choices=MODEL_NAMES, metavar="NAME",
-                   help=f"names the default run folder {RUNS}/{APP}/NAME: {', '.join(MODEL_NAMES)} "
-                        f"(default: {DEFAULT_MODEL})")
-    add_run_flags(p, app=APP, config=False, strategy=False)
 
 
 def _add_folder(p, name, seed=True):
@@ -88,7 +88,7 @@ def parse_args(argv=None):
     add_run_flags(p, app=APP)
 
     p = _verb(commands, "evaluate", "test metrics, PNGs and judge scores of a run")
-    _add_model_run(p)
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
     p.add_argument("--limit", type=int, default=None, help="test images (none: the run's --limit)")
     p.add_argument("--num-samples", type=int, default=2000, help="samples for the quality scores")
     p.add_argument("--judge", default=None, metavar="DIR",
@@ -96,12 +96,12 @@ def parse_args(argv=None):
 
     p = _verb(commands, "export", "decoder/generator to saved_models/generative_<model>/ (SavedModel + TFLite, "
                                   "parity-checked)")
-    _add_model_run(p)
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
     p.add_argument("--version", type=int, default=None, help="version number (none: the next free one)")
 
     # `predict` in the app contract: what a generative model predicts is new images
     p = _verb(commands, "sample", "a PNG grid of new images, written into the run folder", aliases=("predict",))
-    _add_model_run(p)
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
     p.add_argument("--num", type=int, default=64, help="images")
     p.add_argument("--label", type=int, default=None, help="class of every sample (conditional models)")
     p.add_argument("--seed", type=int, default=0, help="random seed, an integer ≥ 0")

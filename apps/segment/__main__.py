@@ -15,18 +15,19 @@ import argparse
 import os
 
 from apps.segment.config import APP, MODEL_NAMES, CRFConfig, CRFParams, PreviewConfig, SlidingWindowConfig, TrainConfig
-from core.cli import RUNS, add_config_flags, add_run_flags, resolve_config, run_folder, trained_run_folder
+from core.cli import (
+    RUNS,
+    add_config_flags,
+    add_export_flags,
+    add_run_flags,
+    add_trained_run_flags,
+    resolve_config,
+    run_folder,
+    trained_run_folder,
+)
 from core.errors import run_cli
 
 DEFAULT_MODEL = TrainConfig.model
-
-
-def add_trained_run_flags(p):
-    """evaluate/export/predict: which run to read. Everything else comes from the run's config.json."""
-    p.add_argument("--model", default=None, choices=MODEL_NAMES, metavar="NAME",
-                   help=f"{', '.join(MODEL_NAMES)}: picks the default run folder {RUNS}/{APP}/<model> "
-                        f"(default: {DEFAULT_MODEL})")
-    add_run_flags(p, app=APP, config=False, strategy=False)
 
 
 def add_experiment_flags(p, config_class, folder):
@@ -46,18 +47,17 @@ def parse_args(argv=None):
 
     p = commands.add_parser("evaluate", help="pixel accuracy, mean pixel accuracy, per-class IoU and mIoU on the "
                                              "test scenes, vs all-background; confusion-matrix and overlay PNGs")
-    add_trained_run_flags(p)
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
     p.add_argument("--limit", type=int, default=None, help="evaluate on at most this many test scenes "
                                                            "(default: all)")
 
     p = commands.add_parser("export", help="SavedModel + float/dynamic TFLite in saved_models/segment_<model>/, "
                                            "parity-checked")
-    add_trained_run_flags(p)
-    p.add_argument("--export-dir", default="saved_models", help="root of the exports (default: %(default)s)")
-    p.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
+    add_export_flags(p)
 
     p = commands.add_parser("predict", help="colour-coded mask overlays of PNG/JPEG files, or of test scenes")
-    add_trained_run_flags(p)
+    add_trained_run_flags(p, app=APP, models=MODEL_NAMES, default_model=DEFAULT_MODEL)
     p.add_argument("images", nargs="*", help="image files (none: the first --count test scenes, with truth)")
     p.add_argument("--count", type=int, default=8, help="test scenes shown when no files are given (default: 8)")
     p.add_argument("--saved-model", default=None, help="use this exported version folder instead of the run")
