@@ -62,14 +62,21 @@ def _untrained_vae_scores(x_test, y_test):
     return untrained.evaluate(x_test, y_test, batch_size=500, verbose=0, return_dict=True)
 
 
-def test_vae_run_trains_evaluates_samples_and_exports(tmp_path):
-    """A tiny VAE run end to end: one epoch on 512 images (16 steps) already beats the untrained model's ELBO and
-    reconstruction on the test images; evaluate's metrics, PNGs, samples and the exported decoder."""
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    """A tiny VAE run: one epoch on 512 Fashion-MNIST images (16 steps)."""
+    out = str(tmp_path_factory.mktemp("vae_run") / "vae")
+    app.train(TrainConfig(model="vae", dataset="fashion_mnist", epochs=1, batch_size=32, limit=512), run=out)
+    return out
+
+
+def test_vae_run_trains_evaluates_and_samples(vae_run, tmp_path):
+    """The tiny VAE run already beats the untrained model's ELBO and reconstruction on the test images;
+    evaluate's metrics, PNGs and samples."""
     from apps.generative.common import arrays
     from core import data
 
-    out = str(tmp_path / "vae")
-    app.train(TrainConfig(model="vae", dataset="fashion_mnist", epochs=1, batch_size=32, limit=512), run=out)
+    out = vae_run
     metrics = app.evaluate(out, limit=100, num_samples=50, judge=str(tmp_path / "no_judge"))
     x_test, y_test = arrays(data.load_dataset("fashion_mnist", limit=100).test)
     untrained = _untrained_vae_scores(x_test, y_test)
@@ -85,6 +92,9 @@ def test_vae_run_trains_evaluates_samples_and_exports(tmp_path):
         assert os.path.getsize(os.path.join(out, png)) > 5_000, png
     assert os.path.getsize(app.sample(out, num=16)) > 5_000
 
+
+def test_vae_run_exports_its_decoder_with_parity(vae_run, tmp_path):
+    out = vae_run
     report = app.export_run(out, export_root=str(tmp_path / "exports"))  # raises if a TFLite file disagrees
     assert os.path.isfile(report["tflite"]["int8"])  # calibrated on other latents
     assert 0 <= report["max_abs_diff"]["int8"] <= export.TOLERANCES["int8"]  # every pixel
