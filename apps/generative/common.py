@@ -5,6 +5,26 @@ import numpy as np
 from keras import layers, ops
 
 
+class AdversarialModel(keras.Model):
+    """The shell every adversarial model here shares (GAN, pix2pix, CycleGAN): its own `train_step` steps two
+    optimizers, one for the generator side and one for the discriminator side, whose slots are built in
+    `compile`, inside the strategy scope, not in a replica context. Subclasses name their variables
+    (`generator_variables`, `discriminator_variables`) and keep their loss trackers in `self.trackers`."""
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def compile(self, *, g_optimizer, d_optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.g_optimizer.build(self.generator_variables())
+        self.d_optimizer.build(self.discriminator_variables())
+
+    def compile_from_config(self, config):
+        pass  # a loaded model is used for sampling or export; `train` compiles a fresh one
+
+
 @keras.saving.register_keras_serializable(package="generative")
 class OneHot(layers.Layer):
     """Integer class labels (batch,) -> one-hot float vectors (batch, num_classes)."""

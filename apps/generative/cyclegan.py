@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras import layers
 
 import losses as L
+from apps.generative.common import AdversarialModel
 from core.errors import UserError
 from layers import ResidualBlock
 
@@ -46,7 +47,7 @@ def patch_discriminator(image_shape, filters=32, name="discriminator"):
 
 
 @keras.saving.register_keras_serializable(package="generative")
-class CycleGAN(keras.Model):
+class CycleGAN(AdversarialModel):
     """Trained on batches of unpaired (a, b) images by a custom `train_step`."""
 
     def __init__(self, g_ab, g_ba, d_a, d_b, cycle_weight=10.0, identity_weight=5.0, **kwargs):
@@ -57,23 +58,10 @@ class CycleGAN(keras.Model):
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.built = True
 
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    def compile(self, g_optimizer, d_optimizer, **kwargs):
-        super().compile(**kwargs)
-        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.g_optimizer.build(self._g_vars())
-        self.d_optimizer.build(self._d_vars())
-
-    def compile_from_config(self, config):
-        pass
-
-    def _g_vars(self):
+    def generator_variables(self):
         return self.g_ab.trainable_variables + self.g_ba.trainable_variables
 
-    def _d_vars(self):
+    def discriminator_variables(self):
         return self.d_a.trainable_variables + self.d_b.trainable_variables
 
     def call(self, inputs, training=False):
@@ -108,7 +96,7 @@ class CycleGAN(keras.Model):
         with tf.GradientTape(persistent=True) as tape:
             terms = self.losses_of(a, b)
             g_scaled, d_scaled = terms["g_loss"] / replicas, terms["d_loss"] / replicas
-        g_vars, d_vars = self._g_vars(), self._d_vars()
+        g_vars, d_vars = self.generator_variables(), self.discriminator_variables()
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, g_vars), g_vars))
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
         del tape

@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras import layers
 
 import losses as L
-from apps.generative.common import OneHot, label_input, with_label
+from apps.generative.common import AdversarialModel, OneHot, label_input, with_label
 from layers import MinibatchDiscrimination
 
 GAN_LOSSES = {
@@ -117,7 +117,7 @@ def dcgan_discriminator(image_shape, num_classes=0, filters=(64, 128), batch_nor
 
 
 @keras.saving.register_keras_serializable(package="generative")
-class GAN(keras.Model):
+class GAN(AdversarialModel):
     """A generator and a discriminator trained against each other.
 
     Each `train_step` takes `critic_steps` discriminator steps on the real
@@ -136,27 +136,17 @@ class GAN(keras.Model):
         self.gp_weight, self.critic_steps = float(gp_weight), int(critic_steps)
         self.feature_matching = bool(feature_matching)
         self.latent_dim = int(generator.inputs[0].shape[-1])
-        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
-        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
-        self.gp_tracker = keras.metrics.Mean(name="gradient_penalty")
-        self.real_score_tracker = keras.metrics.Mean(name="real_score")  # mean D output on real images
-        self.fake_score_tracker = keras.metrics.Mean(name="fake_score")
+        # real_score, fake_score: the mean discriminator output on real and generated images
+        names = ("d_loss", "g_loss", "gradient_penalty", "real_score", "fake_score")
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.built = True  # the generator and discriminator are built functional models
 
-    @property
-    def metrics(self):
-        return [self.d_loss_tracker, self.g_loss_tracker, self.gp_tracker, self.real_score_tracker,
-                self.fake_score_tracker]
 
-    def compile(self, d_optimizer, g_optimizer, **kwargs):
-        super().compile(**kwargs)
-        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
-        # Create the slots now, inside the strategy scope, not in a replica context.
-        self.d_optimizer.build(self.discriminator.trainable_variables)
-        self.g_optimizer.build(self.generator.trainable_variables)
+    def generator_variables(self):
+        return self.generator.trainable_variables
 
-    def compile_from_config(self, config):
-        pass  # a loaded GAN is used for sampling; `train` compiles a fresh one
+    def discriminator_variables(self):
+        return self.discriminator.trainable_variables
 
     def _with_labels(self, x, labels):
         x = tf.convert_to_tensor(x, tf.float32)
@@ -214,11 +204,11 @@ class GAN(keras.Model):
             g_loss = self.generator_loss(images, labels, self._latent(images))
             scaled = g_loss / replicas
         self.g_optimizer.apply_gradients(zip(tape.gradient(scaled, g_vars), g_vars))
-        self.d_loss_tracker.update_state(d_loss)
-        self.g_loss_tracker.update_state(g_loss)
-        self.gp_tracker.update_state(penalty)
-        self.real_score_tracker.update_state(tf.reduce_mean(real_logits))
-        self.fake_score_tracker.update_state(tf.reduce_mean(fake_logits))
+        self.trackers["d_loss"].update_state(d_loss)
+        self.trackers["g_loss"].update_state(g_loss)
+        self.trackers["gradient_penalty"].update_state(penalty)
+        self.trackers["real_score"].update_state(tf.reduce_mean(real_logits))
+        self.trackers["fake_score"].update_state(tf.reduce_mean(fake_logits))
         return {m.name: m.result() for m in self.metrics}
 
     # What app.py asks of every model family (see figures.py).

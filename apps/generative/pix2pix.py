@@ -31,7 +31,7 @@ from keras import layers
 import losses as L
 from apps.basics.common import print_table
 from apps.basics.convolution import receptive_field
-from apps.generative.common import arrays
+from apps.generative.common import AdversarialModel, arrays
 from apps.generative.cyclegan import patch_discriminator
 from core import data, export, plots, training
 
@@ -124,7 +124,7 @@ def _convolutions(model):
 
 
 @keras.saving.register_keras_serializable(package="generative")
-class Pix2Pix(keras.Model):
+class Pix2Pix(AdversarialModel):
     """Trained on batches of (drawing, image) by a custom `train_step`; `adversarial=False` trains the
     same generator on the L1 term alone (the baseline). `test_step` reports the L1 error."""
 
@@ -136,18 +136,11 @@ class Pix2Pix(keras.Model):
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.built = True
 
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
+    def generator_variables(self):
+        return self.generator.trainable_variables
 
-    def compile(self, g_optimizer, d_optimizer, **kwargs):
-        super().compile(**kwargs)
-        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
-
-    def compile_from_config(self, config):
-        pass
+    def discriminator_variables(self):
+        return self.discriminator.trainable_variables
 
     def call(self, drawings, training=False):
         return self.generator(drawings, training=training)

@@ -148,10 +148,10 @@ class UnrolledGAN(GAN):
             g_loss = self.generator_loss(points, None, self._latent(points))
             scaled = g_loss / replicas
         self.g_optimizer.apply_gradients(zip(tape.gradient(scaled, g_vars), g_vars))
-        self.d_loss_tracker.update_state(d_loss)
-        self.g_loss_tracker.update_state(g_loss)
-        self.real_score_tracker.update_state(tf.reduce_mean(real_logits))
-        self.fake_score_tracker.update_state(tf.reduce_mean(fake_logits))
+        self.trackers["d_loss"].update_state(d_loss)
+        self.trackers["g_loss"].update_state(g_loss)
+        self.trackers["real_score"].update_state(tf.reduce_mean(real_logits))
+        self.trackers["fake_score"].update_state(tf.reduce_mean(fake_logits))
         return {m.name: m.result() for m in self.metrics}
 
     def get_config(self):
