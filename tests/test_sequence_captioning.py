@@ -6,36 +6,36 @@ import os
 import numpy as np
 import pytest
 
-from apps.sequence import captioning, decoding
+from apps.sequence import caption_data, captioning, decoding
 from apps.sequence.__main__ import main
 from apps.sequence.config import CaptionConfig
 from core import scenes
 from core.errors import UserError
 
-WORDS = captioning.CLASS_WORDS["fashion_mnist"]  # 7 = sneaker, 8 = bag, 3 = dress, 1 = trouser
+WORDS = caption_data.CLASS_WORDS["fashion_mnist"]  # 7 = sneaker, 8 = bag, 3 = dress, 1 = trouser
 SPEC = scenes.SceneSpec(size=48, min_objects=1, max_objects=2, min_scale=0.8, max_scale=1.2, max_iou=0.1, clutter=2,
                         train=800, validation=200, test=200)
 
 
 def test_captions_are_written_from_classes_and_box_centres():
-    one = captioning.caption_of([1, -1], np.array([[5, 5, 20, 30], [0, 0, 0, 0]]), 1, WORDS)
+    one = caption_data.caption_of([1, -1], np.array([[5, 5, 20, 30], [0, 0, 0, 0]]), 1, WORDS)
     assert one == "a trouser"
     left, right = [2, 10, 22, 30], [40, 14, 60, 34]  # centres (12, 20) and (50, 24): apart in x
-    assert captioning.caption_of([7, 8], np.array([left, right]), 2, WORDS) == "a sneaker left of a bag"
-    assert captioning.caption_of([8, 7], np.array([right, left]), 2, WORDS) == "a sneaker left of a bag"
+    assert caption_data.caption_of([7, 8], np.array([left, right]), 2, WORDS) == "a sneaker left of a bag"
+    assert caption_data.caption_of([8, 7], np.array([right, left]), 2, WORDS) == "a sneaker left of a bag"
     top, bottom = [30, 0, 50, 20], [20, 50, 44, 80]  # centres (40, 10) and (32, 65): apart in y
-    assert captioning.caption_of([3, 8], np.array([bottom, top]), 2, WORDS) == "a bag above a dress"
+    assert caption_data.caption_of([3, 8], np.array([bottom, top]), 2, WORDS) == "a bag above a dress"
     with pytest.raises(ValueError, match="one or two items"):
-        captioning.caption_of([1, 2, 3], np.zeros((3, 4)), 3, WORDS)
-    assert captioning.slots("a bag above a dress") == (("bag", "dress"), "above")
-    assert captioning.slots("a trouser") == (("trouser",), "none")
-    assert captioning.slots("a a left") == (None, None)
+        caption_data.caption_of([1, 2, 3], np.zeros((3, 4)), 3, WORDS)
+    assert caption_data.slots("a bag above a dress") == (("bag", "dress"), "above")
+    assert caption_data.slots("a trouser") == (("trouser",), "none")
+    assert caption_data.slots("a a left") == (None, None)
 
 
 def test_caption_scores_count_tokens_and_slots():
     references = ["a sneaker left of a bag", "a trouser", "a bag above a dress", "a coat"]
     predictions = ["a bag left of a sneaker", "a trouser", "a bag above a coat", "a coat left of a bag"]
-    scores = captioning.caption_scores(predictions, references)
+    scores = caption_data.caption_scores(predictions, references)
     # position by position over words + </s>: 5 of 7 (swapped names), 3 of 3, 5 of 6, 2 of 3
     assert scores["token_accuracy"] == pytest.approx(15 / 19)
     assert scores["exact_match"] == 0.25
@@ -44,19 +44,19 @@ def test_caption_scores_count_tokens_and_slots():
 
 
 def test_generated_scene_captions_follow_the_boxes():
-    data = captioning.load_split("validation", spec=SPEC, limit=60)
+    data = caption_data.load_split("validation", spec=SPEC, limit=60)
     arrays = scenes.generate(SPEC, "validation", count=60)
     assert len(data.captions) == 60 and data.images.shape == (60, 48, 48, 1) and data.images.dtype == np.uint8
     for i, caption in enumerate(data.captions):
         n = int(arrays["num_objects"][i])
-        names, relation = captioning.slots(caption)
+        names, relation = caption_data.slots(caption)
         assert names == tuple(sorted(WORDS[c] for c in arrays["classes"][i, :n]))
         if n == 2:
             (x0, y0), (x1, y1) = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in arrays["boxes"][i, :2]]
             assert relation == ("left of" if abs(x1 - x0) >= abs(y1 - y0) else "above")
         else:
             assert relation == "none"
-    assert {"left of", "above", "none"} <= {captioning.slots(c)[1] for c in data.captions}
+    assert {"left of", "above", "none"} <= {caption_data.slots(c)[1] for c in data.captions}
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +91,11 @@ def test_attention_sums_to_one_and_beam_width_one_is_greedy(caption_run):
     for image, greedy in zip(images, batch):
         assert model.caption(image, width=1) == greedy
         logits, states = model.first_logits(image[None])
-        beam = decoding.beam_search(model.net.step, logits[0], states, captioning.CAPTION_LENGTH, width=1,
+        beam = decoding.beam_search(model.net.step, logits[0], states, caption_data.CAPTION_LENGTH, width=1,
                                     end_token=model.end)
         assert model.words(beam) == greedy
     words, maps = model.attention(images[0])
-    assert " ".join(words[:-1] if words[-1] == captioning.END_WORD else words) == batch[0]
+    assert " ".join(words[:-1] if words[-1] == caption_data.END_WORD else words) == batch[0]
     assert all(m.shape == (h, w) for m in maps)
 
 

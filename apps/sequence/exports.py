@@ -232,7 +232,8 @@ def export_captioner(*, out, export_dir="saved_models", version=None,
                      kinds=("float", "dynamic"), count=64):
     """Writes saved_models/sequence_caption/<v>/: uint8 images (N, S, S, 1) -> caption strings; tflite/<v>/: uint8
     images -> greedy word ids and logits."""
-    from apps.sequence.captioning import CAPTION_LENGTH, CaptionModel
+    from apps.sequence.caption_data import CAPTION_LENGTH
+    from apps.sequence.captioning import CaptionModel
 
     if "float" not in kinds:
         raise ValueError(f"kinds {kinds} lack 'float', the file the greedy parity check runs")
