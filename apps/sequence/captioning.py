@@ -44,8 +44,9 @@ from apps.sequence.caption_data import (
 )
 from apps.sequence.config import CaptionConfig
 from apps.sequence.models import copy_weights, load_run
-from core import distribute, export, results, scenes, training
+from core import distribute, export, optimizers, results, scenes, training
 from core.cli import run_config
+from core.data import batched
 from core.errors import UserError
 from layers import AdditiveAttention, GRUCell
 
@@ -160,12 +161,12 @@ def train(config: CaptionConfig, *, run, strategy="default", spec=None, sizes=No
     def dataset(split, shuffle):
         caption_in, targets, weights = teacher_forcing_arrays(vectorizer, split.captions)
         ds = tf.data.Dataset.from_tensor_slices(((split.images.astype(np.float32), caption_in), targets, weights))
-        return (ds.shuffle(len(targets), seed=c.seed) if shuffle else ds).batch(c.batch_size)
+        return batched(ds, c.batch_size, shuffle=shuffle, seed=c.seed, what="the scenes")
 
     image_size = int(train_set.images.shape[1])
     with distribution.scope():
         net = Captioner(len(vocab), image_size, **(sizes or {}))
-        net.model.compile(optimizer=keras.optimizers.Adam(c.learning_rate, clipnorm=1.0),
+        net.model.compile(optimizer=optimizers.Adam(c.learning_rate, clipnorm=1.0),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                           weighted_metrics=["accuracy"])
     counts = collections.Counter(train_set.captions)

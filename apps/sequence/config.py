@@ -35,6 +35,7 @@ class TextClassConfig:
     learning_rate: float = option(2e-3, "Adam's learning rate", minimum=0.0)
     sequence_length: int = option(128, "words per quote (padded or cut)", minimum=1)
     max_tokens: int = option(20000, "vocabulary size", minimum=3)
+    dropout: float = option(0.3, "dropout before the softmax layer", minimum=0.0, maximum=0.95)
     limit: int | None = option(None, "use at most this many quotes per split", minimum=1)
     seed: int = option(0, "random seed", minimum=0)
     patience: int | None = option(None, "early stopping on the validation loss after this many epochs", minimum=1)

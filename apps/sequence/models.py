@@ -165,34 +165,35 @@ def _head(ids, features, num_classes, name, dropout=0.3):
 
 
 @CLASSIFIERS.register("bag")
-def bag_of_embeddings(vocab_size, num_classes, sequence_length, embed_dim=64, unroll=False):
+def bag_of_embeddings(vocab_size, num_classes, sequence_length, embed_dim=64, dropout=0.3, unroll=False):
     """Mean of the word embeddings (a bag of words), then softmax."""
     ids = _ids(sequence_length)
     x = layers.Embedding(vocab_size, embed_dim, mask_zero=True, name="embed")(ids)
-    return _head(ids, MaskedMean(name="mean")(x), num_classes, "bag")
+    return _head(ids, MaskedMean(name="mean")(x), num_classes, "bag", dropout)
 
 
 @CLASSIFIERS.register("lstm")
-def lstm_classifier(vocab_size, num_classes, sequence_length, embed_dim=64, units=64, unroll=False):
+def lstm_classifier(vocab_size, num_classes, sequence_length, embed_dim=64, units=64, dropout=0.3, unroll=False):
     """The last state of the suite's LSTM (padding masked: the state stops at the last word)."""
     ids = _ids(sequence_length)
     x = layers.Embedding(vocab_size, embed_dim, mask_zero=True, name="embed")(ids)
     x = rnn_layer("lstm", units, unroll=unroll, name="lstm")(x)
-    return _head(ids, x, num_classes, "lstm")
+    return _head(ids, x, num_classes, "lstm", dropout)
 
 
 @CLASSIFIERS.register("bigru")
-def bigru_classifier(vocab_size, num_classes, sequence_length, embed_dim=64, units=48, unroll=False):
+def bigru_classifier(vocab_size, num_classes, sequence_length, embed_dim=64, units=48, dropout=0.3,
+                     unroll=False):
     """Bidirectional GRU (suite cell), forward and backward last states concatenated."""
     ids = _ids(sequence_length)
     x = layers.Embedding(vocab_size, embed_dim, mask_zero=True, name="embed")(ids)
     x = layers.Bidirectional(rnn_layer("gru", units, unroll=unroll), name="bigru")(x)
-    return _head(ids, x, num_classes, "bigru")
+    return _head(ids, x, num_classes, "bigru", dropout)
 
 
 @CLASSIFIERS.register("transformer")
 def transformer_classifier(vocab_size, num_classes, sequence_length, embed_dim=64, num_heads=4, ff_dim=128,
-                           unroll=False):
+                           dropout=0.3, unroll=False):
     """Embedding + sinusoidal positions -> one Transformer encoder layer ->
     mean over the non-padding positions. Padded positions are masked as
     attention keys and left out of the mean, so the probabilities do not
@@ -203,9 +204,10 @@ def transformer_classifier(vocab_size, num_classes, sequence_length, embed_dim=6
     x, mask = PaddingMask(name="pad_mask")([x, ids])
     x = TransformerEncoder(num_heads, embed_dim // num_heads, ff_dim, dropout=0.1, name="encoder")(x, key_mask=mask)
     pooled = MaskedMean(name="mean")([x, mask])
-    return _head(ids, pooled, num_classes, "transformer")
+    return _head(ids, pooled, num_classes, "transformer", dropout)
 
 
-def build_classifier(name, vocab_size, num_classes, sequence_length, unroll=False):
-    """`unroll=True` (for TFLite) unrolls the recurrent models over the fixed sequence length."""
-    return CLASSIFIERS.get(name)(vocab_size, num_classes, sequence_length, unroll=unroll)
+def build_classifier(name, vocab_size, num_classes, sequence_length, dropout=0.3, unroll=False):
+    """`dropout`: the rate before the softmax layer; `unroll=True` (for TFLite) unrolls the recurrent models over
+    the fixed sequence length."""
+    return CLASSIFIERS.get(name)(vocab_size, num_classes, sequence_length, dropout=dropout, unroll=unroll)

@@ -32,8 +32,9 @@ from keras import layers, ops
 from apps.sequence import data, decoding
 from apps.sequence.config import DatesConfig
 from apps.sequence.models import KeyMask, copy_weights, load_run
-from core import distribute, results, training
+from core import distribute, optimizers, results, training
 from core.cli import run_config
+from core.data import batched
 from core.registry import Registry
 from layers import AdditiveAttention, GRUCell, PositionalEncoding, TransformerDecoder, TransformerEncoder
 
@@ -263,11 +264,11 @@ def train(config: DatesConfig, *, run, strategy="default", sizes=None):
     def dataset(pairs, shuffle):
         tgt_in, tgt_out = encode_targets([iso for _, iso in pairs])
         ds = tf.data.Dataset.from_tensor_slices(((vectorize(vectorizer, [t for t, _ in pairs]), tgt_in), tgt_out))
-        return (ds.shuffle(len(pairs), seed=c.seed) if shuffle else ds).batch(c.batch_size)
+        return batched(ds, c.batch_size, shuffle=shuffle, seed=c.seed, what="the dates")
 
     with distribution.scope():
         net = build(c.model, len(vocab), **(sizes or {}))
-        net.model.compile(optimizer=keras.optimizers.Adam(c.learning_rate, clipnorm=1.0),
+        net.model.compile(optimizer=optimizers.Adam(c.learning_rate, clipnorm=1.0),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     training.save_config(run, run_config(c, APP, task="dates", vocab=vocab, sizes=sizes or {}, strategy=strategy,
                                          replicas=distribution.num_replicas_in_sync),

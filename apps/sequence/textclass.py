@@ -23,6 +23,7 @@ from apps.sequence.config import TextClassConfig
 from apps.sequence.models import build_classifier, check_task, load_run
 from core import distribute, export, plots, results, training
 from core.cli import run_config
+from core.data import batched
 from core.metrics import classification_report
 
 APP = "sequence"
@@ -48,12 +49,13 @@ def train(config: TextClassConfig, *, run, strategy="default"):
     fortunes = data.load_fortunes(data.CLASS_CATEGORIES, limit=c.limit)
     vocab = data.word_vectorizer(fortunes.texts("train"), c.max_tokens, c.sequence_length).get_vocabulary()
     vectorizer = make_vectorizer(vocab, c.sequence_length)
-    train_ds = tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, fortunes.texts("train")),
-                                                   fortunes.labels("train")))
-    val_ds = tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, fortunes.texts("val")),
-                                                 fortunes.labels("val")))
+    train_ds = batched(tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, fortunes.texts("train")),
+                                                           fortunes.labels("train"))),
+                       c.batch_size, shuffle=True, seed=c.seed, what="the quotes")
+    val_ds = batched(tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, fortunes.texts("val")),
+                                                         fortunes.labels("val"))), 256, what="the quotes")
     with distribution.scope():
-        net = build_classifier(c.model, len(vocab), len(fortunes.categories), c.sequence_length)
+        net = build_classifier(c.model, len(vocab), len(fortunes.categories), c.sequence_length, dropout=c.dropout)
         net.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss="sparse_categorical_crossentropy",
                     metrics=["accuracy"])
     training.save_config(run, run_config(c, APP, task="textclass", class_names=fortunes.categories, vocab=vocab,
@@ -63,8 +65,7 @@ def train(config: TextClassConfig, *, run, strategy="default"):
     print(f"training {c.model} classifier on {len(fortunes.train)} quotes of {len(fortunes.categories)} categories "
           f"({', '.join(fortunes.categories)}); vocabulary {len(vocab)} words")
     # the batch size is the global one: each of N replicas computes the gradient of batch_size / N quotes
-    return training.fit(net, train_ds.shuffle(len(fortunes.train), seed=c.seed).batch(c.batch_size),
-                        val_ds.batch(256), epochs=c.epochs, run_dir=run, patience=c.patience)
+    return training.fit(net, train_ds, val_ds, epochs=c.epochs, run_dir=run, patience=c.patience)
 
 
 def scores(labels, predictions, num_classes):
