@@ -1,12 +1,12 @@
 """The DQN agent: online and target Q-networks, the TD target (Double DQN as an option), ε-greedy acting and
 the learner update under a tf.distribute strategy."""
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from apps.rl import atari
 from apps.rl.dqn.networks import NETWORKS
+from core import optimizers
 from core.errors import UserError
 
 
@@ -40,13 +40,15 @@ class Agent:
         with strategy.scope():
             self.online = build(self.input_shape, num_actions, config.hidden, config.dueling)
             self.target = build(self.input_shape, num_actions, config.hidden, config.dueling)
+            # The global-norm clip applies to the gradient summed over the replicas (core.optimizers).
+            clip = dict(global_clipnorm=config.max_grad_norm or None)
             if config.optimizer == "adam":
                 # eps as in Hessel et al. (Rainbow) for Adam on DQN
-                self.optimizer = keras.optimizers.Adam(config.learning_rate, epsilon=1.5e-4)
+                self.optimizer = optimizers.Adam(config.learning_rate, epsilon=1.5e-4, **clip)
             elif config.optimizer == "rmsprop":
                 # Nature DQN: RMSProp, momentum 0, centered, eps 0.01 (in the squared-gradient sense)
-                self.optimizer = keras.optimizers.RMSprop(config.learning_rate, rho=0.95, epsilon=0.01,
-                                                          centered=True)
+                self.optimizer = optimizers.RMSprop(config.learning_rate, rho=0.95, epsilon=0.01, centered=True,
+                                                    **clip)
             else:
                 raise UserError(f"unknown optimizer '{config.optimizer}'; choose adam or rmsprop")
             self.optimizer.build(self.online.trainable_variables)
@@ -93,8 +95,6 @@ class Agent:
             q_taken = tf.gather(q, actions, batch_dims=1)
             loss = tf.reduce_sum(huber(targets - q_taken, config.huber_delta)) / global_batch
         gradients = tape.gradient(loss, self.online.trainable_variables)
-        if config.max_grad_norm:
-            gradients, _ = tf.clip_by_global_norm(gradients, config.max_grad_norm)
         self.optimizer.apply_gradients(zip(gradients, self.online.trainable_variables))
         self.updates.assign_add(1)
         return loss, tf.reduce_mean(q_taken)
