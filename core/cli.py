@@ -137,7 +137,9 @@ def trained_run_folder(app, args, default_model):
     return run_dir
 
 
-def _check(config_class, values, where):
+def check_values(config_class, values, where):
+    """`values` (setting -> value) checked and converted as the flags of `config_class` are: one line naming
+    `where` on an unknown setting, a wrong type, a value out of range or not among the choices."""
     hints = typing.get_type_hints(config_class)
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - set(fields))
@@ -184,7 +186,7 @@ def read_config_file(config_class, path):
     names = {f.name for f in dataclasses.fields(config_class)}
     written_by_a_run = RUN_MARKER in values
     values = {k: v for k, v in values.items() if not k.startswith("_") and (k in names or not written_by_a_run)}
-    return _check(config_class, values, path)
+    return check_values(config_class, values, path)
 
 
 RUN_MARKER = "_app"
@@ -200,11 +202,12 @@ def resolve_config(config_class, args, base=None):
     """config_class from: its defaults < `base` (a dict, e.g. a preset) < args.config (a file) < the flags typed."""
     values = {}
     if base:
-        values.update(_check(config_class, base, "the preset"))
+        values.update(check_values(config_class, base, "the preset"))
     if getattr(args, "config", None):
         values.update(read_config_file(config_class, args.config))
     names = {f.name for f in dataclasses.fields(config_class)}
-    values.update(_check(config_class, {k: v for k, v in vars(args).items() if k in names}, "the command line"))
+    values.update(check_values(config_class, {k: v for k, v in vars(args).items() if k in names},
+                                "the command line"))
     return config_class(**values)
 
 

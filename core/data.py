@@ -90,7 +90,9 @@ def read_idx(path):
     return data.reshape(shape)
 
 
-def load_fashion_mnist_arrays(directory=None):
+def load_fashion_mnist_arrays(directory=None, test=True):
+    """((x_train, y_train), (x_test, y_test)); with test=False the test files are not opened and the test
+    pair is None."""
     directory = directory or FASHION_MNIST_DIR
     if not os.path.isdir(directory):
         raise UserError(
@@ -102,6 +104,8 @@ def load_fashion_mnist_arrays(directory=None):
         return read_idx(os.path.join(directory, f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"))
 
     x_train, y_train = part("images", "train"), part("labels", "train")
+    if not test:
+        return (x_train[..., None], y_train), None
     x_test, y_test = part("images", "t10k"), part("labels", "t10k")
     return (x_train[..., None], y_train), (x_test[..., None], y_test)
 
@@ -218,33 +222,39 @@ def _load_tfds(name, val_fraction, limit):
     )
 
 
-def load_dataset(name, *, val_fraction=0.1, seed=0, limit=None):
+def load_dataset(name, *, val_fraction=0.1, seed=0, limit=None, test=True):
     """Load a dataset by name (see the module docstring) as an `ImageDataset`.
 
-    `limit` caps each split's size, for quick runs and tests.
+    `limit` caps each split's size, for quick runs and tests. `test=False` (choosing a recipe or a budget,
+    which must not see the test split): the dataset's `test` is None, and Fashion-MNIST's test files are not
+    even opened; train and validation are the same as with the test split.
     """
     if name.startswith("tfds:"):
+        if not test:
+            raise UserError("choosing on the validation split reads the offline datasets only; "
+                            f"choose one of: {', '.join(sorted(OFFLINE_DATASETS))}")
         return _load_tfds(name[len("tfds:") :], val_fraction, limit)
     if name not in OFFLINE_DATASETS:
         raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(available_datasets())}")
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     loader, class_names = OFFLINE_DATASETS[name]
-    (x_train, y_train), (x_test, y_test) = loader()
+    (x_train, y_train), test_arrays = loader(test=False) if name == "fashion_mnist" and not test else loader()
+    test_arrays = test_arrays if test else None
     # Before the labels are cast to int32 (a NaN label would become an arbitrary class).
     finite.check_finite((x_train, y_train), f"dataset '{name}' (train split)")
-    finite.check_finite((x_test, y_test), f"dataset '{name}' (test split)")
+    if test_arrays is not None:
+        finite.check_finite(test_arrays, f"dataset '{name}' (test split)")
     (x_train, y_train), (x_val, y_val) = _carve_validation(x_train, y_train, val_fraction, seed)
     x_train, y_train = _limit(x_train, y_train, limit)
     x_val, y_val = _limit(x_val, y_val, limit)
-    x_test, y_test = _limit(x_test, y_test, limit)
     return ImageDataset(
         name=name,
         class_names=class_names,
         image_shape=tuple(x_train.shape[1:]),
         train=_from_arrays(x_train, y_train),
         val=_from_arrays(x_val, y_val),
-        test=_from_arrays(x_test, y_test),
+        test=None if test_arrays is None else _from_arrays(*_limit(*test_arrays, limit)),
         num_train=len(x_train),
     )
 

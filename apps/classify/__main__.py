@@ -6,6 +6,7 @@
   predict   classify PNG/JPEG files
   demo      train + evaluate + export of one model at its budget (by default the default model: `make demo`)
   zoo, cv, compare, transfer, ensemble, study   the experiments beyond one model (docs/classify.md)
+  search    compare training recipes over seeds on the validation split: the winner is a budgets.py line
 """
 
 import argparse
@@ -14,7 +15,7 @@ import shlex
 import time
 
 from apps.classify.budgets import DEFAULT_MODEL, budget
-from apps.classify.config import DATA_KEYS, MODEL_NAMES, TrainConfig, TransferConfig
+from apps.classify.config import DATA_KEYS, MODEL_NAMES, SearchConfig, TrainConfig, TransferConfig
 from core.cli import (
     RUNS,
     add_config_flags,
@@ -135,6 +136,18 @@ def add_experiment_verbs(commands):
     add_run_flag(p, verb_folder("study"), "root of the study folders")
 
 
+def add_search_verb(commands):
+    p = commands.add_parser(
+        "search", help="compare training recipes over seeds on the validation split (never the test split); "
+                       "the winner as the line for apps/classify/budgets.py, search.png",
+        description="Each recipe (a few training settings) trains once per seed with train's settings: the "
+                    "defaults < the model's budget < the recipe < --epochs/--limit. A rerun reuses the finished "
+                    "trials. The default space: apps/classify/search.py.")
+    add_config_flags(p, SearchConfig)
+    add_run_flag(p, verb_folder("search"), "one run folder per recipe and seed, search.jsonl, search.json and "
+                                           "search.png")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m apps.classify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,6 +155,7 @@ def parse_args(argv=None):
     add_training_verbs(commands)
     add_reading_verbs(commands)
     add_experiment_verbs(commands)
+    add_search_verb(commands)
     return parser.parse_args(argv)
 
 
@@ -243,6 +257,13 @@ def run_studies(args):
         print(f"  {png}")
 
 
+def run_search(args):
+    config = resolve_config(SearchConfig, args)
+    from apps.classify import search  # no TensorFlow yet: a bad space file is one line at once
+
+    search.run(config, search.read_space(config.space), run=args.run)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.command in ("train", "demo"):
@@ -265,6 +286,8 @@ def main(argv=None):
             app.export_run(run, export_dir=args.export_dir, version=args.version)
         else:
             app.predict(args.images, run=run, saved_model=args.saved_model, resize=args.resize, top=args.top)
+    elif args.command == "search":
+        run_search(args)
     else:
         run_experiment(args)
 

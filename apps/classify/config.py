@@ -76,6 +76,20 @@ class TrainConfig(FitConfig):
 RECIPE_KEYS = tuple(name for name in TrainConfig.__dataclass_fields__ if name not in DATA_KEYS)
 
 
+@dataclass
+class SearchConfig:
+    """`search`'s settings: which recipes, for which model, over how many seeds. Every other setting of a trial
+    comes from the model's budget and the recipe (apps/classify/search.py)."""
+
+    space: str | None = option(None, 'a JSON list of {"name": ..., "overrides": {training settings}}; none: the '
+                                     "default space of apps/classify/search.py")
+    model: str = option(DEFAULT_MODEL, "the architecture whose recipes are compared", choices=MODEL_NAMES)
+    seeds: int = option(3, "K: each recipe trains with the seeds SEED..SEED+K-1", minimum=1)
+    epochs: int | None = option(None, "epochs of every trial; none: the model's budget (or the recipe's)", minimum=1)
+    limit: int | None = option(None, "use at most this many examples per split (a quick search)", minimum=1)
+    seed: int = option(0, "the validation split, the same for every trial, and the first training seed", minimum=0)
+
+
 TRANSFER_MODES = ("feature", "finetune")
 
 
