@@ -116,14 +116,14 @@ def table(records):
     for r in records:
         metrics = dict(r["metrics"])
         head = f"{r['headline']} **{_figure(metrics.pop(r['headline'], None))}**" if r.get("headline") else ""
-        budget = {k: v for k, v in r.get("budget", {}).items() if k != "training_seconds"}
-        seconds = r.get("budget", {}).get("training_seconds")
+        budget = {k: v for k, v in r.get("budget", {}).items() if k not in ("training_seconds", "training_load_max")}
+        seconds, load = r.get("budget", {}).get("training_seconds"), r.get("budget", {}).get("training_load_max")
         env = r.get("environment", {})
         lines.append(" | ".join([
             f"| `{r['row']}`", head, ", ".join(f"{k} {_figure(v)}" for k, v in metrics.items()),
             ", ".join(f"{k} {_figure(v)}" for k, v in r.get("baselines", {}).items()),
             ", ".join(f"{k} {v}" for k, v in budget.items()),
-            "–" if seconds is None else f"{seconds / 60:.1f} min",
+            "–" if seconds is None else f"{seconds / 60:.1f} min" + ("" if load is None else f" (load ≤ {load:.1f})"),
             f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores", f"`{str(env.get('git_commit'))[:10]}`"])
             + " |")
     return "\n".join(lines)

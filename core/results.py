@@ -67,13 +67,23 @@ def environment():
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
 
 
-def training_seconds(run_dir):
-    """The run's training wall time (TrainingClock's file), None when it was not recorded."""
+def _clock(run_dir, key):
     try:
         with open(os.path.join(run_dir, CLOCK_FILE)) as f:
-            return float(json.load(f)["seconds"])
+            return float(json.load(f)[key])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def training_seconds(run_dir):
+    """The run's training wall time (TrainingClock's file), None when it was not recorded."""
+    return _clock(run_dir, "seconds")
+
+
+def training_load(run_dir):
+    """The highest 1-minute load average TrainingClock saw at an epoch's end, None when not recorded: a training
+    time measured with the cores shared (load above their count) is longer than on an idle machine."""
+    return _clock(run_dir, "load_average_max")
 
 
 # The settings of a run's config.json that decide how long it trained (the apps name them alike).
@@ -93,7 +103,8 @@ def write_results(run_dir, *, app, model, metrics, dataset, split="test", baseli
     record = {"app": app, "model": model, "dataset": dataset, "split": split,
               "metrics": {k: _number(v) for k, v in metrics.items()},
               "baselines": {k: _number(v) for k, v in (baselines or {}).items()},
-              "budget": {"training_seconds": training_seconds(run_dir), **(budget or {})},
+              "budget": {"training_seconds": training_seconds(run_dir), "training_load_max": training_load(run_dir),
+                         **(budget or {})},
               "seed": seed, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "environment": environment()}
     path = os.path.join(run_dir, RESULTS_FILE)

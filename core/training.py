@@ -307,7 +307,8 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
 
 class TrainingClock(keras.callbacks.Callback):
     """Adds each epoch's wall time to the run's training_time.json (core.results reads it): the training
-    time of a run, summed across resumes."""
+    time of a run, summed across resumes, and the highest 1-minute load average seen at an epoch's end (a
+    time measured on a shared machine says so)."""
 
     def __init__(self, folder):
         super().__init__()
@@ -318,7 +319,9 @@ class TrainingClock(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = (results.training_seconds(self.folder) or 0.0) + time.perf_counter() - self.start
-        write_json_atomically(os.path.join(self.folder, results.CLOCK_FILE), {"seconds": round(seconds, 3)})
+        load = max(results.training_load(self.folder) or 0.0, os.getloadavg()[0])
+        write_json_atomically(os.path.join(self.folder, results.CLOCK_FILE),
+                              {"seconds": round(seconds, 3), "load_average_max": round(load, 2)})
 
 
 def callbacks(run_dir, *, monitor="val_loss", patience=None, writes_files=True, extra=()):
