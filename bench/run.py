@@ -25,6 +25,10 @@ Sections:
               latency per example at batch 1 and 64, model sizes; peak RSS of serving.
   dqn         environment steps/s and learner updates/s of `apps.rl train --task dqn`
               (Pong preset, a short sitting), and CleanRL's `dqn_atari` when installed.
+  precision   the default classifier's training step at its budget's batch size in float32,
+              float32 + XLA, mixed_bfloat16 and mixed_bfloat16 + XLA (`--precision`, `--jit`;
+              core/precision.py): examples/s as ratios to float32, and the CPU (bfloat16 pays on
+              CPUs with AVX-512 BF16 / AMX, or GPUs, and costs elsewhere).
 """
 
 import argparse
@@ -47,8 +51,9 @@ APPS = ("classify", "generative", "sequence", "rl", "style")
 # Where each app's model classes are registered, so `keras.models.load_model` finds them.
 MODEL_MODULES = {"classify": "apps.classify.models", "generative": "apps.generative.vae",
                  "sequence": "apps.sequence.models", "rl": "apps.rl.dqn", "style": "apps.style.app"}
-SECTIONS = ("ceiling", "train", "throughput", "inference", "dqn")
+SECTIONS = ("ceiling", "train", "throughput", "inference", "dqn", "precision")
 VARIANTS = ("plain", "xla", "tuned", "keras_io")
+PRECISION_VARIANTS = ("float32", "float32_jit", "mixed_bfloat16", "mixed_bfloat16_jit")
 DOCS_BEGIN, DOCS_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -478,6 +483,63 @@ def case_throughput(variant, epochs=2, limit=1200, batch_size=128, **_):
     )
 
 
+def cpu_model():
+    """The CPU's model name, and whether it has bfloat16 units (what mixed_bfloat16 needs to pay on a CPU)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return "?"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    units = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    return f"{name} ({', '.join(units) if units else 'no bfloat16 units'})"
+
+
+def case_precision(variant, steps=24, block=4, max_seconds=20.0, **_):
+    """Training examples/s of the default classifier at its budget (model, width, optimizer, batch size) under
+    one --precision, with or without --jit: the fastest block of `block` steps after two warm-up steps (the
+    first traces, and compiles with XLA), on one random batch (speed does not depend on the values). Blocks
+    stop after `steps` steps or `max_seconds`: bfloat16 emulated on a CPU without bfloat16 units is ~7x slower."""
+    import keras
+
+    from apps.classify.app import compile_model
+    from apps.classify.budgets import DEFAULT_MODEL, budget
+    from apps.classify.config import TrainConfig
+    from apps.classify.models import build_model
+    from core import precision
+
+    config = TrainConfig(**{**budget(DEFAULT_MODEL), "precision": variant.removesuffix("_jit"),
+                            "jit": variant.endswith("_jit")})
+    keras.utils.set_random_seed(0)
+    with precision.policy(config.precision):
+        model = compile_model(_default_classifier(build_model, (28, 28, 1), 10), config)
+    x = _uniform((config.batch_size, 28, 28, 1))
+    y = keras.utils.to_categorical(np.arange(config.batch_size) % 10, 10)
+    start = time.perf_counter()
+    model.train_on_batch(x, y)
+    first = time.perf_counter() - start
+    model.train_on_batch(x, y)
+    blocks = []
+    for _ in range(steps // block):
+        start = time.perf_counter()
+        for _ in range(block):
+            loss = model.train_on_batch(x, y)
+        blocks.append(time.perf_counter() - start)
+        if sum(blocks) > max_seconds:
+            break
+    return dict(
+        case=f"precision:{variant}",
+        variant=f"{_default_classifier_name()}, {config.precision}" + (" + XLA" if config.jit else ""),
+        batch=config.batch_size,
+        examples_per_s=block * config.batch_size / min(blocks),
+        first_step_s=first,
+        loss=float(np.ravel(loss)[0]),
+        cpu=cpu_model(),
+        peak_rss_mb=peak_rss_mb(),
+    )
+
+
 def case_dqn(steps=800, **_):
     """A short sitting of `apps.rl train --task dqn` on the Pong preset; rates from its train.csv."""
     from apps.rl import dqn
@@ -577,6 +639,8 @@ def run_case(name, export_dir):
         return case_throughput(arg)
     if kind == "dqn":
         return case_dqn()
+    if kind == "precision":
+        return case_precision(arg)
     if kind == "cleanrl":
         return case_cleanrl()
     raise SystemExit(f"unknown case {name}")
@@ -651,6 +715,18 @@ TABLES = {
             ("batch", "batch"),
             ("peak RSS MB", "peak_rss_mb"),
             ("note", "note"),
+            ("error", "error"),
+        ],
+    ),
+    "precision": (
+        "Default classifier training step by precision and XLA (--precision, --jit)",
+        [
+            ("variant", "variant"),
+            ("batch", "batch"),
+            ("examples/s", "examples_per_s"),
+            ("vs float32", "ratio"),
+            ("first step s (trace, XLA compile)", "first_step_s"),
+            ("CPU", "cpu"),
             ("error", "error"),
         ],
     ),
@@ -804,6 +880,17 @@ def drive(sections, apps, out, docs):
             table.add(result)
             memory.setdefault("rl", {"app": "rl"})["dqn_train_peak_rss_mb"] = result.get("peak_rss_mb", "")
             table.add(case_cleanrl())  # runs CleanRL in its own process when installed
+        if "precision" in sections:
+            table = tables["precision"] = Table("precision")
+            reference = None
+            for variant in PRECISION_VARIANTS:
+                result = spawn(f"precision:{variant}", export_dir)
+                result.setdefault("variant", variant)
+                if variant == "float32":
+                    reference = result.get("examples_per_s")
+                if reference and "examples_per_s" in result:
+                    result["ratio"] = f"{result['examples_per_s'] / reference:.2f}x"
+                table.add(result)
         if memory:
             table = tables["memory"] = Table("memory")
             for row in memory.values():

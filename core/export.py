@@ -52,9 +52,31 @@ class ParityError(Exception):
     """A converted model disagrees with the SavedModel beyond its tolerance."""
 
 
+def float32_model(model):
+    """`model` itself when every layer computes in float32, else the same network with the same weights rebuilt
+    in float32. A run trained with --precision mixed_bfloat16/mixed_float16 (core/precision.py) keeps those dtype
+    policies in its model.keras, and TFLite has no bfloat16 kernels: the export computes in float32 what the
+    trained float32 weights give, so the SavedModel, the TFLite files and their parity check all agree."""
+    if all(layer.compute_dtype == "float32" for layer in model._flatten_layers()):
+        return model
+
+    def in_float32(value):
+        if isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
+            return {**value, "config": {**value["config"], "name": "float32"}}
+        if isinstance(value, dict):
+            return {key: in_float32(item) for key, item in value.items()}
+        return [in_float32(item) for item in value] if isinstance(value, list) else value
+
+    copy = keras.saving.deserialize_keras_object(in_float32(keras.saving.serialize_keras_object(model)))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def export_saved_model(model, export_dir, input_names=None, output_names=None):
     """Write `model` as a SavedModel whose `serving_default` signature has
-    meaningful tensor names (`input_names`, `output_names`), for TF Serving."""
+    meaningful tensor names (`input_names`, `output_names`), for TF Serving;
+    in float32 whatever its layers' dtype policies (`float32_model`)."""
+    model = float32_model(model)
     input_names = list(input_names or [t.name for t in model.inputs])
     output_names = list(output_names or [t.name for t in model.outputs])
     if len(input_names) != len(model.inputs) or len(output_names) != len(model.outputs):

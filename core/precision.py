@@ -8,7 +8,8 @@ Every app's training config inherits `ComputeOptions` (flags `--precision` and `
                      elsewhere; needs no loss scaling (bfloat16 has float32's exponent range)
     mixed_float16    layers compute in float16, variables stay float32; Keras' `compile` wraps the optimizer in
                      a `LossScaleOptimizer`, whose dynamic loss scale keeps small gradients from flushing to 0
-    --jit            `compile(jit_compile=True)`: XLA fuses the training step's ops
+    --jit            `compile(jit_compile=True)`: XLA fuses the training step's ops; --no-jit: never; neither:
+                     Keras' own choice ("auto": XLA on a GPU, not on a CPU)
 
 The model's outputs stay float32 (`float32_outputs`), so losses, metrics and the exported signatures are
 float32 whatever the policy: a softmax in float16 loses the small probabilities a cross-entropy needs.
@@ -29,7 +30,13 @@ class ComputeOptions:
 
     precision: str = option("float32", "Keras dtype policy of the layers (variables stay float32)",
                             choices=PRECISIONS)
-    jit: bool = option(False, "compile the training step with XLA (Keras' jit_compile)")
+    jit: bool | None = option(None, "compile the training step with XLA (Keras' jit_compile); none: Keras' choice, "
+                                    "XLA on a GPU and not on a CPU")
+
+
+def xla(jit):
+    """`compile`'s jit_compile for the `jit` setting: True, False, or Keras' "auto" when it is None."""
+    return "auto" if jit is None else jit
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ import numpy as np
 from apps.classify import evaluation, recipes
 from apps.classify.config import TrainConfig, TransferConfig
 from apps.classify.models import MAIN_OUTPUT, MODELS, build_model, main_head
-from core import data, distribute, export, plots, results, training
+from core import data, distribute, export, plots, precision, results, training
 from core.cli import config_dict, run_config
 from core.errors import UserError
 from core.images import read_image
@@ -46,14 +46,16 @@ def add_coarse_head(net, num_coarse):
     """Multi-task learning with hard parameter sharing: a second softmax head
     (the coarse category) on the features the main classifier reads."""
     features = net.get_layer(MAIN_OUTPUT).input
-    coarse = keras.layers.Dense(num_coarse, activation="softmax", name=COARSE_OUTPUT)(features)
+    coarse = keras.layers.Dense(num_coarse, activation="softmax", dtype="float32", name=COARSE_OUTPUT)(features)
     return keras.Model(net.inputs, [*net.outputs, coarse], name=net.name)
 
 
 def compile_model(net, config=None, *, steps_per_epoch=1, **settings):
     """Compile with the optimizer and schedule of `config` (a TrainConfig; `settings` replace its fields):
     categorical cross-entropy on one-hot targets, smoothed by `label_smoothing`; auxiliary heads
-    (GoogLeNet) add their loss times `aux_weight`, a multi-task coarse head its loss times `coarse_weight`."""
+    (GoogLeNet) add their loss times `aux_weight`, a multi-task coarse head its loss times `coarse_weight`.
+    `jit` compiles the step with XLA; under a mixed_float16 model Keras wraps the optimizer in a
+    LossScaleOptimizer itself."""
     c = dataclasses.replace(config or TrainConfig(), **settings)
     schedule = recipes.WarmupSchedule(
         c.learning_rate, c.lr_schedule, total_steps=c.epochs * steps_per_epoch,
@@ -66,9 +68,9 @@ def compile_model(net, config=None, *, steps_per_epoch=1, **settings):
         net.compile(optimizer=optimizer, loss={n: loss for n in names},
                     loss_weights={n: 1.0 if n == MAIN_OUTPUT else c.coarse_weight if n == COARSE_OUTPUT
                                   else c.aux_weight for n in names},
-                    metrics={MAIN_OUTPUT: ["accuracy"]})
+                    metrics={MAIN_OUTPUT: ["accuracy"]}, jit_compile=precision.xla(c.jit))
     else:
-        net.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+        net.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=precision.xla(c.jit))
     return net
 
 
@@ -94,7 +96,7 @@ def train(config=None, *, run, strategy="auto", images=None, **settings):
                                                   resample=config.resample, seed=config.seed)
     weights = _class_weights(config, train_data, images.num_classes)
     coarse = _coarse_targets(config, images)
-    with strategy.scope():
+    with strategy.scope(), precision.policy(config.precision):
         net = build_model(config.model, images.image_shape, images.num_classes, width=config.width,
                           batchnorm=config.batchnorm, dropout=config.dropout, dropconnect=config.dropconnect)
         if coarse is not None:

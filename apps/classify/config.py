@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from apps.classify.budgets import DEFAULT_MODEL
 from core.cli import option
+from core.precision import ComputeOptions
 
 MODEL_NAMES = ("mlp", "lenet5", "alexnet", "vgg", "nin", "googlenet", "resnet", "resnet_bottleneck",
                "resnet_preact", "wide_resnet", "resnext", "densenet", "se_resnet", "resnet_sd", "mobilenet",
@@ -45,7 +46,9 @@ class FitConfig:
 
 
 @dataclass
-class TrainConfig(FitConfig):
+class TrainConfig(ComputeOptions, FitConfig):
+    # ComputeOptions: --precision and --jit (core/precision.py), after FitConfig's fields in the help.
+    # `transfer` does not take them: its backbone keeps the dtype policy of the run it was trained in.
     model: str = option(DEFAULT_MODEL, "architecture", choices=MODEL_NAMES)
     dataset: str = option("fashion_mnist", "fashion_mnist, mnist5k, digits, or tfds:NAME")
     # The training tricks (recipes.py).

@@ -18,7 +18,7 @@ from apps.detect.config import APP, TrainConfig
 from apps.detect.data import detector_dataset, ground_truths, load_scenes
 from apps.detect.metrics import detection_metrics
 from apps.detect.models import MODELS
-from core import distribute, export, results, training
+from core import distribute, export, precision, results, training
 from core import scenes as scene_lib
 from core.cli import run_config
 from core.errors import UserError
@@ -54,11 +54,11 @@ def train(config: TrainConfig, *, run_dir, strategy="auto", scenes=None, class_n
                   for split in ("train", "validation")}
     image_size, num_classes = scenes["train"]["image"].shape[1], len(class_names)
     global_batch = distribute.global_batch_size(config.batch_size, strategy)
-    with strategy.scope():
-        net = detector.build(image_size, num_classes)
+    with strategy.scope(), precision.policy(config.precision):
+        net = detector.build(image_size, num_classes)  # float32 outputs (models.OUTPUT_DTYPE)
         # Clipping keeps the first steps sane while the focal loss sees mostly easy negatives.
         net.compile(optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=10.0),
-                    loss=detector.losses(num_classes))
+                    loss=detector.losses(num_classes), jit_compile=precision.xla(config.jit))
     recorded = run_config(config, APP, class_names=list(class_names), image_size=int(image_size),
                           strategy=strategy_name, replicas=strategy.num_replicas_in_sync)
     writes_files = training.start_run(run_dir, recorded, strategy, dataset_name=config.dataset,

@@ -8,13 +8,14 @@ run's config.json, so `--config runs/detect/ssd/config.json` reruns the experime
 from dataclasses import dataclass
 
 from core.cli import option
+from core.precision import ComputeOptions
 
 APP = "detect"
 MODEL_NAMES = ("ssd", "rcnn")   # apps/detect/models.py builds them
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ComputeOptions):  # --precision, --jit (core/precision.py)
     model: str = option("ssd", "detector (ssd: single shot; rcnn: two-stage, with a mask head)", choices=MODEL_NAMES)
     dataset: str = option("fashion_mnist_96", "tfds scene config: fashion_mnist_96, mnist_96, fashion_mnist_64_small")
     data_dir: str | None = option(None, "tensorflow-datasets folder of the scenes; none = data/tensorflow_datasets")

@@ -37,6 +37,10 @@ MAX_DETECTIONS = 10
 NUM_ROIS = 16        # RoIs per image through the two-stage heads (training and inference)
 MASK_SIZE = 14       # RoIAlign output of the mask head, as in Mask R-CNN
 PRIOR = 0.01         # initial foreground probability of every anchor (RetinaNet's bias init)
+# The training model's named outputs are float32 layers whatever the global dtype policy (--precision,
+# core/precision.py): the losses, and the box decoding of the inference model, read float32 predictions
+# when the backbone and heads compute in bfloat16 or float16.
+OUTPUT_DTYPE = "float32"
 
 
 def check_image_size(image_size):
@@ -104,7 +108,7 @@ class SingleShot:
         net = backbone(image_size)
         _, c3, c4 = net(images)
         head = anchor_head(_features(net, image_size)[1:], num_classes, "head")
-        predictions = layers.Identity(name="anchors")(head([c3, c4]))
+        predictions = layers.Identity(dtype=OUTPUT_DTYPE, name="anchors")(head([c3, c4]))
         model = keras.Model(images, predictions, name="ssd")
         return model
 
@@ -174,11 +178,11 @@ class TwoStage:
         net = backbone(image_size)
         c2, c3, c4 = net(images)
         shapes = _features(net, image_size)
-        rpn = layers.Identity(name="rpn")(anchor_head(shapes[1:], 1, "rpn_head")([c3, c4]))
+        rpn = layers.Identity(dtype=OUTPUT_DTYPE, name="rpn")(anchor_head(shapes[1:], 1, "rpn_head")([c3, c4]))
         class_logits, box_deltas, mask_logits = roi_heads(shapes[:2], num_classes)([c2, c3, rois])
-        outputs = {"rpn": rpn, "roi_classes": layers.Identity(name="roi_classes")(class_logits),
-                   "roi_boxes": layers.Identity(name="roi_boxes")(box_deltas),
-                   "roi_masks": layers.Identity(name="roi_masks")(mask_logits)}
+        outputs = {"rpn": rpn, "roi_classes": layers.Identity(dtype=OUTPUT_DTYPE, name="roi_classes")(class_logits),
+                   "roi_boxes": layers.Identity(dtype=OUTPUT_DTYPE, name="roi_boxes")(box_deltas),
+                   "roi_masks": layers.Identity(dtype=OUTPUT_DTYPE, name="roi_masks")(mask_logits)}
         return keras.Model({"images": images, "rois": rois}, outputs, name="rcnn")
 
     @staticmethod

@@ -30,7 +30,7 @@ from apps.segment import metrics
 from apps.segment.config import APP, PreviewConfig, TrainConfig
 from apps.segment.losses import make_loss
 from apps.segment.models import MODELS, OUTPUT, build_model
-from core import distribute, export, plots, results, scenes, training
+from core import distribute, export, plots, precision, results, scenes, training
 from core.cli import run_config
 from core.data import batched
 from core.errors import UserError
@@ -103,12 +103,13 @@ def train(config: TrainConfig, *, run_dir, strategy="auto"):
     num_val = min(max(1, num_train // 4) if config.limit else spec.validation, spec.validation)
     global_batch = distribute.global_batch_size(config.batch_size, strategy)
 
-    with strategy.scope():
-        net = build_model(config.model, image_shape, len(names))
+    with strategy.scope(), precision.policy(config.precision):
+        net = build_model(config.model, image_shape, len(names))  # softmax in float32 (models.OUTPUT_DTYPE)
         net.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=make_loss(config.loss),
                     metrics=[keras.metrics.CategoricalAccuracy(name="pixel_accuracy"),
                              keras.metrics.MeanIoU(len(names), sparse_y_true=False, sparse_y_pred=False,
-                                                   name="mean_iou")])
+                                                   name="mean_iou")],
+                    jit_compile=precision.xla(config.jit))
     recorded = run_config(config, APP, class_names=names, image_shape=list(image_shape), strategy=strategy_name,
                           replicas=strategy.num_replicas_in_sync)
     writes_files = training.start_run(run_dir, recorded, strategy, dataset_name=f"generated_scenes/{config.dataset}",

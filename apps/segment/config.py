@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from core.cli import option
+from core.precision import ComputeOptions
 
 APP = "segment"
 MODEL_NAMES = ("dilated", "fcn", "segnet", "unet")   # apps/segment/models.py builds them
@@ -22,7 +23,7 @@ def same_as(config_class, name):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ComputeOptions):  # --precision, --jit (core/precision.py)
     model: str = option("unet", "architecture", choices=MODEL_NAMES)
     loss: str = option("crossentropy", "pixel-wise loss", choices=LOSS_NAMES)
     dataset: str = option("fashion_mnist_96", "scene config: fashion_mnist_96, mnist_96, fashion_mnist_64_small")
