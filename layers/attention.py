@@ -24,7 +24,9 @@ _BTD = "(batch, time, features)"
 def _masked(scores, allowed):
     """`scores` where `allowed`, else a large negative number (not -inf, which keeps softmax finite in
     float16, in TFLite and in rows whose keys are all masked): exp underflows to exactly 0."""
-    return ops.where(allowed, scores, ops.cast(-1e9, scores.dtype))
+    # -1e9 overflows float16 (largest 65504) to -inf: there the dtype's own lowest finite number
+    lowest = -65504.0 if keras.backend.standardize_dtype(scores.dtype) == "float16" else -1e9
+    return ops.where(allowed, scores, ops.cast(lowest, scores.dtype))
 
 
 def _split_mask(mask):

@@ -134,7 +134,7 @@ def test_when_no_backup_is_usable_resuming_is_a_one_line_error(killed_run, tmp_p
 
 # -- DQN ------------------------------------------------------------------------------------------------
 DQN_SETTINGS = dict(dqn.PRESETS["cartpole"], num_envs=2, buffer_size=64, batch_size=4, learning_starts=1000,
-                    jit_compile=False, log_every=4, checkpoint_every=8)  # as DQN_CLI below
+                    jit=False, log_every=4, checkpoint_every=8)  # as DQN_CLI below
 TIMING_COLUMNS = ("env_steps_per_s", "updates_per_s", "wall_s")
 
 
@@ -200,7 +200,7 @@ def test_a_damaged_newest_dqn_checkpoint_resumes_from_the_previous_one(dqn_runs,
 
 
 DQN_CLI = ["train", "--task", "dqn", "--preset", "cartpole", "--num-envs", "2", "--buffer-size", "64",
-           "--batch-size", "4", "--learning-starts", "1000", "--no-jit-compile", "--strategy", "default",
+           "--batch-size", "4", "--learning-starts", "1000", "--no-jit", "--strategy", "default",
            "--log-every", "4", "--checkpoint-every", "8"]
 
 

@@ -129,7 +129,7 @@ def test_sigterm_stops_a_dqn_run_at_the_next_step_and_the_rerun_resumes_there(tm
     out = str(tmp_path / "run")
     command = ["train", "--task", "dqn", "--preset", "cartpole", "--steps", "1000000", "--num-envs", "2",
                "--buffer-size", "2000", "--learning-starts", "1000000", "--log-every", "100",
-               "--checkpoint-every", "1000000", "--no-jit-compile", "--strategy", "default", "--run", out]
+               "--checkpoint-every", "1000000", "--no-jit", "--strategy", "default", "--run", out]
     run = Run(["-m", "apps.rl", *command], str(tmp_path / "stderr.txt"))
     run.wait_for(r"^step +200 \|")
     code, seconds = run.terminate()

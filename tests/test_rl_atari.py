@@ -105,7 +105,7 @@ def test_dqn_pong_killed_run_resumes_exactly(tmp_path, capsys):
     from apps.rl.__main__ import main
     from tests.test_rl_resume import assert_same_run, csv_rows
 
-    train = PONG_TRAIN + ["--no-jit-compile"]
+    train = PONG_TRAIN + ["--no-jit"]
     run_a, run_b = str(tmp_path / "a"), str(tmp_path / "b")
     main(train + ["--run", run_a])
     main(train + ["--run", run_b, "--budget-steps", "100"])  # this sitting stops after 100 agent steps

@@ -22,7 +22,7 @@ def help_of(argv, capsys):
 
 
 @pytest.mark.parametrize("argv, own, foreign", [
-    (["train"], ["--preset", "--jit-compile", "--budget-steps", "--strategy", "--config", "--run",
+    (["train"], ["--preset", "--jit", "--budget-steps", "--strategy", "--config", "--run",
                  "(default: ALE/Pong-v5)", "(default: 2000000)"], ["--small", "--episodes"]),
     (["train", "--task", "mcts"], ["--small", "--c-puct", "(default: 1.5)", "--strategy"], ["--preset", "--env"]),
     (["train", "--task", "reinforce"], ["--batch-episodes", "--no-baseline", "(default: 300)", "--strategy"],

@@ -75,7 +75,7 @@ def small_run(tmp_path_factory):
     """A checkpointed CartPole run of a few steps (no learning: nothing to compile)."""
     out = str(tmp_path_factory.mktemp("rl_resume") / "run")
     config = dqn.DQNConfig.from_dict(dict(dqn.PRESETS["cartpole"], steps=16, num_envs=2, buffer_size=64,
-                                          batch_size=4, learning_starts=1000, hidden=8, jit_compile=False))
+                                          batch_size=4, learning_starts=1000, hidden=8, jit=False))
     dqn.train(config, out, strategy="default", log=lambda *a: None)
     return out, config
 
@@ -107,7 +107,7 @@ def test_damaged_checkpoint_is_a_one_line_error(small_run, tmp_path, damage, cap
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main, ["train", "--task", "dqn", "--preset", "cartpole", "--steps", "32", "--num-envs", "2",
-                       "--buffer-size", "64", "--batch-size", "4", "--learning-starts", "1000", "--no-jit-compile",
+                       "--buffer-size", "64", "--batch-size", "4", "--learning-starts", "1000", "--no-jit",
                        "--strategy", "default", "--run", out], prog="apps.rl")
     assert exit_info.value.code == 2
     message = capsys.readouterr().err.strip()

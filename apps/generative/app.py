@@ -32,7 +32,7 @@ from apps.generative import figures
 from apps.generative.common import arrays
 from apps.generative.config import TrainConfig, with_model_defaults
 from apps.generative.models import FAMILY, MODELS
-from core import data, distribute, export, plots, results, training
+from core import data, distribute, export, plots, precision, results, training
 from core.cli import config_dict, run_config, run_folder
 from core.errors import UserError
 
@@ -55,16 +55,21 @@ def family_of(net):
 def train(config: TrainConfig, *, run=None, strategy="auto", callbacks=()):
     """Train `config.model` on `config.dataset` (`batch_size` per replica) into the run folder `run` (default
     runs/generative/<model>); returns the model. `callbacks`: extra Keras callbacks for `fit`."""
+    if config.precision == "mixed_float16" and FAMILY[config.model] != "autoencoder":
+        raise UserError(f"--precision mixed_float16: the {config.model}'s own train_step does not scale its loss, "
+                        f"so float16 gradients would underflow; use mixed_bfloat16 (it needs no loss scaling)")
     strategy = distribute.get_strategy(strategy)  # before any TF work
     config = with_model_defaults(config)
     out = run_folder(APP, config.model, run)
     training.set_seed(config.seed)
     images = data.load_dataset(config.dataset, val_fraction=config.val_fraction, seed=config.seed, limit=config.limit)
     global_batch = distribute.global_batch_size(config.batch_size, strategy)
-    with strategy.scope():
+    with strategy.scope(), precision.policy(config.precision):
         net = MODELS.get(config.model)(images.image_shape, images.num_classes, config_dict(config))
         family = family_of(net)
         family.compile_for_run(config.learning_rate)
+        if config.jit is not None:  # XLA for the train_step or not; none: what each family's compile chose
+            net.jit_compile = config.jit
     train_batches, val_batches, fit_options = family.fit_data(images, config, global_batch)  # checks --domains
     recorded = run_config(config, APP, family=FAMILY[config.model], class_names=list(images.class_names),
                           image_shape=list(images.image_shape), strategy=type(strategy).__name__,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from core.cli import option
 from core.errors import UserError
+from core.precision import ComputeOptions
 
 MODEL_NAMES = ("ae", "conv_ae", "linear_ae", "sparse_ae", "denoising_ae", "vae", "cvae", "gan", "dcgan", "cgan",
                "wgan_gp", "cyclegan")
@@ -22,7 +23,7 @@ DEFAULT_LEARNING_RATE = {"gan": 2e-4, "dcgan": 2e-4, "cgan": 2e-4, "wgan_gp": 1e
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ComputeOptions):
     model: str = option("vae", "model", choices=MODEL_NAMES)
     dataset: str = option("fashion_mnist", "fashion_mnist, mnist5k, digits or tfds:NAME")
     epochs: int = option(5, "passes over the training images", minimum=1)

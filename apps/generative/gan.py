@@ -47,7 +47,8 @@ def _generator_inputs(latent_dim, num_classes):
 
 
 def _to_unit(x):
-    return layers.Rescaling(0.5, offset=0.5, name="images")(x)  # tanh's [-1, 1] -> [0, 1]
+    # float32 images under any dtype policy (core.precision)
+    return layers.Rescaling(0.5, offset=0.5, name="images", dtype="float32")(x)  # tanh's [-1, 1] -> [0, 1]
 
 
 def mlp_generator(image_shape, latent_dim=64, num_classes=0, hidden=(256, 512)):
@@ -90,7 +91,7 @@ def _head(inputs, features, one_hot, minibatch_discrimination):
         x = layers.Concatenate()([x, one_hot])
     if minibatch_discrimination:
         x = MinibatchDiscrimination(num_kernels=32, kernel_dim=8, name="minibatch_discrimination")(x)
-    logits = layers.Dense(1, name="logits")(x)
+    logits = layers.Dense(1, name="logits", dtype="float32")(x)  # float32 under any dtype policy
     return keras.Model(inputs, [logits, features], name="discriminator")
 
 

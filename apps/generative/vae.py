@@ -64,8 +64,9 @@ def build_encoder(image_shape, latent_dim, num_classes=0, hidden=(512, 256)):
         inputs.append(labels)
     for i, units in enumerate(hidden):
         x = layers.Dense(units, activation="relu", name=f"enc_dense{i + 1}")(x)
-    mean = layers.Dense(latent_dim, name="mean")(x)
-    log_var = layers.Dense(latent_dim, name="log_var")(x)
+    # the posterior's parameters and the pixel logits in float32 under any dtype policy (core.precision)
+    mean = layers.Dense(latent_dim, name="mean", dtype="float32")(x)
+    log_var = layers.Dense(latent_dim, name="log_var", dtype="float32")(x)
     return keras.Model(inputs if num_classes else images, [mean, log_var], name="encoder")
 
 
@@ -79,7 +80,8 @@ def build_decoder(image_shape, latent_dim, num_classes=0, hidden=(256, 512)):
     for i, units in enumerate(hidden):
         x = layers.Dense(units, activation="relu", name=f"dec_dense{i + 1}")(x)
     logits = layers.Dense(int(np.prod(image_shape)), name="logits")(x)
-    return keras.Model(inputs if num_classes else latent, layers.Reshape(image_shape)(logits), name="decoder")
+    return keras.Model(inputs if num_classes else latent, layers.Reshape(image_shape, dtype="float32")(logits),
+                       name="decoder")
 
 
 @keras.saving.register_keras_serializable(package="generative")

@@ -44,7 +44,7 @@ from apps.sequence.caption_data import (
 )
 from apps.sequence.config import CaptionConfig
 from apps.sequence.models import copy_weights, load_run
-from core import distribute, export, optimizers, results, scenes, training
+from core import distribute, export, optimizers, precision, results, scenes, training
 from core.cli import run_config
 from core.data import batched
 from core.errors import UserError
@@ -88,7 +88,7 @@ class Captioner:
         decoder = layers.RNN(GRUCell(units), return_sequences=True, return_state=True, name="decoder")
         attention = AdditiveAttention(units, return_attention=True, name="attention")
         combine = layers.Dense(units, activation="tanh", name="combine")
-        logits = layers.Dense(vocab_size, name="logits")
+        logits = layers.Dense(vocab_size, name="logits", dtype="float32")  # float32 under any policy
 
         def encode(pixels):
             features = cnn(pixels)
@@ -164,11 +164,11 @@ def train(config: CaptionConfig, *, run, strategy="default", spec=None, sizes=No
         return batched(ds, c.batch_size, shuffle=shuffle, seed=c.seed, what="the scenes")
 
     image_size = int(train_set.images.shape[1])
-    with distribution.scope():
+    with distribution.scope(), precision.policy(c.precision):
         net = Captioner(len(vocab), image_size, **(sizes or {}))
         net.model.compile(optimizer=optimizers.Adam(c.learning_rate, clipnorm=1.0),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                          weighted_metrics=["accuracy"])
+                          weighted_metrics=["accuracy"], jit_compile=precision.xla(c.jit))
     counts = collections.Counter(train_set.captions)
     training.save_config(run, run_config(
         c, APP, task="caption", spec=dataclasses.asdict(spec) if spec else None, image_size=image_size, vocab=vocab,

@@ -28,7 +28,7 @@ import tensorflow as tf
 from apps.sequence import data, decoding
 from apps.sequence.config import CharLMConfig
 from apps.sequence.models import NUM_STATES, char_lm, copy_weights, load_run
-from core import distribute, export, results, training
+from core import distribute, export, precision, results, training
 from core.checkpoints import write_json_atomically
 from core.cli import run_config
 from core.errors import UserError
@@ -133,11 +133,11 @@ def train(config: CharLMConfig, *, run, strategy="default"):
     train_text, val_text = corpora(c.max_chars)
     vocab = vocabulary(train_text)
     train_ids, val_ids = encode(train_text, vocab), encode(val_text, vocab)
-    with strategy.scope():
+    with strategy.scope(), precision.policy(c.precision):
         net = char_lm(len(vocab), cell=c.cell, units=c.units, num_layers=c.num_layers, embed_dim=c.embed_dim,
                       dropout=c.dropout, batch_size=c.batch_size, stateful=True)
         net.compile(optimizer=keras.optimizers.Adam(c.learning_rate, clipnorm=c.clipnorm),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=precision.xla(c.jit))
     entropy = unigram_entropy(train_ids, len(vocab))
     training.save_config(run, run_config(c, APP, task="charlm", vocab=vocab, unigram_entropy=entropy),
                          identity_keys=("task", "cell", "units", "num_layers"))

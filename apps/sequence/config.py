@@ -1,9 +1,11 @@
 """The training settings of each task of apps.sequence: the single source of their defaults (the flags of
-`train --task NAME` are made from these, `core.cli.add_config_flags`)."""
+`train --task NAME` are made from these, `core.cli.add_config_flags`); each inherits `--precision` and `--jit`
+(`core.precision.ComputeOptions`)."""
 
 from dataclasses import dataclass
 
 from core.cli import option
+from core.precision import ComputeOptions
 
 CELLS = ("elman", "lstm", "gru", "keras-elman", "keras-lstm", "keras-gru")  # models.RNNS, without importing Keras
 CLASSIFIERS = ("bag", "lstm", "bigru", "transformer")  # models.CLASSIFIERS
@@ -11,7 +13,7 @@ SEQ2SEQ = ("bahdanau", "transformer")  # seq2seq.SEQ2SEQ
 
 
 @dataclass
-class CharLMConfig:
+class CharLMConfig(ComputeOptions):
     cell: str = option("lstm", "recurrent cell (the suite's, or Keras' built-in)", choices=CELLS)
     units: int = option(256, "units per RNN layer", minimum=1)
     num_layers: int = option(2, "stacked RNN layers", minimum=1, flag="--layers")
@@ -28,7 +30,7 @@ class CharLMConfig:
 
 
 @dataclass
-class TextClassConfig:
+class TextClassConfig(ComputeOptions):
     model: str = option("bigru", "classifier", choices=CLASSIFIERS)
     epochs: int = option(4, "passes over the training quotes", minimum=1)
     batch_size: int = option(32, "quotes per batch", minimum=1)
@@ -42,7 +44,7 @@ class TextClassConfig:
 
 
 @dataclass
-class DatesConfig:
+class DatesConfig(ComputeOptions):
     model: str = option("bahdanau", "seq2seq model", choices=SEQ2SEQ)
     epochs: int = option(10, "passes over the training dates", minimum=1)
     batch_size: int = option(64, "dates per batch", minimum=1)
@@ -55,7 +57,7 @@ class DatesConfig:
 
 
 @dataclass
-class CaptionConfig:
+class CaptionConfig(ComputeOptions):
     scenes_config: str = option("fashion_mnist_96", "tfds scene dataset generated_scenes/<name>", flag="--scenes")
     data_dir: str | None = option(None, "tfds data folder (none: data/tensorflow_datasets)")
     max_objects: int = option(2, "use scenes with 1..N items", minimum=1, maximum=2)

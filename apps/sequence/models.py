@@ -91,7 +91,7 @@ def char_lm(vocab_size, *, cell="lstm", units=256, num_layers=2, embed_dim=64, d
             x = rnn(x)
         if dropout:
             x = layers.Dropout(dropout, name=f"dropout{i}")(x)
-    logits = layers.Dense(vocab_size, name="logits")(x)
+    logits = layers.Dense(vocab_size, name="logits", dtype="float32")(x)  # float32 logits under any policy
     if with_state:
         return keras.Model([tokens] + state_inputs, [logits] + state_outputs, name=f"char_lm_{cell}")
     return keras.Model(tokens, logits, name=f"char_lm_{cell}")
@@ -160,8 +160,9 @@ def _ids(sequence_length):
 
 def _head(ids, features, num_classes, name, dropout=0.3):
     features = layers.Dropout(dropout)(features)
-    return keras.Model(ids, layers.Dense(num_classes, activation="softmax", name="probabilities")(features),
-                       name=name)
+    # float32 whatever the dtype policy: a bfloat16/float16 softmax loses the small probabilities
+    probabilities = layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")
+    return keras.Model(ids, probabilities(features), name=name)
 
 
 @CLASSIFIERS.register("bag")

@@ -32,7 +32,7 @@ from keras import layers, ops
 from apps.sequence import data, decoding
 from apps.sequence.config import DatesConfig
 from apps.sequence.models import KeyMask, copy_weights, load_run
-from core import distribute, optimizers, results, training
+from core import distribute, optimizers, precision, results, training
 from core.cli import run_config
 from core.data import batched
 from core.registry import Registry
@@ -105,7 +105,7 @@ class Bahdanau(Seq2Seq):
         decoder = layers.RNN(GRUCell(units), return_sequences=True, return_state=True, name="decoder")
         attention = AdditiveAttention(units, return_attention=True, name="attention")
         combine = layers.Dense(units, activation="tanh", name="combine")
-        logits = layers.Dense(len(TARGET_VOCAB), name="logits")
+        logits = layers.Dense(len(TARGET_VOCAB), name="logits", dtype="float32")  # float32 under any policy
 
         def encode(source):
             memory, forward, backward = encoder(embed_src(source))
@@ -167,7 +167,7 @@ class Transformer(Seq2Seq):
                     for i in range(num_layers)]
         decoders = [TransformerDecoder(num_heads, d_model // num_heads, ff_dim, dropout, name=f"decoder{i}")
                     for i in range(num_layers)]
-        logits = layers.Dense(len(TARGET_VOCAB), name="logits")
+        logits = layers.Dense(len(TARGET_VOCAB), name="logits", dtype="float32")  # float32 under any policy
         scale_layer = layers.Rescaling(scale, name="scale_embedding")
 
         # Padding: the encoder's keys and the decoders' memory are masked where the source id is 0.
@@ -266,10 +266,11 @@ def train(config: DatesConfig, *, run, strategy="default", sizes=None):
         ds = tf.data.Dataset.from_tensor_slices(((vectorize(vectorizer, [t for t, _ in pairs]), tgt_in), tgt_out))
         return batched(ds, c.batch_size, shuffle=shuffle, seed=c.seed, what="the dates")
 
-    with distribution.scope():
+    with distribution.scope(), precision.policy(c.precision):
         net = build(c.model, len(vocab), **(sizes or {}))
         net.model.compile(optimizer=optimizers.Adam(c.learning_rate, clipnorm=1.0),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
+                          jit_compile=precision.xla(c.jit))
     training.save_config(run, run_config(c, APP, task="dates", vocab=vocab, sizes=sizes or {}, strategy=strategy,
                                          replicas=distribution.num_replicas_in_sync),
                          identity_keys=("task", "model"))

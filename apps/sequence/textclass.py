@@ -21,7 +21,7 @@ import tensorflow as tf
 from apps.sequence import data
 from apps.sequence.config import TextClassConfig
 from apps.sequence.models import build_classifier, check_task, load_run
-from core import distribute, export, plots, results, training
+from core import distribute, export, plots, precision, results, training
 from core.cli import run_config
 from core.data import batched
 from core.metrics import classification_report
@@ -54,10 +54,10 @@ def train(config: TextClassConfig, *, run, strategy="default"):
                        c.batch_size, shuffle=True, seed=c.seed, what="the quotes")
     val_ds = batched(tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, fortunes.texts("val")),
                                                          fortunes.labels("val"))), 256, what="the quotes")
-    with distribution.scope():
+    with distribution.scope(), precision.policy(c.precision):
         net = build_classifier(c.model, len(vocab), len(fortunes.categories), c.sequence_length, dropout=c.dropout)
         net.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss="sparse_categorical_crossentropy",
-                    metrics=["accuracy"])
+                    metrics=["accuracy"], jit_compile=precision.xla(c.jit))
     training.save_config(run, run_config(c, APP, task="textclass", class_names=fortunes.categories, vocab=vocab,
                                          strategy=strategy,
                                          replicas=distribution.num_replicas_in_sync),

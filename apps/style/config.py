@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from core.cli import option
 from core.errors import UserError
+from core.precision import ComputeOptions
 
 FEATURES = ("random", "vgg19")
 MODELS = ("fast",)  # the feed-forward stylizer: saved_models/style_fast/, runs/style/fast/
@@ -26,7 +27,7 @@ class LossConfig:
 
 
 @dataclass
-class StylizerConfig(LossConfig):
+class StylizerConfig(LossConfig, ComputeOptions):
     model: str = option("fast", "the stylizer network", choices=MODELS)
     steps: int = option(300, "Adam steps", minimum=1)
     size: int = option(64, "side of the square training crops (a multiple of 4)", minimum=16)
@@ -36,6 +37,9 @@ class StylizerConfig(LossConfig):
     def __post_init__(self):
         if self.size % 4:  # found before TensorFlow starts, in one line
             raise UserError(f"--size must be a multiple of 4 (the stylizer halves it twice), got {self.size}")
+        if self.precision == "mixed_float16":
+            raise UserError("--precision mixed_float16: the stylizer's own training step does not scale its loss, "
+                            "so float16 gradients would underflow; use mixed_bfloat16 (it needs no loss scaling)")
 
 
 @dataclass

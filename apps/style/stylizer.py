@@ -32,7 +32,7 @@ from apps.style.app import (
 )
 from apps.style.config import MODELS, StylizerConfig
 from apps.style.features import build_extractor
-from core import distribute, export, plots, results, training
+from core import distribute, export, plots, precision, results, training
 from core.cli import run_config
 from core.errors import UserError
 
@@ -76,8 +76,9 @@ def train(config: StylizerConfig, *, run, strategy="default", log_every=50):
     style_image = center_crop(load_image(c.style, c.size), c.size)
     crops = training_crops(max(64, c.batch_size * 16), c.size, c.seed)
     with distribution.scope():
-        extractor = build_extractor(c.features, c.weights, c.seed)
-        net = build_stylizer()
+        extractor = build_extractor(c.features, c.weights, c.seed)  # float32: the losses' fixed yardstick
+        with precision.policy(c.precision):
+            net = build_stylizer()
         optimizer = keras.optimizers.Adam(c.learning_rate)
         optimizer.build(net.trainable_variables)  # its slots mirrored now, not first made inside a replica's step
     style_features = style_targets(extractor, style_image)
@@ -95,7 +96,7 @@ def train(config: StylizerConfig, *, run, strategy="default", log_every=50):
         optimizer.apply_gradients(zip(grads, net.trainable_weights))
         return total, parts
 
-    @tf.function
+    @tf.function(jit_compile=bool(c.jit) and replicas == 1)  # XLA cannot compile a step that spans replicas
     def step(batch):
         total, parts = distribution.run(replica_step, args=(batch,))
         mean = tf.distribute.ReduceOp.MEAN

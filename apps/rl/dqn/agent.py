@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from apps.rl import atari
 from apps.rl.dqn.networks import NETWORKS
-from core import optimizers
+from core import optimizers, precision
 from core.errors import UserError
 
 
@@ -37,7 +37,10 @@ class Agent:
         self.config, self.stack, self.num_actions, self.strategy = config, stack, num_actions, strategy
         self.input_shape = (tuple(frame_shape) + (stack,)) if stack > 1 else tuple(frame_shape)
         build = NETWORKS.get(config.network)
-        with strategy.scope():
+        if config.precision == "mixed_float16":
+            raise UserError("--precision mixed_float16: the DQN update's own GradientTape does not scale its loss, "
+                            "so float16 gradients would underflow; use mixed_bfloat16 (it needs no loss scaling)")
+        with strategy.scope(), precision.policy(config.precision):
             self.online = build(self.input_shape, num_actions, config.hidden, config.dueling)
             self.target = build(self.input_shape, num_actions, config.hidden, config.dueling)
             # The global-norm clip applies to the gradient summed over the replicas (core.optimizers).
@@ -132,7 +135,7 @@ class Agent:
             values = self.strategy.experimental_distribute_values_from_function(split)
         count = arrays[1].shape[0]
         if count not in self._distributed_updates:
-            jit = self.config.jit_compile and replicas == 1
+            jit = self.config.jit and replicas == 1
             self._distributed_updates[count] = tf.function(
                 lambda *args: self._distributed_step(count, *args), reduce_retracing=True, jit_compile=jit)
         loss, q = self._distributed_updates[count](*values)

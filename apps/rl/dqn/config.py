@@ -8,10 +8,11 @@ from dataclasses import dataclass, fields
 from core import checkpoints
 from core.cli import option, run_config
 from core.errors import UserError
+from core.precision import ComputeOptions
 
 
 @dataclass
-class DQNConfig:
+class DQNConfig(ComputeOptions):
     env: str = option("ALE/Pong-v5", "gymnasium id, e.g. ALE/Breakout-v5 or CartPole-v1")
     steps: int = option(2_000_000, "agent steps in total (x4 frames on Atari)", minimum=1)
     num_envs: int = option(8, "vector environments", minimum=1)
@@ -38,7 +39,7 @@ class DQNConfig:
     log_every: int = option(5_000, "agent steps between train.csv rows", minimum=1)
     checkpoint_every: int = option(100_000, "agent steps between checkpoints", minimum=1)
     async_envs: bool = option(False, "environments in subprocesses")
-    jit_compile: bool = option(True, "XLA for the update (one replica only): ~30% more updates/s on CPU")
+    jit: bool = option(True, "XLA for the update (one replica only): ~30% more updates/s on CPU")
 
     @classmethod
     def from_dict(cls, values):

@@ -1,5 +1,6 @@
 """Evaluation of a trained DQN run: whole games with an ε-greedy policy, rendered to a GIF and a PNG strip."""
 
+import dataclasses
 import json
 import os
 import time
@@ -18,7 +19,9 @@ def load_agent(out, strategy="default"):
     """The trained agent of a run folder (model weights from the newest checkpoint)."""
     config = load_run_config(out)
     strategy = distribute.get_strategy(strategy)
-    agent = build_agent(config, strategy)
+    # Played and exported in float32 whatever --precision trained it: its variables are float32 anyway, and
+    # TFLite has no bfloat16 kernels.
+    agent = build_agent(dataclasses.replace(config, precision="float32"), strategy)
     if restore(agent, out) is None:
         raise UserError(f"no checkpoint in {os.path.join(out, 'checkpoints')}; run 'train --task dqn' first")
     return config, agent

@@ -19,10 +19,11 @@ class DuelingCombine(keras.layers.Layer):
 def _head(x, num_actions, hidden, dueling):
     if not dueling:
         x = keras.layers.Dense(hidden, activation="relu")(x)
-        return keras.layers.Dense(num_actions, name="q_values")(x)
+        # the Q-values in float32 under any dtype policy (core.precision): the TD loss and argmax want them exact
+        return keras.layers.Dense(num_actions, name="q_values", dtype="float32")(x)
     value = keras.layers.Dense(1)(keras.layers.Dense(hidden, activation="relu")(x))
     advantages = keras.layers.Dense(num_actions)(keras.layers.Dense(hidden, activation="relu")(x))
-    return DuelingCombine(name="q_values")([value, advantages])
+    return DuelingCombine(name="q_values", dtype="float32")([value, advantages])
 
 
 @NETWORKS.register("nature")
