@@ -111,9 +111,12 @@ def _figure(value):
 
 def table(records):
     """The Markdown table of `records`: one row each, the headline metric first."""
-    lines = ["| row | headline | other metrics | baselines | budget | training time | machine | commit |",
-             "|---|---|---|---|---|---:|---|---|"]
+    lines = ["| row | headline | other metrics | baselines | budget | training time | machine | commit | code now |",
+             "|---|---|---|---|---|---:|---|---|---|"]
+    rows = {row.name: row for row in ROWS}
     for r in records:
+        # A record measured on code that has changed since: `make results` reruns it; until then it says so.
+        current = r["row"] in rows and rows[r["row"]].fingerprint(r.get("quick", False)) == r.get("fingerprint")
         metrics = dict(r["metrics"])
         head = f"{r['headline']} **{_figure(metrics.pop(r['headline'], None))}**" if r.get("headline") else ""
         budget = {k: v for k, v in r.get("budget", {}).items() if k not in ("training_seconds", "training_load_max")}
@@ -124,8 +127,8 @@ def table(records):
             ", ".join(f"{k} {_figure(v)}" for k, v in r.get("baselines", {}).items()),
             ", ".join(f"{k} {v}" for k, v in budget.items()),
             "–" if seconds is None else f"{seconds / 60:.1f} min" + ("" if load is None else f" (load ≤ {load:.1f})"),
-            f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores", f"`{str(env.get('git_commit'))[:10]}`"])
-            + " |")
+            f"{env.get('cpu_model', '?')}, {env.get('cores', '?')} cores", f"`{str(env.get('git_commit'))[:10]}`",
+            "same" if current else "changed: rerun"]) + " |")
     return "\n".join(lines)
 
 
@@ -135,6 +138,8 @@ def main(argv=None):
                         help=f"comma-separated rows (default: all: {', '.join(r.name for r in ROWS)})")
     parser.add_argument("--quick", action="store_true", help="tiny budgets into runs/results-quick/; the docs and "
                                                              "the committed records are left alone")
+    parser.add_argument("--docs-only", action="store_true", help="run nothing: rewrite docs/results.md from the "
+                                                                 "committed records")
     args = parser.parse_args(argv)
     chosen = [r for r in ROWS if not args.rows or r.name in args.rows.split(",")]
     unknown = set(filter(None, args.rows.split(","))) - {r.name for r in ROWS}
@@ -143,7 +148,7 @@ def main(argv=None):
     runs = os.path.join(ROOT, "runs", "results-quick" if args.quick else "results")
     records_dir = os.path.join(runs, "records") if args.quick else RECORDS
     start, failed = time.time(), []
-    for row in chosen:
+    for row in () if args.docs_only else chosen:
         try:
             run_row(row, runs=runs, records=records_dir, quick=args.quick)
         except RuntimeError as error:

@@ -28,6 +28,10 @@ def test_a_current_record_is_reused_and_the_table_comes_from_the_records(tmp_pat
     assert table[0].startswith("| row | headline |") and len(table) == 3
     assert "mean_iou **0.66**" in table[2] and "pixel_accuracy 0.95" in table[2]
     assert "all_background_mean_iou 0.072" in table[2] and "5.6 min" in table[2] and "AMD EPYC, 2 cores" in table[2]
+    # a record of code that has changed since says so until `make results` reruns it
+    assert table[2].endswith("| same |")
+    stale = headlines.table([record(row, "0" * 16, mean_iou=0.5)]).splitlines()[2]
+    assert stale.endswith("| changed: rerun |")
 
 
 def test_every_row_runs_an_app_that_exists_with_its_contract_verbs():
