@@ -42,19 +42,35 @@ def xla(jit):
 @contextlib.contextmanager
 def policy(name):
     """Models built inside use the dtype policy `name` (PRECISIONS); the previous policy comes back after, so
-    a later model in the same process (a test, an evaluation) is not built in reduced precision by accident."""
+    a later model in the same process (a test, an evaluation) is not built in reduced precision by accident.
+    "float32" leaves the policy as it is: Keras' default follows `keras.config.floatx()`, which a float64
+    computation (the suite's exact distribution tests) sets."""
     import keras
 
     if name not in PRECISIONS:
         from core.errors import UserError
 
         raise UserError(f"unknown precision '{name}'; choose one of: {', '.join(PRECISIONS)}")
+    if name == "float32":
+        yield
+        return
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def output_dtype():
+    """The dtype for a model's output layer, called while the model is built: "float32" under a mixed policy (the
+    rest computes in bfloat16/float16; the probabilities, losses and exports stay float32 — a reduced-precision
+    softmax rounds the small probabilities a cross-entropy's log needs), else None: the global policy, which
+    follows `keras.config.floatx()` (float64 in the suite's exact distribution tests)."""
+    import keras
+
+    policy = keras.config.dtype_policy()
+    return "float32" if policy.compute_dtype != policy.variable_dtype else None
 
 
 def float32_outputs(model):

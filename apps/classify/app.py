@@ -46,7 +46,8 @@ def add_coarse_head(net, num_coarse):
     """Multi-task learning with hard parameter sharing: a second softmax head
     (the coarse category) on the features the main classifier reads."""
     features = net.get_layer(MAIN_OUTPUT).input
-    coarse = keras.layers.Dense(num_coarse, activation="softmax", dtype="float32", name=COARSE_OUTPUT)(features)
+    coarse = keras.layers.Dense(num_coarse, activation="softmax",
+                                dtype=precision.output_dtype(), name=COARSE_OUTPUT)(features)
     return keras.Model(net.inputs, [*net.outputs, coarse], name=net.name)
 
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from apps.classify.budgets import DEFAULT_MODEL  # noqa: F401  (re-exported: the registry's default)
+from core import precision
 from core.errors import UserError
 from core.registry import Registry
 from layers import (
@@ -65,15 +66,10 @@ def _hidden(x, dropout=0.0, dropconnect=0.0, units=128):
     return x
 
 
-# The softmax layers are float32 whatever the global dtype policy (--precision, core/precision.py): under
-# mixed_bfloat16 the rest computes in bfloat16, but the probabilities, the loss and the export stay float32
-# (a bfloat16 softmax rounds small probabilities that the cross-entropy's log needs).
-OUTPUT_DTYPE = "float32"
-
-
 def _classifier(images, features, num_classes, name, dropout=0.0, dropconnect=0.0, extra_outputs=()):
     features = _hidden(features, dropout, dropconnect)
-    probabilities = layers.Dense(num_classes, activation="softmax", dtype=OUTPUT_DTYPE, name=MAIN_OUTPUT)(features)
+    probabilities = layers.Dense(num_classes, activation="softmax",
+                                 dtype=precision.output_dtype(), name=MAIN_OUTPUT)(features)
     outputs = [probabilities, *extra_outputs] if extra_outputs else probabilities
     return keras.Model(images, outputs, name=name)
 
@@ -232,7 +228,7 @@ def nin(input_shape, num_classes, width=1.0, batchnorm=False, dropout=None, drop
     x = NiNBlock(f, kernel_size=3, mlp_filters=(f,), name="mlpconv3")(x)
     x = layers.Conv2D(num_classes, 1, name="class_maps")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    probabilities = layers.Activation("softmax", dtype=OUTPUT_DTYPE, name=MAIN_OUTPUT)(x)
+    probabilities = layers.Activation("softmax", dtype=precision.output_dtype(), name=MAIN_OUTPUT)(x)
     return keras.Model(images, probabilities, name="nin")
 
 
@@ -244,7 +240,8 @@ def _aux_classifier(x, num_classes, width, name):
     x = layers.Flatten(name=f"{name}_flatten")(x)
     x = layers.Dense(_ch(256, width), activation="relu", name=f"{name}_fc")(x)
     x = layers.Dropout(0.7, name=f"{name}_dropout")(x)
-    return layers.Dense(num_classes, activation="softmax", dtype=OUTPUT_DTYPE, name=f"{name}_probabilities")(x)
+    return layers.Dense(num_classes, activation="softmax",
+                        dtype=precision.output_dtype(), name=f"{name}_probabilities")(x)
 
 
 @MODELS.register("googlenet")

@@ -27,6 +27,7 @@ from keras_cv import bounding_box
 from apps.detect import boxes as box_utils
 from apps.detect.layers import DecodeBoxes, Detections, PasteMasks, SelectMasks
 from apps.detect.losses import AnchorLoss, MaskLoss, PositiveBoxLoss
+from core import precision
 from core.errors import UserError
 from core.registry import Registry
 from layers import RoIAlign
@@ -36,12 +37,7 @@ DEFAULT_MODEL = "ssd"
 MAX_DETECTIONS = 10
 NUM_ROIS = 16        # RoIs per image through the two-stage heads (training and inference)
 MASK_SIZE = 14       # RoIAlign output of the mask head, as in Mask R-CNN
-PRIOR = 0.01         # initial foreground probability of every anchor (RetinaNet's bias init)
-# The training model's named outputs are float32 layers whatever the global dtype policy (--precision,
-# core/precision.py): the losses, and the box decoding of the inference model, read float32 predictions
-# when the backbone and heads compute in bfloat16 or float16.
-OUTPUT_DTYPE = "float32"
-
+PRIOR = 0.01
 
 def check_image_size(image_size):
     if image_size % 16:
@@ -108,7 +104,7 @@ class SingleShot:
         net = backbone(image_size)
         _, c3, c4 = net(images)
         head = anchor_head(_features(net, image_size)[1:], num_classes, "head")
-        predictions = layers.Identity(dtype=OUTPUT_DTYPE, name="anchors")(head([c3, c4]))
+        predictions = layers.Identity(dtype=precision.output_dtype(), name="anchors")(head([c3, c4]))
         model = keras.Model(images, predictions, name="ssd")
         return model
 
@@ -178,11 +174,12 @@ class TwoStage:
         net = backbone(image_size)
         c2, c3, c4 = net(images)
         shapes = _features(net, image_size)
-        rpn = layers.Identity(dtype=OUTPUT_DTYPE, name="rpn")(anchor_head(shapes[1:], 1, "rpn_head")([c3, c4]))
+        dtype = precision.output_dtype()
+        rpn = layers.Identity(dtype=dtype, name="rpn")(anchor_head(shapes[1:], 1, "rpn_head")([c3, c4]))
         class_logits, box_deltas, mask_logits = roi_heads(shapes[:2], num_classes)([c2, c3, rois])
-        outputs = {"rpn": rpn, "roi_classes": layers.Identity(dtype=OUTPUT_DTYPE, name="roi_classes")(class_logits),
-                   "roi_boxes": layers.Identity(dtype=OUTPUT_DTYPE, name="roi_boxes")(box_deltas),
-                   "roi_masks": layers.Identity(dtype=OUTPUT_DTYPE, name="roi_masks")(mask_logits)}
+        outputs = {"rpn": rpn, "roi_classes": layers.Identity(dtype=dtype, name="roi_classes")(class_logits),
+                   "roi_boxes": layers.Identity(dtype=dtype, name="roi_boxes")(box_deltas),
+                   "roi_masks": layers.Identity(dtype=dtype, name="roi_masks")(mask_logits)}
         return keras.Model({"images": images, "rois": rois}, outputs, name="rcnn")
 
     @staticmethod

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from core import precision
 from losses import sparsity_penalty
 
 # --------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def dense_encoder(image_shape, latent_dim, hidden=(256,), activation="relu", cod
     for i, units in enumerate(hidden):
         x = layers.Dense(units, activation=activation, name=f"enc_dense{i + 1}")(x)
     # the last layers in float32 under any dtype policy (core.precision): codes and images leave as float32
-    code = layers.Dense(latent_dim, activation=code_activation, name="code", dtype="float32")(x)
+    code = layers.Dense(latent_dim, activation=code_activation, name="code", dtype=precision.output_dtype())(x)
     return keras.Model(images, code, name=name)
 
 
@@ -93,7 +94,7 @@ def dense_decoder(image_shape, latent_dim, hidden=(256,), activation="relu", out
     for i, units in enumerate(reversed(hidden)):
         x = layers.Dense(units, activation=activation, name=f"dec_dense{i + 1}")(x)
     x = layers.Dense(int(np.prod(image_shape)), activation=output_activation, name="pixels")(x)
-    return keras.Model(latent, layers.Reshape(image_shape, dtype="float32")(x), name=name)
+    return keras.Model(latent, layers.Reshape(image_shape, dtype=precision.output_dtype())(x), name=name)
 
 
 def _check_conv_shape(image_shape):
@@ -108,7 +109,7 @@ def conv_encoder(image_shape, latent_dim, filters=(32, 64), name="encoder"):
     for i, f in enumerate(filters):
         x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", name=f"enc_conv{i + 1}")(x)
     x = layers.Flatten()(x)
-    return keras.Model(images, layers.Dense(latent_dim, name="code", dtype="float32")(x), name=name)
+    return keras.Model(images, layers.Dense(latent_dim, name="code", dtype=precision.output_dtype())(x), name=name)
 
 
 def conv_decoder(image_shape, latent_dim, filters=(64, 32), output_activation="sigmoid", name="decoder"):
@@ -119,7 +120,7 @@ def conv_decoder(image_shape, latent_dim, filters=(64, 32), output_activation="s
     x = layers.Reshape((height // 4, width // 4, filters[0]))(x)
     x = layers.Conv2DTranspose(filters[1], 3, strides=2, padding="same", activation="relu", name="dec_deconv1")(x)
     x = layers.Conv2DTranspose(channels, 3, strides=2, padding="same", activation=output_activation,
-                               name="dec_deconv2", dtype="float32")(x)
+                               name="dec_deconv2", dtype=precision.output_dtype())(x)
     return keras.Model(latent, x, name=name)
 
 

@@ -18,6 +18,7 @@ from keras import layers
 
 import losses as L
 from apps.generative.common import AdversarialModel
+from core import precision
 from core.errors import UserError
 from layers import ResidualBlock
 
@@ -32,7 +33,7 @@ def translator(image_shape, filters=32, residual_blocks=2, name="generator"):
         x = ResidualBlock(2 * filters, use_batchnorm=False, name=f"res{i + 1}")(x)
     x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2D(image_shape[-1], 5, padding="same", activation="tanh")(x)
-    return keras.Model(images, layers.Rescaling(0.5, offset=0.5, dtype="float32")(x), name=name)  # float32 out
+    return keras.Model(images, layers.Rescaling(0.5, offset=0.5, dtype=precision.output_dtype())(x), name=name)
 
 
 def patch_discriminator(image_shape, filters=32, name="discriminator"):
@@ -43,7 +44,7 @@ def patch_discriminator(image_shape, filters=32, name="discriminator"):
     x = layers.LeakyReLU(0.2)(x)
     x = layers.Conv2D(2 * filters, 4, strides=2, padding="same")(x)
     x = layers.LeakyReLU(0.2)(x)
-    return keras.Model(images, layers.Conv2D(1, 3, padding="same", dtype="float32")(x), name=name)  # float32 out
+    return keras.Model(images, layers.Conv2D(1, 3, padding="same", dtype=precision.output_dtype())(x), name=name)
 
 
 @keras.saving.register_keras_serializable(package="generative")

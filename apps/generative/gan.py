@@ -27,6 +27,7 @@ from keras import layers
 
 import losses as L
 from apps.generative.common import AdversarialModel, OneHot, label_input, with_label
+from core import precision
 from layers import MinibatchDiscrimination
 
 GAN_LOSSES = {
@@ -48,7 +49,7 @@ def _generator_inputs(latent_dim, num_classes):
 
 def _to_unit(x):
     # float32 images under any dtype policy (core.precision)
-    return layers.Rescaling(0.5, offset=0.5, name="images", dtype="float32")(x)  # tanh's [-1, 1] -> [0, 1]
+    return layers.Rescaling(0.5, offset=0.5, name="images", dtype=precision.output_dtype())(x)
 
 
 def mlp_generator(image_shape, latent_dim=64, num_classes=0, hidden=(256, 512)):
@@ -91,7 +92,7 @@ def _head(inputs, features, one_hot, minibatch_discrimination):
         x = layers.Concatenate()([x, one_hot])
     if minibatch_discrimination:
         x = MinibatchDiscrimination(num_kernels=32, kernel_dim=8, name="minibatch_discrimination")(x)
-    logits = layers.Dense(1, name="logits", dtype="float32")(x)  # float32 under any dtype policy
+    logits = layers.Dense(1, name="logits", dtype=precision.output_dtype())(x)  # float32 under any dtype policy
     return keras.Model(inputs, [logits, features], name="discriminator")
 
 

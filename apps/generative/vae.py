@@ -22,6 +22,7 @@ import tensorflow_probability as tfp
 from keras import layers, ops
 
 from apps.generative.common import label_input, to_unit, with_label
+from core import precision
 from layers import Reparameterization
 from losses import gaussian_reconstruction_log_likelihood, kl_standard_normal_sampled
 
@@ -65,8 +66,8 @@ def build_encoder(image_shape, latent_dim, num_classes=0, hidden=(512, 256)):
     for i, units in enumerate(hidden):
         x = layers.Dense(units, activation="relu", name=f"enc_dense{i + 1}")(x)
     # the posterior's parameters and the pixel logits in float32 under any dtype policy (core.precision)
-    mean = layers.Dense(latent_dim, name="mean", dtype="float32")(x)
-    log_var = layers.Dense(latent_dim, name="log_var", dtype="float32")(x)
+    mean = layers.Dense(latent_dim, name="mean", dtype=precision.output_dtype())(x)
+    log_var = layers.Dense(latent_dim, name="log_var", dtype=precision.output_dtype())(x)
     return keras.Model(inputs if num_classes else images, [mean, log_var], name="encoder")
 
 
@@ -80,7 +81,8 @@ def build_decoder(image_shape, latent_dim, num_classes=0, hidden=(256, 512)):
     for i, units in enumerate(hidden):
         x = layers.Dense(units, activation="relu", name=f"dec_dense{i + 1}")(x)
     logits = layers.Dense(int(np.prod(image_shape)), name="logits")(x)
-    return keras.Model(inputs if num_classes else latent, layers.Reshape(image_shape, dtype="float32")(logits),
+    return keras.Model(inputs if num_classes else latent, layers.Reshape(image_shape,
+                                                                         dtype=precision.output_dtype())(logits),
                        name="decoder")
 
 

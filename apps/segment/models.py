@@ -31,15 +31,13 @@ train on two CPU cores.
 import keras
 from keras import layers
 
+from core import precision
 from core.errors import UserError
 from core.registry import Registry
 from layers import DilatedConvBlock, MaxPoolingWithArgmax2D, MaxUnpooling2D
 
 MODELS = Registry("model")
 OUTPUT = "probabilities"
-# The softmax layers are float32 whatever the global dtype policy (--precision, core/precision.py): the
-# probabilities, the loss and the export stay float32 when the rest computes in bfloat16 or float16.
-OUTPUT_DTYPE = "float32"
 DOWNSAMPLING = 8  # three 2x2 poolings
 CHANNELS = (16, 32, 64)
 CONTEXT_RATES = (1, 2, 4, 8)  # the dilated network's context module
@@ -71,7 +69,7 @@ def _conv(x, filters, name, kernel_size=3):
 
 def _head(x, num_classes):
     """1x1 conv to class scores and a per-pixel softmax."""
-    return layers.Conv2D(num_classes, 1, activation="softmax", dtype=OUTPUT_DTYPE, name=OUTPUT)(x)
+    return layers.Conv2D(num_classes, 1, activation="softmax", dtype=precision.output_dtype(), name=OUTPUT)(x)
 
 
 @MODELS.register("fcn")
@@ -93,7 +91,7 @@ def fcn(image_shape, num_classes, channels):
         finer = layers.Conv2D(num_classes, 1, name=f"score_pool{level}")(skips[level - 1])
         scores = layers.Add(name=f"fuse_pool{level}")([scores, finer])
     scores = layers.Conv2DTranspose(num_classes, 4, strides=2, padding="same", name="upscore_full")(scores)
-    probabilities = layers.Softmax(dtype=OUTPUT_DTYPE, name=OUTPUT)(scores)
+    probabilities = layers.Softmax(dtype=precision.output_dtype(), name=OUTPUT)(scores)
     return keras.Model(images, probabilities, name="fcn")
 
 
@@ -148,5 +146,5 @@ def dilated(image_shape, num_classes, channels):
         x = DilatedConvBlock(channels[-1], dilation_rate=rate, batchnorm_momentum=0.9, name=f"context_rate{rate}")(x)
     scores = layers.Conv2D(num_classes, 1, name="scores")(x)
     scores = layers.UpSampling2D(4, interpolation="bilinear", name="upsample")(scores)
-    probabilities = layers.Softmax(dtype=OUTPUT_DTYPE, name=OUTPUT)(scores)
+    probabilities = layers.Softmax(dtype=precision.output_dtype(), name=OUTPUT)(scores)
     return keras.Model(images, probabilities, name="dilated")

@@ -11,7 +11,7 @@ id 0 is padding and is masked out in every model.
 import keras
 from keras import layers, ops
 
-from core import training
+from core import precision, training
 from core.errors import UserError
 from core.registry import Registry
 from layers import ElmanCell, GRUCell, LSTMCell, PositionalEncoding, TransformerEncoder
@@ -91,7 +91,7 @@ def char_lm(vocab_size, *, cell="lstm", units=256, num_layers=2, embed_dim=64, d
             x = rnn(x)
         if dropout:
             x = layers.Dropout(dropout, name=f"dropout{i}")(x)
-    logits = layers.Dense(vocab_size, name="logits", dtype="float32")(x)  # float32 logits under any policy
+    logits = layers.Dense(vocab_size, name="logits", dtype=precision.output_dtype())(x)
     if with_state:
         return keras.Model([tokens] + state_inputs, [logits] + state_outputs, name=f"char_lm_{cell}")
     return keras.Model(tokens, logits, name=f"char_lm_{cell}")
@@ -161,7 +161,8 @@ def _ids(sequence_length):
 def _head(ids, features, num_classes, name, dropout=0.3):
     features = layers.Dropout(dropout)(features)
     # float32 whatever the dtype policy: a bfloat16/float16 softmax loses the small probabilities
-    probabilities = layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")
+    probabilities = layers.Dense(num_classes, activation="softmax", name="probabilities",
+                                 dtype=precision.output_dtype())
     return keras.Model(ids, probabilities(features), name=name)
 
 

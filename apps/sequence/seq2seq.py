@@ -105,7 +105,7 @@ class Bahdanau(Seq2Seq):
         decoder = layers.RNN(GRUCell(units), return_sequences=True, return_state=True, name="decoder")
         attention = AdditiveAttention(units, return_attention=True, name="attention")
         combine = layers.Dense(units, activation="tanh", name="combine")
-        logits = layers.Dense(len(TARGET_VOCAB), name="logits", dtype="float32")  # float32 under any policy
+        logits = layers.Dense(len(TARGET_VOCAB), name="logits", dtype=precision.output_dtype())
 
         def encode(source):
             memory, forward, backward = encoder(embed_src(source))
@@ -167,7 +167,7 @@ class Transformer(Seq2Seq):
                     for i in range(num_layers)]
         decoders = [TransformerDecoder(num_heads, d_model // num_heads, ff_dim, dropout, name=f"decoder{i}")
                     for i in range(num_layers)]
-        logits = layers.Dense(len(TARGET_VOCAB), name="logits", dtype="float32")  # float32 under any policy
+        logits = layers.Dense(len(TARGET_VOCAB), name="logits", dtype=precision.output_dtype())
         scale_layer = layers.Rescaling(scale, name="scale_embedding")
 
         # Padding: the encoder's keys and the decoders' memory are masked where the source id is 0.

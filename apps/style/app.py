@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from apps.style.config import LossConfig, TransferConfig
 from apps.style.features import build_extractor
-from core import plots, training
+from core import plots, precision, training
 from core.errors import UserError
 from losses import content_loss, style_loss, total_variation_loss
 
@@ -184,5 +184,5 @@ def build_stylizer(filters=16, residual_blocks=2, image_shape=(None, None, 3)):
     x = layers.Conv2DTranspose(2 * filters, 3, strides=2, padding="same", activation="relu", name="up1")(x)
     x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu", name="up2")(x)
     x = layers.Conv2D(3, 9, padding="same", activation="sigmoid", name="out_conv")(x)
-    stylized = layers.Rescaling(255.0, name="stylized", dtype="float32")(x)  # float32 pixels under any policy
+    stylized = layers.Rescaling(255.0, name="stylized", dtype=precision.output_dtype())(x)
     return keras.Model(images, stylized, name="fast_stylizer")

@@ -2,6 +2,7 @@
 
 import keras
 
+from core import precision
 from core.registry import Registry
 
 NETWORKS = Registry("Q-network")
@@ -20,10 +21,10 @@ def _head(x, num_actions, hidden, dueling):
     if not dueling:
         x = keras.layers.Dense(hidden, activation="relu")(x)
         # the Q-values in float32 under any dtype policy (core.precision): the TD loss and argmax want them exact
-        return keras.layers.Dense(num_actions, name="q_values", dtype="float32")(x)
+        return keras.layers.Dense(num_actions, name="q_values", dtype=precision.output_dtype())(x)
     value = keras.layers.Dense(1)(keras.layers.Dense(hidden, activation="relu")(x))
     advantages = keras.layers.Dense(num_actions)(keras.layers.Dense(hidden, activation="relu")(x))
-    return DuelingCombine(name="q_values", dtype="float32")([value, advantages])
+    return DuelingCombine(name="q_values", dtype=precision.output_dtype())([value, advantages])
 
 
 @NETWORKS.register("nature")
