@@ -40,7 +40,7 @@ GAN_VARIANTS = {
     "gan_least_squares": ("gan", {"gan_loss": "least_squares"}, _MLP),
     "gan_feature_matching": ("gan", {"feature_matching": True}, _MLP),
     "gan_minibatch_discrimination": ("gan", {"minibatch_discrimination": True}, dict(_MLP, steps=300)),
-    "dcgan": ("dcgan", {}, _CONV),
+    "dcgan": ("dcgan", {}, dict(_CONV, steps=60)),  # 168.4 -> 73.9 at 50 steps, 52.0 at 100
     "cgan": ("cgan", {}, _CONV),
     "wgan_gp": ("wgan_gp", {"critic_steps": 2}, dict(steps=100, batch_size=16, learning_rate=1e-3)),
 }
