@@ -802,6 +802,21 @@ class Table:
             writer.writerows(self.rows)
 
 
+def variants_table(section, variants, export_dir):
+    """The table of `section`: one case per variant, each with its examples/s as a ratio to the first variant's
+    (the reference, measured in the same run)."""
+    table, reference = Table(section), None
+    for variant in variants:
+        result = spawn(f"{section}:{variant}", export_dir)
+        result.setdefault("variant", variant)
+        if variant == variants[0]:
+            reference = result.get("examples_per_s")
+        if reference and "examples_per_s" in result:
+            result["ratio"] = f"{result['examples_per_s'] / reference:.2f}x"
+        table.add(result)
+    return table
+
+
 def spawn(case, export_dir, timeout=600):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     start = time.perf_counter()
@@ -860,16 +875,7 @@ def drive(sections, apps, out, docs):
                     table.add(row)
                 memory.setdefault(app, {"app": app})["serving_peak_rss_mb"] = result.get("serving_peak_rss_mb", "")
         if "throughput" in sections:
-            table = tables["throughput"] = Table("throughput")
-            plain = None
-            for variant in VARIANTS:
-                result = spawn(f"throughput:{variant}", export_dir)
-                result.setdefault("variant", variant)
-                if variant == "plain":
-                    plain = result.get("examples_per_s")
-                if plain and "examples_per_s" in result:
-                    result["ratio"] = f"{result['examples_per_s'] / plain:.2f}x"
-                table.add(result)
+            tables["throughput"] = variants_table("throughput", VARIANTS, export_dir)
             memory["classify"] = dict(
                 memory.get("classify", {"app": "classify"}),
                 fit_peak_rss_mb=tables["throughput"].rows[0].get("peak_rss_mb", ""),
@@ -881,16 +887,7 @@ def drive(sections, apps, out, docs):
             memory.setdefault("rl", {"app": "rl"})["dqn_train_peak_rss_mb"] = result.get("peak_rss_mb", "")
             table.add(case_cleanrl())  # runs CleanRL in its own process when installed
         if "precision" in sections:
-            table = tables["precision"] = Table("precision")
-            reference = None
-            for variant in PRECISION_VARIANTS:
-                result = spawn(f"precision:{variant}", export_dir)
-                result.setdefault("variant", variant)
-                if variant == "float32":
-                    reference = result.get("examples_per_s")
-                if reference and "examples_per_s" in result:
-                    result["ratio"] = f"{result['examples_per_s'] / reference:.2f}x"
-                table.add(result)
+            tables["precision"] = variants_table("precision", PRECISION_VARIANTS, export_dir)
         if memory:
             table = tables["memory"] = Table("memory")
             for row in memory.values():
