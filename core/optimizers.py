@@ -6,7 +6,9 @@ the shares are summed afterwards, so `clipnorm=1` bounds the update by N instead
 trains differently from one device. Clipping after the sum is what the TF team calls "usually right
 and what people expect" (tensorflow/tensorflow#33929); tf.keras 2 refused clipping under a strategy
 for that reason. `Adam` and `RMSprop` here clip the summed gradient, so one device and N replicas take the same
-steps (tests/test_optimizers.py).
+steps (tests/test_optimizers.py). The mixin overrides two private methods of Keras' TensorFlow optimizer
+(`_clip_gradients`, `_backend_update_step`); constraints.txt pins the Keras they were written for, and the test
+fails if a new Keras moves them.
 """
 
 import keras

@@ -11,8 +11,9 @@ Every app's training config inherits `ComputeOptions` (flags `--precision` and `
     --jit            `compile(jit_compile=True)`: XLA fuses the training step's ops; --no-jit: never; neither:
                      Keras' own choice ("auto": XLA on a GPU, not on a CPU)
 
-The model's outputs stay float32 (`float32_outputs`), so losses, metrics and the exported signatures are
-float32 whatever the policy: a softmax in float16 loses the small probabilities a cross-entropy needs.
+The model's outputs stay float32 (the apps give their output layers `dtype=output_dtype()`; `float32_outputs`
+wraps a model built otherwise), so losses, metrics and the exported signatures are float32 whatever the
+policy: a softmax in float16 loses the small probabilities a cross-entropy needs.
 `make bench` measures what each lever does on the machine it runs on.
 """
 
