@@ -483,17 +483,18 @@ def case_throughput(variant, epochs=2, limit=1200, batch_size=128, **_):
     )
 
 
-def cpu_model():
-    """The CPU's model name, and whether it has bfloat16 units (what mixed_bfloat16 needs to pay on a CPU)."""
+def cpu_with_bfloat16_units():
+    """The CPU's model name (core.results.cpu_model) and whether it has bfloat16 units (what mixed_bfloat16 needs
+    to pay on a CPU)."""
+    from core.results import cpu_model
+
     try:
         with open("/proc/cpuinfo") as f:
-            info = f.read()
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
-        return "?"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+        flags = []
     units = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
-    return f"{name} ({', '.join(units) if units else 'no bfloat16 units'})"
+    return f"{cpu_model()} ({', '.join(units) if units else 'no bfloat16 units'})"
 
 
 def case_precision(variant, steps=24, block=4, max_seconds=20.0, **_):
@@ -535,7 +536,7 @@ def case_precision(variant, steps=24, block=4, max_seconds=20.0, **_):
         examples_per_s=block * config.batch_size / min(blocks),
         first_step_s=first,
         loss=float(np.ravel(loss)[0]),
-        cpu=cpu_model(),
+        cpu=cpu_with_bfloat16_units(),
         peak_rss_mb=peak_rss_mb(),
     )
 
