@@ -183,7 +183,10 @@ def test_soak_keeps_memory_flat(tiny_server):
 def _check_drain(figures):
     assert figures["in_flight"], figures
     assert figures["rest_refused"] and figures["refused_after_s"] < 2, figures
-    assert figures["new_grpc_call"] == "UNAVAILABLE", figures
+    # refused either way: UNAVAILABLE once the client has the server's GOAWAY; CANCELLED when the call
+    # reached the server as it began shutting down (gRPC core cancels calls no handler took yet,
+    # grpc/grpc#41785) -- which of the two depends on thread timing
+    assert figures["new_grpc_call"] in ("UNAVAILABLE", "CANCELLED"), figures
     assert figures["rest_status"] == 200 and figures["rest_answer_ok"], figures
     assert figures["grpc_status"] == "OK" and figures["grpc_answer_ok"], figures
 
