@@ -47,6 +47,8 @@ def _assert_close(weights, reference):
         np.testing.assert_allclose(w, r, atol=1e-10, rtol=0)
 
 
+# slow: the next test makes the same comparison, at the same tolerance, through the classify app's own `train`
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, single_device_weights):
     path = tmp_path / "weights.npz"
     result = run_python([SCRIPT, "--strategy", "mirrored", "--logical-cpus", "2", "--weights", str(path)])

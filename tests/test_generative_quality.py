@@ -47,6 +47,8 @@ def judge8(digits8):
     return quality.Judge(classifier)
 
 
+# slow: tests/test_learning.py makes the same claim for every GAN of the quality table, with the app's own code
+@pytest.mark.slow
 def test_a_short_gan_run_lowers_the_frechet_distance(digits8, judge8, seed=0):
     """Checked locally for seeds 0, 1, 2: the distance falls to 0.14-0.18 of the untrained one."""
     (x_train, y_train), (x_test, y_test) = digits8

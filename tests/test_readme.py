@@ -1,6 +1,7 @@
 """The README's commands run as written: every `python -m apps.…` line names a real verb and real flags, every
 `make` line is a target whose recipe does too (`make -n`), and the classification walk-through runs verbatim
-from a fresh folder (with a one-epoch budget appended to `train`)."""
+from a fresh folder (with a one-epoch budget appended to `train`): `train` once, then `evaluate`, then `export` and
+`predict`."""
 
 import os
 import re
@@ -58,27 +59,53 @@ def test_every_readme_command_names_real_verbs_flags_and_make_targets():
                     check_python_line(recipe_line)
 
 
-def test_the_classification_walk_through_runs_verbatim(tmp_path):
-    """The README's classify block, from a folder with nothing in it; `train` gets a tiny budget appended."""
+def walk_through_lines():
+    """The README's classify block: train, evaluate, export, predict (in that order)."""
     block = [line for line in readme_commands() if "-m apps.classify" in line and "multiworker" not in line]
     assert [python_words(line)[1][0] for line in block[:4]] == ["train", "evaluate", "export", "predict"]
+    return block[:4]
+
+
+def run_line(line, folder):
+    """One README line as written, run from `folder`; `train` gets a tiny budget appended."""
+    module, arguments = python_words(line)
+    if arguments[0] == "train":
+        arguments += ["--epochs", "1", "--limit", "300"]
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
+    done = subprocess.run([sys.executable, "-m", module, *arguments], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, f"{line}: {done.stderr[-2000:]}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def walked_folder(tmp_path_factory):
+    """A folder with nothing in it but a test image, after the README's `train` line."""
     from PIL import Image
 
     from core import data
 
+    folder = tmp_path_factory.mktemp("walk_through")
     images = data.load_dataset("fashion_mnist", limit=64)
     image = next(images.test.as_numpy_iterator())[0]
-    Image.fromarray(image.astype(np.uint8)[..., 0]).save(tmp_path / "shirt.png")
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg")
-    for line in block[:4]:
-        module, arguments = python_words(line)
-        if arguments[0] == "train":
-            arguments += ["--epochs", "1", "--limit", "300"]
-        done = subprocess.run([sys.executable, "-m", module, *arguments], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, f"{line}: {done.stderr[-2000:]}"
+    Image.fromarray(image.astype(np.uint8)[..., 0]).save(folder / "shirt.png")
+    run_line(walk_through_lines()[0], folder)
+    return folder
+
+
+# Both on one xdist worker (`make test` runs `--dist loadgroup`), so the README's `train` runs once.
+@pytest.mark.xdist_group("readme_walk_through")
+def test_the_walk_throughs_evaluate_runs_verbatim_after_its_train(walked_folder):
+    done = run_line(walk_through_lines()[1], walked_folder)
+    assert "accuracy" in done.stdout
+
+
+@pytest.mark.xdist_group("readme_walk_through")
+def test_the_walk_throughs_export_and_predict_run_verbatim_after_its_train(walked_folder):
+    run_line(walk_through_lines()[2], walked_folder)
+    assert any(name.startswith("classify_") for name in os.listdir(walked_folder / "saved_models"))
+    done = run_line(walk_through_lines()[3], walked_folder)
     assert "shirt.png" in done.stdout
-    assert any(name.startswith("classify_") for name in os.listdir(tmp_path / "saved_models"))
 
 
 pytestmark = pytest.mark.filterwarnings("ignore")

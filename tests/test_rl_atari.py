@@ -134,18 +134,36 @@ def test_dqn_pong_killed_run_resumes_exactly(tmp_path, capsys):
     assert int(agent.last_sync.numpy()) == 160  # target synced every 40 agent steps once learning began
 
 
-def test_dqn_pong_smoke_train_evaluate_export_play(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def pong_smoke_run(tmp_path_factory):
+    """100 agent steps of the Pong preset on 2 async envs, learning from step 80 with the XLA update."""
+    from apps.rl.__main__ import main
+
+    out = str(tmp_path_factory.mktemp("pong"))
+    main(PONG_TRAIN[:6] + ["100"] + PONG_TRAIN[7:] + ["--run", out])
+    return out
+
+
+# Both tests on one xdist worker (`make test` runs `--dist loadgroup`), so the run is trained once.
+@pytest.mark.xdist_group("pong_smoke")
+def test_dqn_pong_smoke_trains_and_evaluates(pong_smoke_run):
+    from apps.rl import dqn
+
+    config, agent = dqn.load_agent(pong_smoke_run)
+    assert int(agent.env_steps.numpy()) == 100 and agent.input_shape == (84, 84, 4)
+    assert int(agent.updates.numpy()) == 5  # 11 vector steps of 2 envs from step 80, one update per 4
+    report = dqn.evaluate(pong_smoke_run, episodes=1, max_steps=20, log=lambda *a: None)
+    assert os.path.getsize(report["gif"]) > 1000 and report["strip"].endswith(".png")
+
+
+@pytest.mark.xdist_group("pong_smoke")
+def test_dqn_pong_smoke_exports_serves_and_plays(pong_smoke_run, tmp_path, capsys):
     from apps.rl import dqn
     from apps.rl.__main__ import main
     from core import export as core_export
 
-    out, export_dir = str(tmp_path / "pong"), str(tmp_path / "export")
-    main(PONG_TRAIN[:6] + ["100"] + PONG_TRAIN[7:] + ["--run", out])  # 100 agent steps, XLA update
+    out, export_dir = pong_smoke_run, str(tmp_path / "export")
     config, agent = dqn.load_agent(out)
-    assert int(agent.env_steps.numpy()) == 100 and agent.input_shape == (84, 84, 4)
-    assert int(agent.updates.numpy()) == 5  # 11 vector steps of 2 envs from step 80, one update per 4
-    report = dqn.evaluate(out, episodes=1, max_steps=20, log=lambda *a: None)
-    assert os.path.getsize(report["gif"]) > 1000 and report["strip"].endswith(".png")
     exported = dqn.export(out, export_dir=export_dir, kinds=("float",), int8=False, log=lambda *a: None)
     assert exported["parity"]["float"]["q_max_abs_diff"] < 1e-4
     assert exported["parity"]["float"]["action_agreement"] == 1.0
