@@ -1,8 +1,12 @@
 """Shared fixtures. Tests use real data, real TensorFlow and real files."""
 
+import atexit
+import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,14 +22,23 @@ def run_python(args, env=None, timeout=300, **kwargs):
                           timeout=timeout, **kwargs)
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    """A LeNet-5 trained briefly on 3,000 real Fashion-MNIST images (shared by the classify tests)."""
+@functools.cache
+def lenet5_fashion_run():
+    """A LeNet-5 run folder of apps.classify, trained briefly on 3,000 real Fashion-MNIST images: trained once
+    per pytest worker, for the classify, visualize, transfer and GAN-judge tests alike."""
     from apps.classify import app
 
-    run_dir = str(tmp_path_factory.mktemp("lenet5_run"))
+    root = tempfile.mkdtemp(prefix="lenet5-fashion-")
+    atexit.register(shutil.rmtree, root, True)
+    run_dir = os.path.join(root, "lenet5")
     app.train(model="lenet5", dataset="fashion_mnist", epochs=3, batch_size=64, run=run_dir, limit=3000)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_run():
+    """`lenet5_fashion_run()` as a fixture."""
+    return lenet5_fashion_run()
 
 
 def free_ports(n):

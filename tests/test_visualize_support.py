@@ -5,18 +5,13 @@ worker process, whichever test module asks first.
 """
 
 import functools
-import os
-import tempfile
 
 
-@functools.cache
 def classify_run():
-    """A LeNet-5 run folder of apps.classify: 2 epochs on 2,000 Fashion-MNIST images."""
-    from apps.classify import app
+    """A LeNet-5 run folder of apps.classify (conftest's, shared with the classify tests)."""
+    from conftest import lenet5_fashion_run
 
-    run_dir = os.path.join(tempfile.mkdtemp(prefix="visualize-lenet5-"), "lenet5")
-    app.train(model="lenet5", dataset="fashion_mnist", epochs=2, limit=2000, run=run_dir)
-    return run_dir
+    return lenet5_fashion_run()
 
 
 @functools.cache
