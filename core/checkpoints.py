@@ -29,11 +29,29 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 
 from core.errors import UserError
 
 PARTIAL = ".partial-"
+
+
+def make_output_dir(path):
+    """Create an output folder and check that files can be written in it.
+
+    A folder that cannot be created (a path under a regular file, no
+    permission) or written (read-only, full disk) is the user's to fix, so it
+    is a one-line `UserError` before any long work starts, not a traceback
+    at the first checkpoint.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write to the output folder {path}: {error.strerror or error}") from None
+    return path
 
 
 class CorruptCheckpoint(Exception):

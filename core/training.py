@@ -33,7 +33,7 @@ import time
 import keras
 
 from core import checkpoints, results
-from core.checkpoints import write_json_atomically
+from core.checkpoints import make_output_dir, write_json_atomically
 from core.errors import UserError, first_line
 from core.resume import ResumeBackup
 
@@ -65,23 +65,6 @@ def save_config(run_dir, config, identity_keys=()):
         write_json_atomically(path, config)
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-
-
-def make_output_dir(path):
-    """Create an output folder and check that files can be written in it.
-
-    A folder that cannot be created (a path under a regular file, no
-    permission) or written (read-only, full disk) is the user's to fix, so it
-    is a one-line `UserError` before any long work starts, not a traceback
-    at the first checkpoint.
-    """
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise UserError(f"cannot write to the output folder {path}: {error.strerror or error}") from None
-    return path
 
 
 def start_run(run_dir, config, strategy, *, dataset_name, num_examples, global_batch,

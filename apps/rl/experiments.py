@@ -4,6 +4,7 @@ PNG or a report into its --run folder and prints the table)."""
 import json
 import os
 
+from core.checkpoints import make_output_dir
 from core.cli import resolve_config
 from core.errors import UserError
 
@@ -51,7 +52,6 @@ def contextual(args):
 def tabular(args):
     from apps.rl import tabular as methods
     from apps.rl.options import Tabular
-    from core.training import make_output_dir
 
     options = resolve_config(Tabular, args)
     envs = list(methods.ENVIRONMENTS) if options.env == "all" else options.env.split(",")
