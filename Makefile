@@ -15,7 +15,7 @@ TASK  ?=
 SELECT = $(if $(MODEL),--model $(MODEL)) $(if $(RUN),--run $(RUN))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian demo test results classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench serve serve-config serve-bench serve-chaos lint tensorboard constraints clean
+.PHONY: help setup debian demo test results classify zoo zoo-full basics visualize style generative generative-quality rl dqn sequence caption segment detect tflite bench bench-reference serve serve-config serve-bench serve-chaos lint tensorboard constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z][a-z_-]*:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -127,8 +127,11 @@ detect: setup ## object detection on generated scenes: train, evaluate, export (
 results: setup ## every app's headline at its default budget (resumable; rows reused when unchanged) -> docs/results.md (QUICK=1: minutes, nothing rewritten)
 	$(PY) bench/headlines.py $(if $(QUICK),--quick) $(ARGS)
 
-bench: setup ## benchmarks: matmul ceiling, FLOP/s per app, classifier throughput, inference latency/size, DQN rates, peak RSS; rewrites docs/bench.md
+bench: setup $(if $(filter 1,$(SKIP_REFERENCE)),,bench-reference) ## benchmarks: matmul ceiling, FLOP/s per app, classifier throughput, inference latency/size, DQN rates (CleanRL beside; SKIP_REFERENCE=1 skips building it), peak RSS; rewrites docs/bench.md
 	$(PY) bench/run.py $(ARGS)
+
+bench-reference: ## build .venv-cleanrl/ for make bench's DQN reference: PyTorch CPU, CleanRL 1.2.0's dqn_atari.py fetched, hash-checked, patched for gymnasium 1.x (bench/reference/; network once, ~1.2 GB)
+	PYTHON=$(PYTHON) bench/reference/setup_cleanrl.sh
 
 tflite: setup ## TFLite table for every exported app: size, max abs diff vs SavedModel, accuracy, LiteRT vs SavedModel latency
 	$(PY) -m serving tflite $(ARGS)

@@ -24,7 +24,8 @@ Sections:
   inference   per app: Keras `predict`, SavedModel, TFLite float, TFLite int8;
               latency per example at batch 1 and 64, model sizes; peak RSS of serving.
   dqn         environment steps/s and learner updates/s of `apps.rl train --task dqn`
-              (Pong preset, a short sitting), and CleanRL's `dqn_atari` when installed.
+              (Pong preset, a short sitting), and CleanRL's `dqn_atari.py` beside it, in the
+              side environment .venv-cleanrl/ (`make bench-reference`, bench/reference/).
   precision   the default classifier's training step at its budget's batch size in float32,
               float32 + XLA, mixed_bfloat16 and mixed_bfloat16 + XLA (`--precision`, `--jit`;
               core/precision.py): examples/s as ratios to float32, and the CPU (bfloat16 pays on
@@ -574,58 +575,77 @@ def case_dqn(steps=800, **_):
         shutil.rmtree(out, ignore_errors=True)
 
 
-CLEANRL_STEPS = 12_000
+# CleanRL's dqn_atari.py, the reference of the DQN rates, runs in its own environment .venv-cleanrl/ (PyTorch
+# on the CPU, the suite's gymnasium and ale-py), built by `make bench-reference` (bench/reference/setup_cleanrl.sh:
+# the pinned CleanRL release, fetched, hash-checked and patched for gymnasium 1.x; never vendored here).
+CLEANRL_VENV = os.path.join(ROOT, ".venv-cleanrl")
+CLEANRL_PYTHON = os.path.join(CLEANRL_VENV, "bin", "python")
+CLEANRL_SCRIPT = os.path.join(CLEANRL_VENV, "cleanrl", "dqn_atari.py")
+CLEANRL_STAMP = os.path.join(CLEANRL_VENV, ".installed")  # written last by the setup
+# case_dqn's sitting: 800 environment steps, random play for the first half, then one update of batch 32 per
+# environment step (replay ratio 1; CleanRL: train frequency 1 on its one environment), the Pong preset's
+# learning rate and target sync, case_dqn's 20k replay (CleanRL's default 1M frame stacks would need 26 GiB).
+# ε: CleanRL's default decay (to 0.01 by step 80), so it runs the Q-network to act on every learning step,
+# as the suite does (it computes the greedy actions whatever ε).
+CLEANRL_STEPS = 800
+CLEANRL_LEARNING_STARTS = CLEANRL_STEPS // 2
 CLEANRL_ARGS = [
-    "--env-id",
-    "PongNoFrameskip-v4",
-    "--total-timesteps",
-    str(CLEANRL_STEPS),
-    "--learning-starts",
-    str(CLEANRL_STEPS // 2),
-    "--train-frequency",
-    "1",
-    "--batch-size",
-    "32",
-    "--learning-rate",
-    "1e-4",
-    "--buffer-size",
-    "20000",
-    "--target-network-frequency",
-    "2000",
-]  # the Pong preset's settings
-CLEANRL_HELP = (
-    "to compare: pip install 'cleanrl[atari]' (PyTorch; Atari ROMs via AutoROM), then rerun; "
-    "the bench runs python -m cleanrl.dqn_atari " + " ".join(CLEANRL_ARGS)
-)
+    "--env-id", "PongNoFrameskip-v4",  # ALE Pong, frameskip 1 and no sticky actions, like the suite's ALE/Pong-v5
+    "--total-timesteps", str(CLEANRL_STEPS),
+    "--learning-starts", str(CLEANRL_LEARNING_STARTS),
+    "--train-frequency", "1",
+    "--batch-size", "32",
+    "--learning-rate", "1e-4",
+    "--buffer-size", "20000",
+    "--target-network-frequency", "2000",
+    "--cuda", "False",  # the CPU, like the suite's bench
+]  # fmt: skip
+CLEANRL_HELP = "CleanRL is not installed: run `make bench-reference` (builds .venv-cleanrl/), then rerun"
 
 
-def case_cleanrl(**_):
-    """CleanRL's dqn_atari with the Pong preset's hyperparameters, if it is installed (never vendored)."""
-    import importlib.util
+def case_cleanrl(timeout=600, **_):
+    """CleanRL's dqn_atari on case_dqn's settings, in .venv-cleanrl's Python; env steps/s in the learning phase.
 
-    if importlib.util.find_spec("cleanrl") is None:
-        return dict(
-            case="cleanrl",
-            implementation="CleanRL dqn_atari",
-            env_steps_per_s="not installed",
-            updates_per_s="not installed",
-            note=CLEANRL_HELP,
-        )
-    start = time.perf_counter()
-    steps = CLEANRL_STEPS
-    result = subprocess.run(
-        [sys.executable, "-m", "cleanrl.dqn_atari", *CLEANRL_ARGS, "--no-track", "--no-capture-video"],
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - start
-    return dict(
-        case="cleanrl",
-        implementation="CleanRL dqn_atari (PyTorch)",
-        env_steps_per_s=steps / seconds if result.returncode == 0 else f"failed ({result.returncode})",
-        updates_per_s=(steps // 2) / seconds if result.returncode == 0 else "",
-        note="whole-run average incl. start-up" if result.returncode == 0 else result.stderr[-200:],
-    )
+    The patched script prints `SPS:` every 100 steps once learning (its running average since the start);
+    each line is timestamped here as it arrives, and the rate is the steps between the first and the last
+    of these lines over the seconds between them: learning steps only, as the suite's row (its last
+    train.csv row). One environment, one update per step, so updates/s = env steps/s."""
+    import threading
+
+    row = dict(case="cleanrl", implementation="CleanRL dqn_atari (PyTorch CPU, .venv-cleanrl)", num_envs=1, batch=32)
+    if not (os.path.exists(CLEANRL_STAMP) and os.path.exists(CLEANRL_SCRIPT)):
+        return dict(row, env_steps_per_s="not installed", updates_per_s="not installed", note=CLEANRL_HELP)
+    run_dir = tempfile.mkdtemp(prefix="bench-cleanrl-")  # CleanRL writes its TensorBoard charts under runs/
+    env = dict(os.environ, PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
+    env.pop("PYTHONPATH", None)  # the suite's packages are not CleanRL's
+    process = subprocess.Popen([CLEANRL_PYTHON, CLEANRL_SCRIPT, *CLEANRL_ARGS], cwd=run_dir, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timed_out = threading.Event()
+    timer = threading.Timer(timeout, lambda: (timed_out.set(), process.kill()))
+    timer.start()
+    marks, tail = [], []
+    try:
+        for line in process.stdout:
+            if line.startswith("SPS:"):
+                marks.append(time.perf_counter())
+            tail = (tail + [line.strip()])[-5:]
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage: its peak RSS
+        process.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        timer.cancel()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if timed_out.is_set():
+        return dict(row, error=f"timed out after {timeout} s")
+    if process.returncode != 0:
+        last = next((t for t in reversed(tail) if t), "no output")
+        return dict(row, error=f"exit {process.returncode}: {last[:160]}")
+    if len(marks) < 2:
+        return dict(row, error=f"{len(marks)} SPS line(s) in its output, 2 needed to time the learning phase")
+    first = (CLEANRL_LEARNING_STARTS // 100 + 1) * 100  # the step of the first SPS line
+    rate = 100 * (len(marks) - 1) / (marks[-1] - marks[0])
+    return dict(row, env_steps_per_s=rate, updates_per_s=rate, peak_rss_mb=usage.ru_maxrss / 1024,
+                note=f"steps {first}-{first + 100 * (len(marks) - 1)} (learning) of CleanRL 1.2.0's dqn_atari.py, "
+                     "patched for gymnasium 1.x (bench/reference/)")
 
 
 def run_case(name, export_dir):
