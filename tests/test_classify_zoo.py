@@ -135,7 +135,13 @@ def test_local_response_normalization_matches_the_papers_formula():
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name,shape", [(name, [(28, 28, 1), (32, 32, 3)][i % 2])
+# Slow: the residual variants made of blocks whose TFLite parity test_layers_blocks checks (bottleneck,
+# pre-activation) or of resnet's own blocks wider; `pytest -m slow` exports them too.
+SAME_BLOCKS_AS_TESTED = {"resnet_bottleneck", "resnet_preact", "wide_resnet"}
+
+
+@pytest.mark.parametrize("name,shape", [pytest.param(name, [(28, 28, 1), (32, 32, 3)][i % 2],
+                                                     marks=[pytest.mark.slow] if name in SAME_BLOCKS_AS_TESTED else [])
                                         for i, name in enumerate(["mlp", *ZOO])])
 def test_every_model_exports_with_tflite_parity(name, shape, tmp_path):
     """Every model (gray and colour inputs alternately) through the app's export path: SavedModel
