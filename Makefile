@@ -51,7 +51,7 @@ demo: setup ## train, evaluate and export the default classifier on Fashion-MNIS
 	$(PY) -m apps.classify demo $(if $(RUN),--run $(RUN))
 
 test: setup lint ## lint, then the test suite (2 workers; lists the 25 slowest tests, each must stay under 60 s)
-	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=25 tests
+	$(PY) -m pytest -n 2 --dist loadfile -q --durations=25 tests
 
 classify: setup ## the classifier app: train, evaluate and export (MODEL=lenet5 RUN=DIR ARGS="--epochs 3 ..."; no MODEL: make demo's recipe)
 	$(PY) -m apps.classify train $(SELECT) $(ARGS)

@@ -93,14 +93,11 @@ def walked_folder(tmp_path_factory):
     return folder
 
 
-# Both on one xdist worker (`make test` runs `--dist loadgroup`), so the README's `train` runs once.
-@pytest.mark.xdist_group("readme_walk_through")
 def test_the_walk_throughs_evaluate_runs_verbatim_after_its_train(walked_folder):
     done = run_line(walk_through_lines()[1], walked_folder)
     assert "accuracy" in done.stdout
 
 
-@pytest.mark.xdist_group("readme_walk_through")
 def test_the_walk_throughs_export_and_predict_run_verbatim_after_its_train(walked_folder):
     run_line(walk_through_lines()[2], walked_folder)
     assert any(name.startswith("classify_") for name in os.listdir(walked_folder / "saved_models"))

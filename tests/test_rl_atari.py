@@ -144,8 +144,6 @@ def pong_smoke_run(tmp_path_factory):
     return out
 
 
-# Both tests on one xdist worker (`make test` runs `--dist loadgroup`), so the run is trained once.
-@pytest.mark.xdist_group("pong_smoke")
 def test_dqn_pong_smoke_trains_and_evaluates(pong_smoke_run):
     from apps.rl import dqn
 
@@ -156,7 +154,6 @@ def test_dqn_pong_smoke_trains_and_evaluates(pong_smoke_run):
     assert os.path.getsize(report["gif"]) > 1000 and report["strip"].endswith(".png")
 
 
-@pytest.mark.xdist_group("pong_smoke")
 def test_dqn_pong_smoke_exports_serves_and_plays(pong_smoke_run, tmp_path, capsys):
     from apps.rl import dqn
     from apps.rl.__main__ import main

@@ -18,9 +18,6 @@ from core.errors import UserError, run_cli
 
 SMALL = "fashion_mnist_64_small"   # 64x64 scenes, 512/128/128, built once in a temporary data_dir
 
-# One xdist worker for the module (`make test` runs `--dist loadgroup`): the scenes are built once, not per worker.
-pytestmark = pytest.mark.xdist_group("segment")
-
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
