@@ -2,9 +2,9 @@
 trains (finite falling loss), its variables stay float32 while its layers compute in bfloat16, config.json records
 the settings, and the exports' signatures stay float32 (tiny data; bfloat16 is emulated and slow on most CPUs).
 
-`make test` runs textclass and the VAE (with mixed_float16's refusal); the other apps' runs are marked `slow`
-(`pytest -m slow`): on a CPU without bfloat16 units each took 30-160 s beside other jobs, most of it emulated
-bfloat16 and XLA compiles, past the 60 s a test may take."""
+`make test` runs the VAE (with mixed_float16's refusal); the other apps' runs are marked `slow` (`pytest -m
+slow`): on a CPU without bfloat16 units each took 30-160 s beside other jobs, most of it emulated bfloat16 and XLA
+compiles, past the 60 s a test may take (textclass: 19 s alone, 66 s in a full `make test` with oneDNN on)."""
 
 import csv
 import json
@@ -49,6 +49,7 @@ def float32_signature(folder):
 
 
 # ------------------------------------------------------------------- sequence
+@pytest.mark.slow  # see the module docstring
 def test_sequence_textclass_trains_in_bfloat16_and_exports_float32(tmp_path):
     from apps.sequence.__main__ import main
     from core import training

@@ -3,9 +3,9 @@ layers compute in bfloat16 on float32 variables, config.json records the flags, 
 work with float32 signatures (the export's clients never see bfloat16).
 
 `make test` checks every classify, segment and detect model's float32 outputs and float16 loss scaling (the
-bfloat16 training of textclass and the VAE is tests/test_precision_apps.py's); the three app runs here are marked
-`slow` (`pytest -m slow`): emulated bfloat16, XLA compiles and a scene build took them 35-270 s on a 2-core CPU
-beside the rest of the suite, which has 20 minutes in all."""
+bfloat16 training of the other apps is tests/test_precision_apps.py's); the three app runs here are marked `slow`
+(`pytest -m slow`): emulated bfloat16, XLA compiles and a scene build took them 35-270 s on a 2-core CPU beside
+the rest of the suite, which has 20 minutes in all."""
 
 import json
 import os
