@@ -37,7 +37,8 @@ DEFAULT_MODEL = "ssd"
 MAX_DETECTIONS = 10
 NUM_ROIS = 16        # RoIs per image through the two-stage heads (training and inference)
 MASK_SIZE = 14       # RoIAlign output of the mask head, as in Mask R-CNN
-PRIOR = 0.01
+PRIOR = 0.01         # initial foreground probability of every anchor (RetinaNet's bias init)
+
 
 def check_image_size(image_size):
     if image_size % 16:

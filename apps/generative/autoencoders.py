@@ -82,7 +82,7 @@ def dense_encoder(image_shape, latent_dim, hidden=(256,), activation="relu", cod
     x = layers.Flatten()(images)
     for i, units in enumerate(hidden):
         x = layers.Dense(units, activation=activation, name=f"enc_dense{i + 1}")(x)
-    # the last layers in float32 under any dtype policy (core.precision): codes and images leave as float32
+    # the last layers in float32 under a mixed policy (core.precision.output_dtype): codes and images leave as float32
     code = layers.Dense(latent_dim, activation=code_activation, name="code", dtype=precision.output_dtype())(x)
     return keras.Model(images, code, name=name)
 

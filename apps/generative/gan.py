@@ -48,7 +48,7 @@ def _generator_inputs(latent_dim, num_classes):
 
 
 def _to_unit(x):
-    # float32 images under any dtype policy (core.precision)
+    # tanh's [-1, 1] -> [0, 1]; float32 images under a mixed policy (core.precision.output_dtype)
     return layers.Rescaling(0.5, offset=0.5, name="images", dtype=precision.output_dtype())(x)
 
 
@@ -92,7 +92,7 @@ def _head(inputs, features, one_hot, minibatch_discrimination):
         x = layers.Concatenate()([x, one_hot])
     if minibatch_discrimination:
         x = MinibatchDiscrimination(num_kernels=32, kernel_dim=8, name="minibatch_discrimination")(x)
-    logits = layers.Dense(1, name="logits", dtype=precision.output_dtype())(x)  # float32 under any dtype policy
+    logits = layers.Dense(1, name="logits", dtype=precision.output_dtype())(x)
     return keras.Model(inputs, [logits, features], name="discriminator")
 
 

@@ -65,7 +65,7 @@ def build_encoder(image_shape, latent_dim, num_classes=0, hidden=(512, 256)):
         inputs.append(labels)
     for i, units in enumerate(hidden):
         x = layers.Dense(units, activation="relu", name=f"enc_dense{i + 1}")(x)
-    # the posterior's parameters and the pixel logits in float32 under any dtype policy (core.precision)
+    # the posterior's parameters and the pixel logits in float32 under a mixed policy (core.precision.output_dtype)
     mean = layers.Dense(latent_dim, name="mean", dtype=precision.output_dtype())(x)
     log_var = layers.Dense(latent_dim, name="log_var", dtype=precision.output_dtype())(x)
     return keras.Model(inputs if num_classes else images, [mean, log_var], name="encoder")

@@ -88,7 +88,7 @@ class Captioner:
         decoder = layers.RNN(GRUCell(units), return_sequences=True, return_state=True, name="decoder")
         attention = AdditiveAttention(units, return_attention=True, name="attention")
         combine = layers.Dense(units, activation="tanh", name="combine")
-        logits = layers.Dense(vocab_size, name="logits", dtype=precision.output_dtype())  # float32 under any policy
+        logits = layers.Dense(vocab_size, name="logits", dtype=precision.output_dtype())
 
         def encode(pixels):
             features = cnn(pixels)

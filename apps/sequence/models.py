@@ -160,7 +160,8 @@ def _ids(sequence_length):
 
 def _head(ids, features, num_classes, name, dropout=0.3):
     features = layers.Dropout(dropout)(features)
-    # float32 whatever the dtype policy: a bfloat16/float16 softmax loses the small probabilities
+    # float32 under a mixed policy (core.precision.output_dtype): a bfloat16/float16 softmax loses the small
+    # probabilities
     probabilities = layers.Dense(num_classes, activation="softmax", name="probabilities",
                                  dtype=precision.output_dtype())
     return keras.Model(ids, probabilities(features), name=name)

@@ -20,7 +20,8 @@ class DuelingCombine(keras.layers.Layer):
 def _head(x, num_actions, hidden, dueling):
     if not dueling:
         x = keras.layers.Dense(hidden, activation="relu")(x)
-        # the Q-values in float32 under any dtype policy (core.precision): the TD loss and argmax want them exact
+        # the Q-values in float32 under a mixed policy (core.precision.output_dtype): the TD loss and argmax want
+        # them exact
         return keras.layers.Dense(num_actions, name="q_values", dtype=precision.output_dtype())(x)
     value = keras.layers.Dense(1)(keras.layers.Dense(hidden, activation="relu")(x))
     advantages = keras.layers.Dense(num_actions)(keras.layers.Dense(hidden, activation="relu")(x))
