@@ -19,6 +19,7 @@ a pixel is 0 for background and c + 1 for an item of class c. The story:
   preview   the dataset's scenes, masks and boxes as a PNG.
 """
 
+import dataclasses
 import json
 import os
 
@@ -27,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from apps.segment import metrics
-from apps.segment.config import APP, PreviewConfig, TrainConfig
+from apps.segment.config import APP, MODEL_EPOCHS, PreviewConfig, TrainConfig
 from apps.segment.losses import make_loss
 from apps.segment.models import MODELS, OUTPUT, build_model
 from core import distribute, export, plots, precision, results, scenes, training
@@ -102,10 +103,15 @@ def train(config: TrainConfig, *, run_dir, strategy="auto"):
     num_train = min(config.limit or spec.train, spec.train)
     num_val = min(max(1, num_train // 4) if config.limit else spec.validation, spec.validation)
     global_batch = distribute.global_batch_size(config.batch_size, strategy)
+    config = dataclasses.replace(config, epochs=config.epochs or MODEL_EPOCHS[config.model])  # config.json: a number
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=config.epochs * -(-num_train // global_batch))
 
     with strategy.scope(), precision.policy(config.precision):
         net = build_model(config.model, image_shape, len(names))  # softmax in float32 (models.OUTPUT_DTYPE)
-        net.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=make_loss(config.loss),
+        net.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=make_loss(config.loss),
                     metrics=[keras.metrics.CategoricalAccuracy(name="pixel_accuracy"),
                              keras.metrics.MeanIoU(len(names), sparse_y_true=False, sparse_y_pred=False,
                                                    name="mean_iou")],
