@@ -4,9 +4,10 @@ The suite's own models (apps/segment/models.py) trained with Keras 3 on the torc
 config, on the GPU machine lent through `device` (which has PyTorch, no TensorFlow); the scenes travel as a
 NumPy file written here by `python bench/segment_search.py --dump` (train and validation splits only).
 Each output line: the config, the epoch, the training loss, the validation mIoU (11 classes) and per-class IoU.
-bench/results/segment_search.jsonl holds the search that chose apps/segment/config.py's recipe: 16 configs,
-Adam at batch 16 unless `bs` says otherwise; `schedule` cosine decays to 0 over the run, onecycle warms up
-over a tenth of it from lr/10, none keeps lr; `hflip` flips half the scenes left-right each epoch.
+bench/results/segment_search.jsonl holds the search that chose apps/segment/config.py's recipe: 24 configs in
+two sittings (the second: more epochs, wider models, second seeds), Adam at batch 16 unless `bs` says otherwise;
+`schedule` cosine decays to 0 over the run, onecycle warms up over a tenth of it from lr/10, none keeps lr; `hflip`
+flips half the scenes left-right each epoch.
 
     python bench/segment_search.py --dump    # here: .devdata/scenes96.npz (22 MB)
     KERAS_BACKEND=torch python bench/segment_search.py '{"model": "unet", "epochs": 3, "schedule": "cosine"}'
