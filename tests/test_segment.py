@@ -257,6 +257,18 @@ def test_train_config_reruns_the_experiment_of_a_run(mirrored_runs, tmp_path):
     assert len(_history(copy)) == 1
 
 
+def test_the_default_budget_is_the_models_epochs_with_the_rate_decayed_to_zero(data_dir, tmp_path):
+    """No --epochs: the model's MODEL_EPOCHS, recorded as a number; the cosine schedule ends at 0 after the last
+    step (16 scenes, batch 16: one step an epoch)."""
+    from apps.segment.config import MODEL_EPOCHS
+
+    net = app.train(TrainConfig(model="fcn", dataset=SMALL, data_dir=data_dir, limit=16), run_dir=str(tmp_path / "a"))
+    with open(tmp_path / "a" / "config.json") as f:
+        assert json.load(f)["epochs"] == MODEL_EPOCHS["fcn"] > 1
+    assert int(net.optimizer.iterations) == MODEL_EPOCHS["fcn"]
+    assert float(net.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_each_verb_lists_its_own_flags_with_their_defaults():
     own = {"train": ["--epochs", "--loss", "--strategy", "--config", "--run", "(default: unet)", "(default: cosine)"],
            "evaluate": ["--model", "--run", "--limit", "(default: unet)"],
