@@ -58,7 +58,7 @@ def search(config):
     from apps.segment import models
 
     keras.utils.set_random_seed(config.get("seed", 0))
-    data = np.load(DATA)
+    data = np.load(DATA, allow_pickle=False)
     train_images, train_masks = data["train_images"], data["train_masks"]
     net = models.build_model(config["model"], (96, 96, 1), NUM_CLASSES, width=config.get("width", 1.0))
     batch, epochs, lr = config.get("bs", 16), config["epochs"], config.get("lr", 2e-3)
