@@ -39,15 +39,15 @@ def dump():
 
 
 def mean_iou(net, images, masks):
+    """The mIoU and per-class IoU that `apps.segment evaluate` reports (apps/segment/metrics.py: NumPy only)."""
     import keras
+
+    from apps.segment import metrics
 
     predicted = np.concatenate([keras.ops.convert_to_numpy(net.predict(images[i:i + 200], verbose=0)).argmax(-1)
                                 for i in range(0, len(images), 200)])
-    matrix = np.bincount(masks.reshape(-1).astype(np.int64) * NUM_CLASSES + predicted.reshape(-1),
-                         minlength=NUM_CLASSES ** 2).reshape(NUM_CLASSES, NUM_CLASSES)
-    intersection = np.diag(matrix)
-    iou = intersection / np.maximum(matrix.sum(0) + matrix.sum(1) - intersection, 1)
-    return float(iou.mean()), [round(float(v), 3) for v in iou]
+    report = metrics.segmentation_report(metrics.confusion_matrix(masks, predicted, NUM_CLASSES))
+    return report["mean_iou"], [round(float(v), 3) for v in report["iou"]]
 
 
 def search(config):
