@@ -1,5 +1,7 @@
 """apps.sequence: fortunes data, decoders, character language model (real fortunes, real TF)."""
 
+import contextlib
+import io
 import math
 import os
 
@@ -7,6 +9,7 @@ import numpy as np
 import pytest
 
 from apps.sequence import charlm, data, decoding
+from apps.sequence.__main__ import main
 from apps.sequence.config import CharLMConfig
 from apps.sequence.models import char_lm
 
@@ -86,6 +89,32 @@ def test_charlm_beam_width_one_and_cold_sampling_equal_greedy(lm_run):
         assert len(greedy) == 30
         assert gen.generate(prompt, length=30, method="beam", width=1) == greedy
         assert gen.generate(prompt, length=30, method="sample", temperature=1e-4, seed=3) == greedy
+
+
+def test_loop_period_finds_the_cycle_of_a_looping_continuation():
+    assert charlm.loop_period("Once upon a time," + " the prow" * 20) == len(" the prow")
+    assert charlm.loop_period("x" * 99) is None  # shorter than the tail looked at
+    letters = np.random.default_rng(0).integers(97, 123, size=300)
+    assert charlm.loop_period("".join(map(chr, letters))) is None
+
+
+def predict_output(*argv):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["predict", "--task", "charlm", *argv])
+    return out.getvalue()
+
+
+def test_predict_samples_by_default_and_says_when_greedy_loops(lm_run):
+    """The CLI's default decoding is sampling (T = 0.8): 200 characters without a cycle, where greedy decoding of
+    the same model repeats itself and the CLI says so."""
+    sampled = predict_output("The ", "--run", lm_run[0])
+    assert charlm.loop_period(sampled.rstrip("\n")) is None and "loop" not in sampled, sampled
+    greedy = charlm.Generator(lm_run[0]).generate("The ", length=200)
+    period = charlm.loop_period(greedy)
+    assert period, greedy
+    said = predict_output("The ", "--run", lm_run[0], "--method", "greedy")
+    assert said.startswith("The " + greedy) and f"repeats every {period} characters" in said
 
 
 def test_tbptt_windows_continue_and_stateful_rnn_carries_state(lm_run):

@@ -32,7 +32,7 @@ def help_text(verb, task):
     ("evaluate", "dates", ["--width", "(default: 1)", "--model", "--run DIR"], ["--epochs", "--config", "--strategy"]),
     ("export", "charlm", ["--export-dir", "DIR/sequence_charlm/<version>/", "--length", "(default: 200)"],
      ["--model", "--epochs", "--method"]),
-    ("predict", "charlm", ["PROMPT", "--method", "(default: greedy)", "--seed", "(default: 0)"],
+    ("predict", "charlm", ["PROMPT", "--method", "(default: sample)", "--seed", "(default: 0)"],
      ["--epochs", "--export-dir", "--saved-model"]),
     ("predict", "textclass", ["TEXT", "--saved-model", "(default: bigru)"], ["--method", "--epochs"]),
     ("predict", "caption", ["IMAGE", "--count", "(default: 8)"], ["--model", "--epochs"]),

@@ -111,8 +111,9 @@ def export_flags(p, task):
 def predict_flags(p, task):
     if task == "charlm":
         p.add_argument("prompts", nargs="+", metavar="PROMPT", help="texts to continue")
-        p.add_argument("--method", default="greedy", choices=["greedy", "beam", "sample"],
-                       help="decoding (default: %(default)s)")
+        p.add_argument("--method", default="sample", choices=["greedy", "beam", "sample"],
+                       help="decoding: temperature sampling, or greedy / beam search, which tend to loop "
+                            "(default: %(default)s)")
         p.add_argument("--width", type=int, default=4, help="beam width (default: %(default)s)")
         p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default: %(default)s)")
         p.add_argument("--length", type=int, default=200, help="characters to generate (default: %(default)s)")

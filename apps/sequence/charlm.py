@@ -193,6 +193,16 @@ class Generator:
         return decode_ids(ids, self.vocab)
 
 
+def loop_period(text, tail=100, max_period=50):
+    """The shortest period p <= `max_period` with which the last `tail` characters of `text` repeat
+    (text[i] == text[i + p] throughout), or None: greedy and beam decoding of a character LM tend to fall into such a
+    cycle ("the prow the prow ..."), sampling does not."""
+    end = text[-tail:]
+    if len(end) < tail:
+        return None
+    return next((p for p in range(1, max_period + 1) if end[p:] == end[:-p]), None)
+
+
 def generate(prompt, *, out, length=200, method="greedy", width=4, temperature=1.0,
              seed=None):
     return Generator(out).generate(prompt, length=length, method=method, width=width, temperature=temperature,

@@ -41,8 +41,13 @@ def export_caption(args, run):
 def predict_charlm(args, run):
     generator = charlm.Generator(run)
     for prompt in args.prompts:
-        print(prompt + generator.generate(prompt, length=args.length, method=args.method, width=args.width,
-                                          temperature=args.temperature, seed=args.seed))
+        text = generator.generate(prompt, length=args.length, method=args.method, width=args.width,
+                                  temperature=args.temperature, seed=args.seed)
+        print(prompt + text)
+        period = charlm.loop_period(text) if args.method != "sample" else None
+        if period:
+            print(f"(the {args.method} continuation ends in a loop that repeats every {period} characters, as "
+                  f"{args.method} decoding of a character LM does; --method sample varies it)")
 
 
 def predict_textclass(args, run):
