@@ -8,7 +8,7 @@ import pytest
 
 from apps.sequence import textclass
 from apps.sequence.config import TextClassConfig
-from apps.sequence.models import build_classifier
+from apps.sequence.models import MaskedMax, build_classifier
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,15 @@ def test_masking_hides_padding(name):
     a[:, :9] = b[:, :9] = words
     a[0, 5:] = b[0, 5:] = 0  # a shorter quote in the batch
     np.testing.assert_allclose(short(a), long(b), atol=1e-5)
+
+
+def test_masked_max_is_the_maximum_over_the_real_words():
+    features = np.random.default_rng(2).normal(size=(3, 5, 4)).astype(np.float32) - 3.0  # all below the padding's 0
+    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
+    pooled = np.asarray(MaskedMax()(features, mask=mask))
+    np.testing.assert_array_equal(pooled[0], features[0, :2].max(axis=0))
+    np.testing.assert_array_equal(pooled[1], features[1].max(axis=0))
+    np.testing.assert_array_equal(pooled[2], 0.0)  # a quote without words
 
 
 def test_string_saved_model_and_tflite_parity(bag_run, tmp_path):

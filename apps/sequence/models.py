@@ -127,6 +127,33 @@ class MaskedMean(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="sequence")
+class MaskedMax(layers.Layer):
+    """Maximum over time of the non-padding steps (the Keras mask); a quote without words gives zeros.
+
+    Padded steps are filled with each quote's own minimum over time rather than a large negative
+    constant, so the filled tensor keeps the features' range (int8 TFLite quantizes it with the
+    features' scale)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return ops.max(inputs, axis=1)
+        real = ops.expand_dims(mask, -1)
+        lowest = ops.min(inputs, axis=1, keepdims=True)
+        peak = ops.max(ops.where(real, inputs, lowest), axis=1)
+        return ops.where(ops.any(real, axis=1), peak, ops.zeros_like(peak))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="sequence")
 class KeyMask(layers.Layer):
     """Token ids (batch, time) -> boolean (batch, time), True at real tokens (id != 0): the
     `key_mask` of the attention layers, for models whose embeddings carry no Keras mask."""
@@ -175,23 +202,40 @@ def bag_of_embeddings(vocab_size, num_classes, sequence_length, embed_dim=64, dr
     return _head(ids, MaskedMean(name="mean")(x), num_classes, "bag", dropout)
 
 
+POOLINGS = ("mean-max", "last")
+
+
+def _rnn_features(rnn, x, pooling):
+    """pooling "mean-max": [mean; max] of the RNN's outputs over the real words (its mask), so every
+    word's contextual features reach the softmax; "last": the state after the last word. The
+    default is the one that did better on the validation quotes (bench/textclass_search.py)."""
+    if pooling == "last":
+        return rnn(x)
+    if pooling != "mean-max":
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    outputs = rnn(x)
+    return layers.Concatenate(name="mean_max")([MaskedMean(name="mean")(outputs), MaskedMax(name="max")(outputs)])
+
+
 @CLASSIFIERS.register("lstm")
-def lstm_classifier(vocab_size, num_classes, sequence_length, embed_dim=64, units=64, dropout=0.3, unroll=False):
-    """The last state of the suite's LSTM (padding masked: the state stops at the last word)."""
+def lstm_classifier(vocab_size, num_classes, sequence_length, embed_dim=64, units=64, dropout=0.3, unroll=False,
+                    pooling="mean-max"):
+    """The suite's LSTM over the words (padding masked), its outputs pooled (`_rnn_features`)."""
     ids = _ids(sequence_length)
     x = layers.Embedding(vocab_size, embed_dim, mask_zero=True, name="embed")(ids)
-    x = rnn_layer("lstm", units, unroll=unroll, name="lstm")(x)
-    return _head(ids, x, num_classes, "lstm", dropout)
+    rnn = rnn_layer("lstm", units, return_sequences=pooling != "last", unroll=unroll, name="lstm")
+    return _head(ids, _rnn_features(rnn, x, pooling), num_classes, "lstm", dropout)
 
 
 @CLASSIFIERS.register("bigru")
 def bigru_classifier(vocab_size, num_classes, sequence_length, embed_dim=64, units=48, dropout=0.3,
-                     unroll=False):
-    """Bidirectional GRU (suite cell), forward and backward last states concatenated."""
+                     unroll=False, pooling="mean-max"):
+    """Bidirectional GRU (suite cell), the forward and backward outputs pooled (`_rnn_features`)."""
     ids = _ids(sequence_length)
     x = layers.Embedding(vocab_size, embed_dim, mask_zero=True, name="embed")(ids)
-    x = layers.Bidirectional(rnn_layer("gru", units, unroll=unroll), name="bigru")(x)
-    return _head(ids, x, num_classes, "bigru", dropout)
+    rnn = layers.Bidirectional(rnn_layer("gru", units, return_sequences=pooling != "last", unroll=unroll),
+                               name="bigru")
+    return _head(ids, _rnn_features(rnn, x, pooling), num_classes, "bigru", dropout)
 
 
 @CLASSIFIERS.register("transformer")

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from apps.sequence import data
 from apps.sequence.config import TextClassConfig
-from apps.sequence.models import build_classifier, check_task, load_run
+from apps.sequence.models import build_classifier, check_task, copy_weights, load_run
 from core import distribute, export, plots, precision, results, training
 from core.cli import run_config
 from core.data import batched
@@ -126,7 +126,7 @@ def export_run(*, out, export_dir="saved_models", version=None):
     ids = vectorize(vectorizer, texts)
     calibration = vectorize(vectorizer, fortunes.texts("train")[:128])  # int8's: training quotes' int32 word ids
     numeric = build_classifier(config["model"], len(config["vocab"]), len(names), length, unroll=True)
-    numeric.set_weights(net.get_weights())
+    copy_weights(net, numeric, out)  # a model.keras with other layers is a one-line error
     report = export.export_model(
         export.endpoint_archive(serve, [tf.TensorSpec([None], tf.string, name="text")], [net, vectorizer]),
         export.export_folder(APP, f"textclass_{config['model']}", export_dir), input_names=["text"],
