@@ -1,7 +1,5 @@
 """apps.sequence: fortunes data, decoders, character language model (real fortunes, real TF)."""
 
-import contextlib
-import io
 import math
 import os
 
@@ -98,16 +96,13 @@ def test_loop_period_finds_the_cycle_of_a_looping_continuation():
     assert charlm.loop_period("".join(map(chr, letters))) is None
 
 
-def predict_output(*argv):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        main(["predict", "--task", "charlm", *argv])
-    return out.getvalue()
-
-
-def test_predict_samples_by_default_and_says_when_greedy_loops(lm_run):
+def test_predict_samples_by_default_and_says_when_greedy_loops(lm_run, capsys):
     """The CLI's default decoding is sampling (T = 0.8): 200 characters without a cycle, where greedy decoding of
     the same model repeats itself and the CLI says so."""
+    def predict_output(*argv):
+        main(["predict", "--task", "charlm", *argv])
+        return capsys.readouterr().out
+
     sampled = predict_output("The ", "--run", lm_run[0])
     assert charlm.loop_period(sampled.rstrip("\n")) is None and "loop" not in sampled, sampled
     greedy = charlm.Generator(lm_run[0]).generate("The ", length=200)
