@@ -59,6 +59,22 @@ def test_generated_scene_captions_follow_the_boxes():
     assert {"left of", "above", "none"} <= {caption_data.slots(c)[1] for c in data.captions}
 
 
+def test_mirrored_scenes_carry_the_captions_of_their_flipped_boxes():
+    arrays = scenes.generate(SPEC, "train", count=80)
+    data = caption_data.load_split("train", spec=SPEC, limit=80)
+    mirror = caption_data.mirrored(data)
+    np.testing.assert_array_equal(mirror.images, data.images[:, :, ::-1])
+    size = SPEC.size
+    changed = 0
+    for i, (caption, mirrored) in enumerate(zip(data.captions, mirror.captions)):
+        boxes = arrays["boxes"][i].astype(float)
+        flipped = np.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], axis=-1)
+        n = int(arrays["num_objects"][i])
+        assert mirrored == caption_data.caption_of(arrays["classes"][i], flipped, n, WORDS)
+        changed += mirrored != caption
+    assert changed >= 10  # two different items side by side swap their names
+
+
 @pytest.fixture(scope="module")
 def caption_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("caption"))

@@ -91,6 +91,18 @@ def _captioned(images, classes, boxes, counts, words, max_objects):
     return CaptionedScenes(images[keep], captions)
 
 
+def mirrored(data):
+    """The scenes flipped left-right with their captions rewritten: the item that was on the right is now on the
+    left and is named first ("a bag left of a coat" -> "a coat left of a bag"); one item and "above" keep their
+    caption. Training on both doubles the scenes a small split offers without inventing new items."""
+    def mirror(caption):
+        match = CAPTION_PATTERN.fullmatch(caption)
+        first, relation, second = match.groups()
+        return f"a {second} left of a {first}" if relation == "left of" else caption
+
+    return CaptionedScenes(data.images[:, :, ::-1], [mirror(c) for c in data.captions])
+
+
 def _check_max_objects(max_objects):
     if not 1 <= max_objects <= MAX_OBJECTS:
         raise UserError(f"captions name one or two items: --max-objects must be 1 or 2, got {max_objects}")

@@ -2,7 +2,8 @@
 
   data      scenes of one or two Fashion-MNIST items and their one right caption
             ("a sneaker left of a bag"), as word ids: apps/sequence/caption_data.py.
-  model     a small CNN (3 x conv-BN-ReLU-maxpool) turns the image into an h x w
+  model     a small CNN (3 x conv-BN-ReLU-maxpool, then one conv-BN-ReLU that widens
+            each cell's view to a whole item) turns the image into an h x w
             feature map; each position gets its (x, y) coordinates appended
             (`GridCoordinates`: convolutions are translation-equivariant, and the
             relation words need to know *where* the attended item is) and the
@@ -36,10 +37,12 @@ from apps.sequence.caption_data import (
     CAPTION_LENGTH,
     END_WORD,
     START_WORD,
+    CaptionedScenes,
     adapt_vocabulary,
     caption_scores,
     load_split,
     make_vectorizer,
+    mirrored,
     teacher_forcing_arrays,
 )
 from apps.sequence.config import CaptionConfig
@@ -69,19 +72,31 @@ class GridCoordinates(layers.Layer):
         return tuple(input_shape[:-1]) + (input_shape[-1] + 2,)
 
 
+# The default sizes, recorded in each run so a later change of them still loads the run.
+CAPTIONER_SIZES = dict(units=128, embed_dim=32, filters=(32, 64, 128), context_filters=128)
+
+
 class Captioner:
     """The training model plus the encoder and one-step decoder that decoding needs, sharing weights."""
 
-    def __init__(self, vocab_size, image_size, units=128, embed_dim=32, filters=(16, 32, 64)):
+    def __init__(self, vocab_size, image_size, units, embed_dim, filters, context_filters):
         self.units = units
         image = keras.Input(shape=(image_size, image_size, 1), name="image")   # raw pixels in [0, 255]
         caption_in = keras.Input(shape=(None,), dtype="int32", name="caption_in")
         cnn = keras.Sequential([layers.Rescaling(1 / 255.0)], name="cnn")
-        for i, f in enumerate(filters):
-            cnn.add(layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}"))
-            cnn.add(layers.BatchNormalization(momentum=0.9, name=f"bn{i}"))  # few steps: stats must settle fast
+
+        def conv_bn_relu(f, name):
+            cnn.add(layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{name}"))
+            cnn.add(layers.BatchNormalization(momentum=0.9, name=f"bn{name}"))  # few steps: stats must settle fast
             cnn.add(layers.ReLU())
+
+        for i, f in enumerate(filters):
+            conv_bn_relu(f, i)
             cnn.add(layers.MaxPooling2D(2))
+        if context_filters:
+            # After three 3x3 convolutions and poolings a cell sees 22 pixels, less than a 28-pixel item; one more
+            # convolution on the pooled map widens that to 38, so each cell can name the item it lies on.
+            conv_bn_relu(context_filters, "_context")
         coordinates = GridCoordinates(name="coordinates")
         bridge = layers.Dense(units, activation="tanh", name="bridge")
         embed = layers.Embedding(vocab_size, embed_dim, name="embed_words")
@@ -155,6 +170,11 @@ def train(config: CaptionConfig, *, run, strategy="default", spec=None, sizes=No
     source = dict(scenes_config=c.scenes_config, data_dir=c.data_dir, spec=spec, max_objects=c.max_objects)
     train_set = load_split("train", limit=c.limit, **source)
     val_set = load_split("validation", limit=c.limit and max(c.limit // 4, 1), **source)
+    scene_count = len(train_set.captions)
+    if c.mirror:
+        mirror_set = mirrored(train_set)
+        train_set = CaptionedScenes(np.concatenate([train_set.images, mirror_set.images]),
+                                    train_set.captions + mirror_set.captions)
     vocab = adapt_vocabulary(train_set.captions)
     vectorizer = make_vectorizer(vocab)
 
@@ -164,18 +184,24 @@ def train(config: CaptionConfig, *, run, strategy="default", spec=None, sizes=No
         return batched(ds, c.batch_size, shuffle=shuffle, seed=c.seed, what="the scenes")
 
     image_size = int(train_set.images.shape[1])
+    sizes = {**CAPTIONER_SIZES, **(sizes or {})}
+    learning_rate = c.learning_rate
+    if c.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(  # the batches below hold batch_size scenes
+            learning_rate, decay_steps=c.epochs * -(-len(train_set.captions) // c.batch_size))
     with distribution.scope(), precision.policy(c.precision):
-        net = Captioner(len(vocab), image_size, **(sizes or {}))
-        net.model.compile(optimizer=optimizers.Adam(c.learning_rate, clipnorm=1.0),
+        net = Captioner(len(vocab), image_size, **sizes)
+        net.model.compile(optimizer=optimizers.Adam(learning_rate, clipnorm=1.0),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                           weighted_metrics=["accuracy"], jit_compile=precision.xla(c.jit))
     counts = collections.Counter(train_set.captions)
     training.save_config(run, run_config(
         c, APP, task="caption", spec=dataclasses.asdict(spec) if spec else None, image_size=image_size, vocab=vocab,
-        sizes=sizes or {}, most_frequent_caption=counts.most_common(1)[0][0], train_scenes=len(train_set.captions),
+        sizes=sizes, most_frequent_caption=counts.most_common(1)[0][0], train_scenes=scene_count,
         distinct_captions=len(counts), strategy=strategy, replicas=distribution.num_replicas_in_sync),
         identity_keys=("task", "scenes_config", "spec"))
-    print(f"training the captioner on {len(train_set.captions)} scenes with 1-{c.max_objects} items "
+    print(f"training the captioner on {scene_count} scenes{' and their mirror images' if c.mirror else ''} with "
+          f"1-{c.max_objects} items "
           f"({len(counts)} distinct captions, vocabulary {len(vocab)} words, feature map {net.grid[0]}x{net.grid[1]})")
     return training.fit(net.model, dataset(train_set, True), dataset(val_set, False), epochs=c.epochs, run_dir=run,
                         patience=c.patience)
@@ -189,7 +215,7 @@ class CaptionModel:
         self.config, trained = load_run(out, "caption", "image-captioning")
         config = self.config
         self.vocab = config["vocab"]
-        self.net = Captioner(len(self.vocab), config["image_size"], **config.get("sizes", {}))
+        self.net = Captioner(len(self.vocab), config["image_size"], **config["sizes"])
         copy_weights(trained, self.net.model, out)
         self.start, self.end = self.vocab.index(START_WORD), self.vocab.index(END_WORD)
 

@@ -63,9 +63,12 @@ class CaptionConfig(ComputeOptions):
     scenes_config: str = option("fashion_mnist_96", "tfds scene dataset generated_scenes/<name>", flag="--scenes")
     data_dir: str | None = option(None, "tfds data folder (none: data/tensorflow_datasets)")
     max_objects: int = option(2, "use scenes with 1..N items", minimum=1, maximum=2)
-    epochs: int = option(6, "passes over the training scenes", minimum=1)
+    epochs: int = option(8, "passes over the training scenes (and their mirror images)", minimum=1)
     batch_size: int = option(64, "scenes per batch", minimum=1)
     learning_rate: float = option(2e-3, "Adam's learning rate", minimum=0.0)
+    lr_schedule: str = option("cosine", "cosine: the rate decays to 0 over the run's steps; constant: it stays",
+                              choices=("cosine", "constant"))
+    mirror: bool = option(True, "also train on every scene flipped left-right, its caption rewritten")
     limit: int | None = option(None, "use at most this many scenes per split", minimum=1)
     seed: int = option(0, "random seed", minimum=0)
     patience: int | None = option(None, "early stopping on the validation loss after this many epochs", minimum=1)
