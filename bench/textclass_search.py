@@ -28,16 +28,12 @@ CONFIGS = [{"model": "bag"}, {"model": "lstm", "pooling": "last"}, {"model": "ls
 
 def quotes():
     """(train ids, train labels, validation ids, validation labels, vocabulary size, classes) as `train` builds them."""
-    from apps.sequence import data
     from apps.sequence.config import TextClassConfig
-    from apps.sequence.textclass import make_vectorizer, vectorize
+    from apps.sequence.textclass import training_quotes
 
-    c = TextClassConfig()
-    fortunes = data.load_fortunes(data.CLASS_CATEGORIES)
-    vocab = data.word_vectorizer(fortunes.texts("train"), c.max_tokens, c.sequence_length).get_vocabulary()
-    vectorizer = make_vectorizer(vocab, c.sequence_length)
-    return (vectorize(vectorizer, fortunes.texts("train")), fortunes.labels("train"),
-            vectorize(vectorizer, fortunes.texts("val")), fortunes.labels("val"), len(vocab), len(fortunes.categories))
+    fortunes, vocab, ids = training_quotes(TextClassConfig())
+    return (ids["train"], fortunes.labels("train"), ids["val"], fortunes.labels("val"), len(vocab),
+            len(fortunes.categories))
 
 
 def search(config, data):

@@ -40,20 +40,26 @@ def vectorize(vectorizer, texts):
     return vectorizer(tf.constant(list(texts))).numpy().astype(np.int32)
 
 
+def training_quotes(c: TextClassConfig):
+    """(fortunes, vocabulary, {split: word ids} for train and val): the vocabulary adapted on the training quotes
+    only. `train` and bench/textclass_search.py read the quotes through this."""
+    fortunes = data.load_fortunes(data.CLASS_CATEGORIES, limit=c.limit)
+    vocab = data.word_vectorizer(fortunes.texts("train"), c.max_tokens, c.sequence_length).get_vocabulary()
+    vectorizer = make_vectorizer(vocab, c.sequence_length)
+    return fortunes, vocab, {split: vectorize(vectorizer, fortunes.texts(split)) for split in ("train", "val")}
+
+
 def train(config: TextClassConfig, *, run, strategy="default"):
     """One of the classifiers on the word ids of the training quotes; the run's config.json records the
     vocabulary and the class names next to `config`."""
     c = config
     distribution = distribute.get_strategy(strategy)
     training.set_seed(c.seed)
-    fortunes = data.load_fortunes(data.CLASS_CATEGORIES, limit=c.limit)
-    vocab = data.word_vectorizer(fortunes.texts("train"), c.max_tokens, c.sequence_length).get_vocabulary()
-    vectorizer = make_vectorizer(vocab, c.sequence_length)
-    train_ds = batched(tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, fortunes.texts("train")),
-                                                           fortunes.labels("train"))),
+    fortunes, vocab, ids = training_quotes(c)
+    train_ds = batched(tf.data.Dataset.from_tensor_slices((ids["train"], fortunes.labels("train"))),
                        c.batch_size, shuffle=True, seed=c.seed, what="the quotes")
-    val_ds = batched(tf.data.Dataset.from_tensor_slices((vectorize(vectorizer, fortunes.texts("val")),
-                                                         fortunes.labels("val"))), 256, what="the quotes")
+    val_ds = batched(tf.data.Dataset.from_tensor_slices((ids["val"], fortunes.labels("val"))), 256,
+                     what="the quotes")
     with distribution.scope(), precision.policy(c.precision):
         net = build_classifier(c.model, len(vocab), len(fortunes.categories), c.sequence_length, dropout=c.dropout)
         net.compile(optimizer=keras.optimizers.Adam(c.learning_rate), loss="sparse_categorical_crossentropy",
