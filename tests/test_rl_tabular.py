@@ -28,6 +28,20 @@ def test_policy_iteration_agrees_with_value_iteration():
         assert tabular.compare_to_optimal(env, pi["policy"], vi, gamma)["optimal_action_share"] == 1.0
 
 
+def test_tabular_prints_why_monte_carlo_control_falls_short_where_it_does(tmp_path):
+    result = run_python(["-m", "apps.rl", "tabular", "--env", "cliffwalking", "--algorithms",
+                         "value_iteration,mc_control", "--episodes", "30", "--run", str(tmp_path)], timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    notes = [i for i, line in enumerate(lines) if line.startswith("note: ")]
+    mc = next(i for i, line in enumerate(lines) if line.startswith("-- mc_control"))
+    assert len(notes) == 1 and notes[0] > mc  # after its own figure; value iteration is optimal: no note
+    assert "Monte Carlo" in lines[notes[0]] and "expected behaviour" in lines[notes[0]]
+    check = {"optimal_start_value": -13.0, "start_value": -19.0}  # the safe path: close enough, no note
+    assert tabular.shortfall_note("sarsa", check) is None
+    assert "--episodes" in tabular.shortfall_note("sarsa", {**check, "start_value": -3000.0})
+
+
 def test_cliff_walking_q_learning_finds_the_cliff_edge_and_sarsa_the_safe_path():
     env, gamma = tabular.make("cliffwalking")
     optimal = tabular.value_iteration(env, gamma)

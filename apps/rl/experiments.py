@@ -80,6 +80,9 @@ def tabular(args):
                   f"where it matters; V^π(start) = {check['start_value']:.4f} "
                   f"(optimal {check['optimal_start_value']:.4f}); greedy return {check['greedy_mean_return']:.3f}")
             print(methods.policy_grid(env_name, env, result["policy"]))
+            check["note"] = methods.shortfall_note(algorithm, check)
+            if check["note"]:
+                print(f"note: {check['note']}")
     path = os.path.join(args.run, "tabular.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
