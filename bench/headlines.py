@@ -11,15 +11,18 @@ that file plus the row's command and fingerprint, kept in bench/results/headline
 records are committed: they are the measurements, so a row measured in one sitting is kept and a later
 `make results` reruns only the rows that are missing or whose fingerprint (the row's arguments and the
 source of the app, core/, layers/ and losses/) changed. A killed row resumes: its train resumes in its run
-folder. docs/results.md's table is rewritten from the records between its markers, never typed.
+folder, which records the fingerprint it was started with; a folder of other code is removed before the row
+runs (`prepare_run_dir`). docs/results.md's table is rewritten from the records between its markers, never typed.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import glob
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -79,6 +82,27 @@ ROWS = (
 )
 
 
+FINGERPRINT_FILE = "headline_fingerprint.txt"
+
+
+def prepare_run_dir(run_dir, fingerprint):
+    """Keep `run_dir` only if it holds a run of this fingerprint (a killed row: train resumes it); a run of other
+    code or arguments is removed first, since its epochs, best checkpoint and training clock would otherwise be
+    resumed or added to. Returns True when it removed one."""
+    marker = os.path.join(run_dir, FINGERPRINT_FILE)
+    removed = False
+    if os.path.isdir(run_dir):
+        with contextlib.suppress(FileNotFoundError), open(marker) as f:
+            if f.read().strip() == fingerprint:
+                return False
+        shutil.rmtree(run_dir)
+        removed = True
+    os.makedirs(run_dir)
+    with open(marker, "w") as f:
+        f.write(fingerprint + "\n")
+    return removed
+
+
 def run_row(row, *, runs, records, quick=False, log=print):
     """Train and evaluate `row` unless its record is current; returns (record, reused)."""
     path = os.path.join(records, f"{row.name}.json")
@@ -90,6 +114,7 @@ def run_row(row, *, runs, records, quick=False, log=print):
             log(f"{row.name}: reused {os.path.relpath(path, ROOT)} (code and arguments unchanged)")
             return record, True
     run_dir = os.path.join(runs, row.name)
+    prepare_run_dir(run_dir, fingerprint)
     start = time.time()
     for command in row.commands(run_dir, quick):
         log(f"{row.name}: {' '.join(command[2:])}")

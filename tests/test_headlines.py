@@ -2,6 +2,7 @@
 training; the table is generated from the records (no figure typed), and leads with each row's headline."""
 
 import json
+import os
 
 from bench import headlines
 
@@ -32,6 +33,19 @@ def test_a_current_record_is_reused_and_the_table_comes_from_the_records(tmp_pat
     assert table[2].endswith("| same |")
     stale = headlines.table([record(row, "0" * 16, mean_iou=0.5)]).splitlines()[2]
     assert stale.endswith("| changed: rerun |")
+
+
+def test_a_row_resumes_only_a_run_folder_of_its_own_fingerprint(tmp_path):
+    run_dir = tmp_path / "caption"
+    run_dir.mkdir()
+    (run_dir / "training_time.json").write_text('{"seconds": 216.0}')  # a finished run of older code
+    assert headlines.prepare_run_dir(str(run_dir), "aaaa") is True
+    assert os.listdir(run_dir) == [headlines.FINGERPRINT_FILE]  # its clock and checkpoints are gone
+    (run_dir / "backup").mkdir()  # killed mid-run: the same fingerprint resumes it
+    assert headlines.prepare_run_dir(str(run_dir), "aaaa") is False and (run_dir / "backup").is_dir()
+    assert headlines.prepare_run_dir(str(run_dir), "bbbb") is True and not (run_dir / "backup").exists()
+    assert headlines.prepare_run_dir(str(tmp_path / "new"), "cccc") is False
+    assert (tmp_path / "new" / headlines.FINGERPRINT_FILE).read_text().strip() == "cccc"
 
 
 def test_every_row_runs_an_app_that_exists_with_its_contract_verbs():
