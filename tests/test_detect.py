@@ -209,3 +209,28 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         main(["train", "--model", "yolo99"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'yolo99'" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_mirrored_scenes_flip_the_boxes_with_the_pixels():
+    from apps.detect.data import mirrored, with_mirrors
+    from core import scenes
+
+    drawn = scenes.generate(scenes.SceneSpec(size=64, max_objects=3, min_scale=0.8, max_scale=1.4), "train",
+                            count=24, seed=0)
+    flipped = mirrored(drawn)
+    assert drawn["num_objects"].sum() > 24  # scenes with several objects
+    for i, n in enumerate(drawn["num_objects"]):
+        for box, flipped_box in zip(drawn["boxes"][i, :n].astype(int), flipped["boxes"][i, :n].astype(int)):
+            (x1, y1, x2, y2), (u1, v1, u2, v2) = box, flipped_box
+            assert (v1, v2, u2 - u1) == (y1, y2, x2 - x1)
+            # Boxes are tight: a box one pixel off would cut a column of the item off.
+            np.testing.assert_array_equal(flipped["image"][i, v1:v2, u1:u2], drawn["image"][i, y1:y2, x1:x2][:, ::-1])
+            np.testing.assert_array_equal(flipped["instances"][i, v1:v2, u1:u2],
+                                          drawn["instances"][i, y1:y2, x1:x2][:, ::-1])
+        assert not flipped["boxes"][i, n:].any()  # padding stays zero
+    twice = mirrored(flipped)
+    for key in drawn:
+        np.testing.assert_array_equal(twice[key], drawn[key])
+    doubled = with_mirrors(drawn)
+    assert {key: len(value) for key, value in doubled.items()} == {key: 48 for key in drawn}
+    np.testing.assert_array_equal(doubled["classes"][24:], drawn["classes"])

@@ -31,8 +31,8 @@ def small_scenes():
 @pytest.fixture(scope="module")
 def ssd_run(small_scenes, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ssd_run"))
-    app.train(TrainConfig(model="ssd", epochs=8, batch_size=16, learning_rate=3e-3), run_dir=out, class_names=NAMES,
-              scenes={k: small_scenes[k] for k in ("train", "validation")})
+    config = TrainConfig(model="ssd", epochs=8, batch_size=16, learning_rate=3e-3, mirror=False)
+    app.train(config, run_dir=out, class_names=NAMES, scenes={k: small_scenes[k] for k in ("train", "validation")})
     return out
 
 
@@ -86,7 +86,7 @@ def rcnn_run(small_scenes, tmp_path_factory):
     """40 steps of the two-stage detector (two epochs of the 320 scenes), shared by the learning and
     the export test."""
     out = str(tmp_path_factory.mktemp("rcnn_run"))
-    app.train(TrainConfig(model="rcnn", epochs=2, batch_size=16, learning_rate=3e-3), run_dir=out,
+    app.train(TrainConfig(model="rcnn", epochs=2, batch_size=16, learning_rate=3e-3, mirror=False), run_dir=out,
               class_names=NAMES, scenes={k: small_scenes[k] for k in ("train", "validation")})
     return out
 
@@ -118,7 +118,7 @@ def test_two_stage_training_learns_boxes_and_masks(rcnn_run, small_scenes):
 def test_two_stage_training_learns_and_exports_masks_with_parity(small_scenes, tmp_path):
     test = small_scenes["test"]
     out = str(tmp_path / "rcnn")
-    app.train(TrainConfig(model="rcnn", epochs=6, batch_size=16, learning_rate=3e-3), run_dir=out,
+    app.train(TrainConfig(model="rcnn", epochs=6, batch_size=16, learning_rate=3e-3, mirror=False), run_dir=out,
               class_names=NAMES, scenes={k: small_scenes[k] for k in ("train", "validation")})
     report = app.evaluate(out, scenes=test)
     assert report["map50"] > max(0.1, 3 * report["random_boxes_map50"]), report
@@ -158,8 +158,8 @@ spec = scenes.SceneSpec(size=64, max_objects=3, min_scale=0.8, max_scale=1.4, cl
 data = {split: scenes.generate(spec, split, count=count, seed=0) for split, count in (("train", 32), ("validation", 8))}
 names = list(scenes.class_names("fashion_mnist"))
 for strategy, batch in (("default", 8), ("mirrored", 4)):
-    app.train(TrainConfig(model="ssd", epochs=2, batch_size=batch, learning_rate=3e-3), run_dir=sys.argv[1] + "/" +
-              strategy, strategy=strategy, scenes=data, class_names=names)
+    config = TrainConfig(model="ssd", epochs=2, batch_size=batch, learning_rate=3e-3, mirror=False)
+    app.train(config, run_dir=sys.argv[1] + "/" + strategy, strategy=strategy, scenes=data, class_names=names)
 """
 
 
@@ -199,7 +199,7 @@ def test_a_runs_config_reruns_it_and_another_models_run_is_refused(ssd_run, caps
     from core.cli import resolve_config
 
     rerun = resolve_config(TrainConfig, parse_args(["train", "--config", os.path.join(ssd_run, "config.json")]))
-    assert rerun == TrainConfig(model="ssd", epochs=8, batch_size=16, learning_rate=3e-3)
+    assert rerun == TrainConfig(model="ssd", epochs=8, batch_size=16, learning_rate=3e-3, mirror=False)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main, ["evaluate", "--model", "rcnn", "--run", ssd_run], prog="apps.detect")
     assert exit_info.value.code == 2
@@ -209,7 +209,7 @@ def test_a_runs_config_reruns_it_and_another_models_run_is_refused(ssd_run, caps
 
 
 def test_each_verb_lists_its_own_flags_with_their_defaults():
-    own = {"train": ["--epochs", "--strategy", "--config", "--run", "(default: ssd)", "(default: 6)"],
+    own = {"train": ["--epochs", "--strategy", "--config", "--run", "(default: ssd)", "rcnn 12"],
            "evaluate": ["--model", "--run", "--limit", "(default: ssd)"],
            "export": ["--run", "--export-dir", "(default: saved_models)"],
            "predict": ["--run", "--resize"],

@@ -137,7 +137,8 @@ def test_detect_trains_evaluates_and_exports_in_mixed_bfloat16(tmp_path, jit):
             for split, count in (("train", 64), ("validation", 16), ("test", 8))}
     names = list(scenes.class_names("fashion_mnist"))
     run = str(tmp_path / "run")
-    config = TrainConfig(model="ssd", epochs=2, batch_size=16, learning_rate=3e-3, precision="mixed_bfloat16", jit=jit)
+    config = TrainConfig(model="ssd", epochs=2, batch_size=16, learning_rate=3e-3, mirror=False,
+                         precision="mixed_bfloat16", jit=jit)
     app.train(config, run_dir=run, class_names=names, scenes={k: data[k] for k in ("train", "validation")})
     check_reduced_precision(run, ["anchors"], jit=jit)
     assert_loss_falls(run)

@@ -7,6 +7,7 @@ a random-boxes baseline (apps/detect/metrics.py) -> SavedModel + TFLite with a
 parity check -> PNGs with boxes, labels, scores and masks.
 """
 
+import dataclasses
 import json
 import os
 
@@ -14,8 +15,8 @@ import keras
 import numpy as np
 
 from apps.detect import boxes as box_utils
-from apps.detect.config import APP, TrainConfig
-from apps.detect.data import detector_dataset, ground_truths, load_scenes
+from apps.detect.config import APP, MODEL_BUDGETS, TrainConfig
+from apps.detect.data import detector_dataset, ground_truths, load_scenes, with_mirrors
 from apps.detect.metrics import detection_metrics
 from apps.detect.models import MODELS
 from core import distribute, export, precision, results, training
@@ -44,6 +45,9 @@ def train(config: TrainConfig, *, run_dir, strategy="auto", scenes=None, class_n
     "validation": ...} numpy scene dicts) and `class_names` replace loading `config.dataset` (tests and the
     experiments use small generated sets)."""
     detector = MODELS.get(config.model)  # an unknown name fails now, not after loading the data
+    budget = MODEL_BUDGETS[config.model]  # config.json records the numbers
+    config = dataclasses.replace(config, epochs=config.epochs or budget["epochs"],
+                                 mirror=budget["mirror"] if config.mirror is None else config.mirror)
     if scenes is None:
         _check_dataset(config.dataset)
     strategy_name, strategy = strategy, distribute.get_strategy(strategy)  # before any other TF work
@@ -52,6 +56,8 @@ def train(config: TrainConfig, *, run_dir, strategy="auto", scenes=None, class_n
         class_names = dataset_classes(config.dataset)
         scenes = {split: load_scenes(config.dataset, split, config.limit, config.data_dir)
                   for split in ("train", "validation")}
+    if config.mirror:
+        scenes = {**scenes, "train": with_mirrors(scenes["train"])}
     image_size, num_classes = scenes["train"]["image"].shape[1], len(class_names)
     global_batch = distribute.global_batch_size(config.batch_size, strategy)
     with strategy.scope(), precision.policy(config.precision):

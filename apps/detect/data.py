@@ -43,6 +43,23 @@ def load_scenes(config, split, limit=None, data_dir=None):
     return result
 
 
+def mirrored(scenes):
+    """The scenes flipped left-right, with their boxes (xyxy pixels, right edge exclusive), instance maps and
+    label maps: more training scenes without inventing items."""
+    size = scenes["image"].shape[2]
+    valid = scenes["classes"] >= 0
+    boxes = scenes["boxes"].copy()
+    boxes[..., 0] = np.where(valid, size - scenes["boxes"][..., 2], 0.0)
+    boxes[..., 2] = np.where(valid, size - scenes["boxes"][..., 0], 0.0)
+    flipped = {key: scenes[key][:, :, ::-1] for key in ("image", "instances", "semantic") if key in scenes}
+    return {**scenes, **flipped, "boxes": boxes}
+
+
+def with_mirrors(scenes):
+    """The scenes followed by their mirror images."""
+    return _concatenate([scenes, mirrored(scenes)])
+
+
 def roi_targets(scenes, num_rois, mask_size, num_classes, rng):
     """Training RoIs of the two-stage detector and their targets, per scene:
     rois (N, R, 4) xyxy; labels (N, R) (the object's class where IoU >= 0.5, else
