@@ -10,14 +10,21 @@ in the file is not run again; a killed one resumes in its run folder.
     python bench/detect_search.py '{"model": "ssd", "epochs": 24, "mirror": false}'
 """
 
+import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-from bench.search_log import SearchLog
+RESULTS = os.path.join(ROOT, "bench", "results", "detect_search.jsonl")
 
-LOG = SearchLog("detect_search")
+
+def done(overrides):
+    if not os.path.exists(RESULTS):
+        return False
+    with open(RESULTS) as f:
+        return any(json.loads(line)["config"] == overrides for line in f if line.strip())
 
 
 def search(overrides):
@@ -27,7 +34,7 @@ def search(overrides):
     from core import results
 
     config = TrainConfig(**overrides)
-    run = LOG.run_folder(overrides)
+    run = os.path.join(ROOT, "runs", "detect_search", "-".join(f"{k}{v}" for k, v in sorted(overrides.items())))
     app.train(config, run_dir=run)
     inference, recorded = app.inference_model(run)
     scenes = load_scenes(config.dataset, "validation", None, config.data_dir)
@@ -37,8 +44,14 @@ def search(overrides):
             **results.environment()}
     if "masks" in detections[0]:
         line["val_mask_iou"] = round(app.mask_iou(detections, scenes), 4)
-    LOG.append(line)
+    print(json.dumps(line), flush=True)
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 if __name__ == "__main__":
-    LOG.main(search, sys.argv)
+    config = json.loads(sys.argv[1])
+    if done(config):
+        print(f"{config}: already in {os.path.relpath(RESULTS, ROOT)}")
+    else:
+        search(config)
