@@ -143,7 +143,7 @@ serve: setup ## export every trained run without an export, write saved_models/m
 serve-config: setup ## only export what is missing, write models.config + the compose file and print the docker run line (ARGS="--policy classify_vgg=latest:2")
 	$(PY) -m serving config --export-missing $(ARGS)
 
-serve-bench: setup ## requests/s and p50/p99 latency of the local server, REST and gRPC, server-side batching off and on, 1/16/64 clients
+serve-bench: setup ## requests/s and p50/p99 latency of the local server, REST and gRPC, server-side batching off and on, 1/16/64 clients; writes bench/results/serve_load.json and rewrites its table in docs/deployment.md
 	$(PY) bench/serving_load.py $(ARGS)
 
 serve-chaos: setup ## the local server under change: hot swap under load, 100 stalled clients, 100k-request soak (RSS), SIGTERM drain (~5 min)

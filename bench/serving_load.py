@@ -3,7 +3,8 @@
     python bench/serving_load.py                       # tiny LeNet-5 export in a temp folder
     python bench/serving_load.py --config saved_models/models.config --model classify_vgg   # make demo's export
     python bench/serving_load.py --chaos               # make serve-chaos: serving under change
-    python bench/serving_load.py --chaos --docs-only   # only regenerate the docs table from the JSON
+    python bench/serving_load.py --docs-only           # only regenerate the load table from its JSON
+    python bench/serving_load.py --chaos --docs-only   # the same for the serve-chaos table
 
 --chaos serves tiny exported models (serving/chaos.py) from
 `python -m serving serve` in its own process and, from a third process
@@ -18,10 +19,15 @@ regenerates the table between the serve-chaos markers of --docs
 docs/bench.md), and exits 1 if any request failed. --docs-only does the last
 step alone, from the existing --results file.
 
-Starts `python -m serving serve` as its own process on free loopback
-ports, then drives it from this (second) process with `--concurrency`
-threads, for REST and for gRPC in turn, each bounded by `--requests` and
-`--max-seconds`. Every answer is checked against the first one.
+Without --chaos (make serve-bench): starts `python -m serving serve` as
+its own process on free loopback ports, server-side batching off and then
+on (`--batching`), and drives it from this (second) process with
+`--concurrency` threads, for REST and for gRPC in turn, each bounded by
+`--requests` and `--max-seconds`. Every answer is checked against the
+unbatched server's first answer (the largest difference is recorded). The
+figures and the machine go to --results (bench/results/serve_load.json),
+the table between the serve-load markers of --docs is regenerated, and the
+exit status is 1 if any request failed.
 """
 
 import argparse
@@ -88,9 +94,11 @@ def start_server(config, rest_port, grpc_port, model, concurrency, batching=Fals
     raise SystemExit("server did not come up in 180 s")
 
 
-def drive(make_call, requests, concurrency, max_seconds, reference):
-    """Run `requests` calls over `concurrency` threads; latencies in ms and wall time."""
+def drive(make_call, requests, concurrency, max_seconds, reference, largest_difference=None):
+    """Run `requests` calls over `concurrency` threads; latencies in ms and wall time. `largest_difference`, a
+    one-item list, keeps the largest absolute difference of an accepted answer from `reference`."""
     latencies, errors, lock = [], [], threading.Lock()
+    largest_difference = [0.0] if largest_difference is None else largest_difference
     counter = iter(range(requests))
     deadline = time.monotonic() + max_seconds + 30  # + the warm-up call of each thread
 
@@ -107,12 +115,15 @@ def drive(make_call, requests, concurrency, max_seconds, reference):
                 output = call()
                 # 1e-4: a row answered inside a server-side batch may differ from the unbatched reference
                 # by float rounding (other GEMM blocking, measured ≤ 2e-5); a wrong row differs by ~0.1
-                ok = np.allclose(output, reference, atol=1e-4)
+                difference = float(np.max(np.abs(np.asarray(output) - reference)))
+                ok = difference <= 1e-4
             except Exception as error:  # count it and go on: this is a load test
                 ok, output = False, error
             elapsed = (time.perf_counter() - start) * 1e3
             with lock:
                 (latencies if ok else errors).append(elapsed if ok else repr(output)[:200])
+                if ok:
+                    largest_difference[0] = max(largest_difference[0], difference)
 
     barrier = threading.Barrier(concurrency + 1)
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
@@ -156,7 +167,7 @@ class ServerProcess:
 # --- --chaos: results file and the docs table ------------------------------------------------------
 
 CHAOS_RESULTS = os.path.join("bench", "results", "serve_chaos.json")
-CHAOS_DOCS = os.path.join("docs", "deployment.md")
+DOCS = os.path.join("docs", "deployment.md")
 CHAOS_BEGIN, CHAOS_END = "<!-- serve-chaos:begin -->", "<!-- serve-chaos:end -->"
 
 
@@ -262,18 +273,8 @@ def write_chaos_docs(path, result):
 
 
 def chaos_main(args):
-    from bench.docs_markers import write_atomic
-
-    results = args.results
     if args.docs_only:
-        if not os.path.exists(results):
-            raise SystemExit(f"serving_load.py: error: no {results}; run `make serve-chaos` first")
-        with open(results) as f:
-            result = json.load(f)
-        if args.docs:
-            write_chaos_docs(args.docs, result)
-            print(f"wrote {args.docs} from {results}")
-        return 0
+        return regenerate_docs(args.results, args.docs, write_chaos_docs, "make serve-chaos")
 
     from serving import chaos
 
@@ -327,17 +328,85 @@ def chaos_main(args):
     result = {"machine": facts, "command": command, "server_args": server_args,
               "wall_s": round(time.monotonic() - started, 1),
               "load_average_end": [round(v, 2) for v in os.getloadavg()],
-              "results_file": os.path.relpath(os.path.abspath(results), ROOT),
+              "results_file": os.path.relpath(os.path.abspath(args.results), ROOT),
               "failed": chaos_failed(figures), "figures": figures}
+    return finish(result, args.results, args.docs, write_chaos_docs, chaos_markdown)
+
+
+def finish(result, results, docs, write_docs, markdown):
+    """Write the result file whole, render the docs from exactly what it holds, print the table; the exit status."""
+    from bench.docs_markers import write_atomic
+
     text = json.dumps(result, indent=1, default=str) + "\n"
-    result = json.loads(text)  # the docs are rendered from exactly what the file holds
+    result = json.loads(text)
     write_atomic(results, text)
     print(f"load average at end {result['load_average_end'][0]:.2f}; wrote {results}")
-    if args.docs:
-        write_chaos_docs(args.docs, result)
-        print(f"wrote {args.docs}")
-    print(chaos_markdown(result))
+    if docs:
+        write_docs(docs, result)
+        print(f"wrote {docs}")
+    print(markdown(result))
     return 1 if result["failed"] else 0
+
+
+def regenerate_docs(results, docs, write_docs, target):
+    if not os.path.exists(results):
+        raise SystemExit(f"serving_load.py: error: no {results}; run `{target}` first")
+    with open(results) as f:
+        result = json.load(f)
+    if docs:
+        write_docs(docs, result)
+        print(f"wrote {docs} from {results}")
+    return 0
+
+
+# --- make serve-bench: results file and the docs table ---------------------------------------------
+
+LOAD_RESULTS = os.path.join("bench", "results", "serve_load.json")
+LOAD_BEGIN, LOAD_END = "<!-- serve-load:begin -->", "<!-- serve-load:end -->"
+
+
+def load_markdown(result):
+    """The machine line and the table of a load result (the dict saved as serve_load.json): one row per
+    (clients, protocol), batching off and on side by side."""
+    m = result["machine"]
+    load = ", ".join(f"{v:.2f}" for v in m["load_average_start"])
+    date = m["started_utc"].replace("T", " ")[:16] + " UTC"
+    verdict = "some requests failed (exit 1)" if result["failed"] else "every answer checked, none failed (exit 0)"
+    lines = [f"Measured {date} on {m['cpu_model']} (`lscpu` Model name), {m['cores']} cores shared by the server and "
+             f"the clients, load average {load} (1, 5, 15 min) at the start and {result['load_average_end'][0]:.2f} "
+             f"at the end; {_duration(result['wall_s'])} in all; `{result['command']}`; served: "
+             f"{result['served']}, {result['batch']} example(s) per request, server `--max-concurrency "
+             f"{result['server_max_concurrency']}`; {verdict}. Results: `{result['results_file']}`.", ""]
+    by_key = {(r["clients"], r["protocol"], r["batching"]): r for r in result["rows"]}
+    modes = [mode for mode in ("off", "on") if any(key[2] == mode for key in by_key)]
+    header = "| clients | protocol | " + " | ".join(
+        f"batching {mode}: requests/s | p50 ms | p99 ms | errors" for mode in modes)
+    if modes == ["off", "on"]:
+        header += " | requests/s on / off | largest difference from the unbatched answer"
+    lines += [header + " |", "|" + "---:|---|" + "---:|---:|---:|---:|" * len(modes)
+              + ("---:|---:|" if len(modes) == 2 else "")]
+    for clients, protocol in sorted({key[:2] for key in by_key}, key=lambda k: (k[0], k[1] != "REST")):
+        cells = [str(clients), protocol]
+        for mode in modes:
+            r = by_key.get((clients, protocol, mode))
+            cells += (["n/a"] * 4 if r is None else
+                      [f"{r['requests_per_s']:,.0f}", _ms(r["p50_ms"]), _ms(r["p99_ms"]), f"{r['errors']:,}"])
+        if len(modes) == 2:
+            off, on = by_key.get((clients, protocol, "off")), by_key.get((clients, protocol, "on"))
+            ratio = f"{on['requests_per_s'] / off['requests_per_s']:.2f}x" if off and on and off["requests_per_s"] \
+                else "n/a"
+            difference = "n/a" if on is None or on.get("max_abs_difference") is None \
+                else f"{on['max_abs_difference']:.1e}" if on["max_abs_difference"] else "0 (bit-identical)"
+            cells += [ratio, difference]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_load_docs(path, result):
+    """Regenerate the table between LOAD_BEGIN and LOAD_END in `path`; nothing else changes."""
+    from bench.docs_markers import write_between_markers
+
+    write_between_markers(path, LOAD_BEGIN, LOAD_END, load_markdown(result))
 
 
 def main(argv=None):
@@ -356,38 +425,51 @@ def main(argv=None):
     parser.add_argument("--swap-seconds", type=float, default=15)
     parser.add_argument("--soak-requests", type=int, default=100_000)
     parser.add_argument("--soak-seconds", type=float, default=900, help="--chaos: the soak stops here at the latest")
-    parser.add_argument("--results", default=os.path.join(ROOT, CHAOS_RESULTS),
-                        help="--chaos: the JSON file written (default: %(default)s)")
-    parser.add_argument("--docs", default=os.path.join(ROOT, CHAOS_DOCS),
-                        help="--chaos: Markdown file whose table is regenerated between the serve-chaos markers "
-                             "('' for none; default: %(default)s)")
+    parser.add_argument("--results", help="the JSON file written (default: bench/results/serve_load.json, with "
+                        "--chaos bench/results/serve_chaos.json)")
+    parser.add_argument("--docs", default=os.path.join(ROOT, DOCS),
+                        help="Markdown file whose table is regenerated between the serve-load (with --chaos the "
+                             "serve-chaos) markers ('' for none; default: %(default)s)")
     parser.add_argument("--docs-only", action="store_true",
-                        help="--chaos without measuring: regenerate --docs from the --results file")
+                        help="without measuring: regenerate --docs from the --results file")
     args = parser.parse_args(argv)
-    if args.chaos or args.docs_only:
+    if args.chaos:
+        args.results = args.results or os.path.join(ROOT, CHAOS_RESULTS)
         sys.exit(chaos_main(args))
+    args.results = args.results or os.path.join(ROOT, LOAD_RESULTS)
+    if args.docs_only:
+        sys.exit(regenerate_docs(args.results, args.docs, write_load_docs, "make serve-bench"))
 
     levels = sorted(set(args.concurrency))
     if min(levels) < 1 or args.requests < 1 or args.batch < 1:
         parser.error("--concurrency, --requests and --batch must be at least 1")
-    rows = []
+    facts = machine()
+    started = time.monotonic()
+    print(f"CPU: {facts['cpu_model']}, {facts['cores']} cores; load average at start "
+          f"{' '.join(map(str, facts['load_average_start']))}", flush=True)
+    rows, unbatched_answer = [], None
     with tempfile.TemporaryDirectory() as folder:
         config = args.config or tiny_export(folder)
         for batching in {"off": [False], "on": [True], "both": [False, True]}[args.batching]:
-            rows += measure_server(config, args, levels, batching)
-    print(f"model {args.model}, batch {args.batch} per request; {os.cpu_count()} CPU cores ({cpu_model()}) "
-          f"shared by server and clients; server --max-concurrency {max(levels)}")
-    print("| batching | clients | protocol | requests | errors | requests/s | p50 ms | p99 ms |\n"
-          "|---|---:|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['batching']} | {r['clients']} | {r['protocol']} | {r['requests']} | {r['errors']} | "
-              f"{r['requests_per_s']:.0f} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} |")
-    print(json.dumps(rows))
+            server_rows, answer = measure_server(config, args, levels, batching, unbatched_answer)
+            rows += server_rows
+            unbatched_answer = answer if unbatched_answer is None else unbatched_answer
+    command = (f"python bench/serving_load.py --requests {args.requests} --concurrency {' '.join(map(str, levels))} "
+               f"--batching {args.batching} --batch {args.batch} --max-seconds {args.max_seconds:g}"
+               + (f" --config {args.config} --model {args.model}" if args.config else ""))
+    result = {"machine": facts, "command": command, "model": args.model, "batch": args.batch,
+              "served": args.config or "a tiny LeNet-5 export (untrained: the same graph as the trained one)",
+              "server_max_concurrency": max(levels), "wall_s": round(time.monotonic() - started, 1),
+              "load_average_end": [round(v, 2) for v in os.getloadavg()],
+              "results_file": os.path.relpath(os.path.abspath(args.results), ROOT),
+              "failed": any(r["errors"] for r in rows), "rows": rows}
+    return finish(result, args.results, args.docs, write_load_docs, load_markdown)
 
 
-def measure_server(config, args, levels, batching):
+def measure_server(config, args, levels, batching, unbatched_answer=None):
     """One server process (server-side batching on or off), driven at each concurrency level over REST and
-    gRPC: a row of figures per (clients, protocol)."""
+    gRPC: a row of figures per (clients, protocol), and the server's first answer. Answers are checked against
+    `unbatched_answer` when given (the batching-off server's), else against this server's first answer."""
     from serving.client import GrpcClient, RestClient
 
     rest_port, grpc_port = free_port(), free_port()
@@ -398,7 +480,8 @@ def measure_server(config, args, levels, batching):
         signature = RestClient(url).signature(args.model)
         (alias, (_, shape)), = signature["inputs"].items()
         x = np.random.default_rng(0).uniform(0, 255, [args.batch] + shape[1:]).astype(np.float32)
-        reference = next(iter(RestClient(url).predict(args.model, {alias: x}).values()))
+        answer = np.asarray(next(iter(RestClient(url).predict(args.model, {alias: x}).values())))
+        reference = answer if unbatched_answer is None else unbatched_answer
         grpc_client = GrpcClient(target)
 
         def rest_call():
@@ -411,19 +494,24 @@ def measure_server(config, args, levels, batching):
         for clients in levels:
             for name, make_call in (("REST", rest_call), ("gRPC", grpc_call)):
                 drive(make_call, 20, clients, 30, reference)  # warm-up
-                latencies, errors, wall = drive(make_call, args.requests, clients, args.max_seconds, reference)
+                largest = [float(np.max(np.abs(answer - reference)))]
+                latencies, errors, wall = drive(make_call, args.requests, clients, args.max_seconds, reference,
+                                                largest)
                 rows.append({"batching": "on" if batching else "off", "clients": clients, "protocol": name,
                              "requests": int(len(latencies)), "errors": len(errors),
                              "requests_per_s": len(latencies) / wall,
                              "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None,
-                             "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else None})
+                             "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else None,
+                             "max_abs_difference": largest[0], "first_error": errors[0] if errors else None})
+                print(f"batching {rows[-1]['batching']}, {clients} clients, {name}: {len(latencies)} answers, "
+                      f"{len(errors)} errors, {rows[-1]['requests_per_s']:.0f} requests/s", flush=True)
                 if errors:
                     print(f"{name}, {clients} clients: first error: {errors[0]}", file=sys.stderr)
         grpc_client.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return rows
+    return rows, answer
 
 
 if __name__ == "__main__":

@@ -92,3 +92,51 @@ def test_chaos_docs_table_between_markers_rest_byte_identical(tmp_path):
     with pytest.raises(ValueError):
         write_between_markers(str(bare), BEGIN, END, "x")
     assert bare.read_text() == "no markers here\n"
+
+
+def load_result():
+    """A make serve-bench result as serve_load.json holds it."""
+    def row(batching, clients, protocol, rate, p50, p99, difference=0.0, errors=0):
+        return {"batching": batching, "clients": clients, "protocol": protocol, "requests": 500, "errors": errors,
+                "requests_per_s": rate, "p50_ms": p50, "p99_ms": p99, "max_abs_difference": difference,
+                "first_error": None}
+    return {
+        "machine": {"cpu_model": "Test CPU 9000", "cores": 3, "load_average_start": [0.25, 0.5, 0.75],
+                    "started_utc": "2024-02-03T04:05:06Z"},
+        "command": "python bench/serving_load.py --requests 500 --concurrency 1 16 --batching both --batch 1",
+        "model": "classify_lenet5", "batch": 1, "served": "a tiny LeNet-5 export", "server_max_concurrency": 16,
+        "wall_s": 75.0, "load_average_end": [2.5, 1.0, 0.8], "results_file": "bench/results/serve_load.json",
+        "failed": False,
+        "rows": [row("off", 1, "REST", 61.4, 7.1, 42.1), row("off", 1, "gRPC", 229.0, 2.3, 23.5),
+                 row("off", 16, "REST", 100.0, 150.0, 300.0), row("off", 16, "gRPC", 400.0, 39.0, 80.0),
+                 row("on", 1, "REST", 60.0, 7.5, 44.0), row("on", 1, "gRPC", 200.0, 2.6, 25.0),
+                 row("on", 16, "REST", 150.0, 100.0, 200.0, 2e-5), row("on", 16, "gRPC", 1000.0, 15.0, 30.0, 1.5e-5)],
+    }
+
+
+def test_serve_bench_table_sets_batching_on_beside_off(tmp_path):
+    load_begin, load_end = serving_load.LOAD_BEGIN, serving_load.LOAD_END
+    doc = tmp_path / "deployment.md"
+    doc.write_bytes(f"{BEFORE}{load_begin}\n| hand-typed |\n{load_end}{AFTER}".encode())
+    results = tmp_path / "serve_load.json"
+    results.write_text(json.dumps(load_result()))
+
+    with pytest.raises(SystemExit) as exit_info:   # the --docs-only path: no server, no measuring
+        serving_load.main(["--docs-only", "--results", str(results), "--docs", str(doc)])
+    assert exit_info.value.code == 0
+
+    head, rest = doc.read_bytes().split(load_begin.encode(), 1)
+    inside, tail = rest.split(load_end.encode(), 1)
+    assert head == BEFORE.encode() and tail == AFTER.encode()
+    lines = inside.decode().strip().splitlines()
+    for fact in ("2024-02-03 04:05 UTC", "Test CPU 9000", "3 cores", "load average 0.25, 0.50, 0.75",
+                 "2.50 at the end", "1 min 15 s in all", "--concurrency 1 16", "--max-concurrency 16`",
+                 "none failed"):
+        assert fact in lines[0], fact
+    rows = [line.split(" | ") for line in lines if line.startswith("| ")]
+    assert len(rows[0]) == 2 + 4 + 4 + 2 and len(rows) == 1 + 4   # header, (1, 16 clients) x (REST, gRPC)
+    by_key = {(cells[0].lstrip("| "), cells[1]): cells for cells in rows[1:]}
+    assert list(by_key) == [("1", "REST"), ("1", "gRPC"), ("16", "REST"), ("16", "gRPC")]
+    assert by_key[("16", "gRPC")][2:] == ["400", "39.0", "80.0", "0", "1,000", "15.0", "30.0", "0", "2.50x",
+                                          "1.5e-05 |"]
+    assert by_key[("1", "REST")][-2:] == ["0.98x", "0 (bit-identical) |"]
