@@ -325,7 +325,7 @@ def case_train(app, export_dir, steps=3, **_):
     saved = os.path.join(app_dir, "1")
     export.export_saved_model(model, saved, list(spec["inputs"](1)), [spec["output"]])
     notes = []
-    for kind in ("float", "int8"):
+    for kind in TFLITE_KINDS:
         representative = [next(iter(spec["inputs"](16).values())) for _ in range(4)] if kind == "int8" else None
         try:
             export.convert_to_tflite(saved, os.path.join(app_dir, f"{kind}.tflite"), kind, representative)
@@ -352,6 +352,40 @@ def _size_mb(path):
     return os.path.getsize(path) / 2**20
 
 
+TFLITE_KINDS = ("float", "dynamic", "int8")  # core.export.convert_to_tflite's quantizations
+
+
+def xnnpack_partitions(interpreter):
+    """Which of an interpreter's ops the XNNPACK delegate took: (ops taken, ops in the model, partitions,
+    Counter of the op names left to TFLite's builtin kernels).
+
+    After delegation the node list holds the model's ops and one DELEGATE node per partition, whose inputs
+    are the partition's boundary; walking back from a DELEGATE node's outputs to that boundary finds its ops.
+    (LiteRT exposes the node list only through its private `_get_ops_details`.)"""
+    import collections
+
+    ops = interpreter._get_ops_details()
+    producer = {t: op["index"] for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    taken, partitions = set(), [op for op in ops if op["op_name"] == "DELEGATE"]
+    for partition in partitions:
+        boundary = set(partition["inputs"])
+        stack = [producer[t] for t in partition["outputs"] if t in producer]
+        while stack:
+            index = stack.pop()
+            if index not in taken:
+                taken.add(index)
+                stack += [producer[t] for t in ops[index]["inputs"] if t not in boundary and t in producer]
+    model_ops = [op for op in ops if op["op_name"] != "DELEGATE"]
+    left = collections.Counter(op["op_name"] for op in model_ops if op["index"] not in taken)
+    return len(taken), len(model_ops), len(partitions), left
+
+
+def _delegation_notes(interpreter):
+    taken, total, partitions, left = xnnpack_partitions(interpreter)
+    left_text = ", ".join(f"{name} x{count}" if count > 1 else name for name, count in sorted(left.items()))
+    return f"{taken}/{total} ops, {partitions} partition(s)", left_text or "none"
+
+
 def case_inference(app, export_dir, **_):
     """Latency per example of each way of serving one app's model, batch 1 and 64."""
     import tensorflow as tf
@@ -371,12 +405,14 @@ def case_inference(app, export_dir, **_):
         latencies[("SavedModel", size)] = time_calls(lambda: runners["SavedModel"](b), min_seconds=0.5) / size
     serving_rss = peak_rss_mb()
     sizes = {"SavedModel": _size_mb(os.path.join(app_dir, "1"))}
-    for kind in ("float", "int8"):
+    interpreters = {}
+    for kind in TFLITE_KINDS:
         path = os.path.join(app_dir, f"{kind}.tflite")
         if os.path.exists(path):
             runner = export.tflite_signature_runner(path)
             runners[f"TFLite {kind}"] = lambda b, runner=runner: runner(**b)
             sizes[f"TFLite {kind}"] = _size_mb(path)
+            interpreters[f"TFLite {kind}"] = runner._interpreter
     import importlib
 
     import keras
@@ -395,7 +431,14 @@ def case_inference(app, export_dir, **_):
                 latencies[(name, size)] = time_calls(lambda: run(b), min_seconds=0.5) / size
             except Exception as error:  # e.g. an int8 file whose input is quantized differently
                 latencies[(name, size)] = f"failed: {str(error).splitlines()[0][:80]}"
-    for name in ("Keras predict", "SavedModel", "TFLite float", "TFLite int8"):
+    delegation = {}
+    for name, interpreter in interpreters.items():  # after the timed calls: the delegate is applied by then
+        try:
+            delegation[name] = _delegation_notes(interpreter)
+        except Exception as error:  # a private API: the row keeps its latencies
+            delegation[name] = (f"unknown: {str(error).splitlines()[0][:60]}", "")
+    saved_model_b1 = latencies[("SavedModel", 1)]
+    for name in ("Keras predict", "SavedModel", *(f"TFLite {kind}" for kind in TFLITE_KINDS)):
         if name not in runners:
             rows.append(dict(app=app, runtime=name, ms_b1="n/a", ms_b64="n/a", size_mb="n/a"))
             continue
@@ -403,7 +446,10 @@ def case_inference(app, export_dir, **_):
             latencies[(name, s)] * 1e3 if isinstance(latencies[(name, s)], float) else latencies[(name, s)]
             for s in (1, 64)
         ]
-        rows.append(dict(app=app, runtime=name, ms_b1=ms[0], ms_b64=ms[1], size_mb=sizes[name]))
+        ratio = latencies[(name, 1)] / saved_model_b1 if isinstance(latencies[(name, 1)], float) else ""
+        taken, left = delegation.get(name, ("", ""))
+        rows.append(dict(app=app, runtime=name, ms_b1=ms[0], ms_b64=ms[1], size_mb=sizes[name],
+                         vs_saved_model_b1=f"{ratio:.2f}x" if ratio else "", xnnpack=taken, builtin_ops=left))
     return dict(case=f"inference:{app}", rows=rows, serving_peak_rss_mb=serving_rss)
 
 
@@ -484,9 +530,9 @@ def case_throughput(variant, epochs=2, limit=1200, batch_size=128, **_):
     )
 
 
-def cpu_with_bfloat16_units():
-    """The CPU's model name (core.results.cpu_model) and whether it has bfloat16 units (what mixed_bfloat16 needs
-    to pay on a CPU)."""
+def cpu_description():
+    """The CPU's model name (core.results.cpu_model) and its vector units that the levers here depend on: AVX-512
+    (XLA and oneDNN differ with it) and bfloat16 units (what mixed_bfloat16 needs to pay on a CPU)."""
     from core.results import cpu_model
 
     try:
@@ -494,8 +540,9 @@ def cpu_with_bfloat16_units():
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
         flags = []
-    units = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
-    return f"{cpu_model()} ({', '.join(units) if units else 'no bfloat16 units'})"
+    units = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    bfloat16 = "" if {"avx512_bf16", "amx_bf16"} & set(units) else ", no bfloat16 units"
+    return f"{cpu_model()} ({', '.join(units) or 'no AVX2'}{bfloat16})"
 
 
 def case_precision(variant, steps=24, block=4, max_seconds=20.0, **_):
@@ -537,7 +584,7 @@ def case_precision(variant, steps=24, block=4, max_seconds=20.0, **_):
         examples_per_s=block * config.batch_size / min(blocks),
         first_step_s=first,
         loss=float(np.ravel(loss)[0]),
-        cpu=cpu_with_bfloat16_units(),
+        cpu=cpu_description(),
         peak_rss_mb=peak_rss_mb(),
     )
 
@@ -712,6 +759,9 @@ TABLES = {
             ("batch 1 ms", "ms_b1"),
             ("batch 64 ms/example", "ms_b64"),
             ("size MB", "size_mb"),
+            ("batch 1 vs SavedModel", "vs_saved_model_b1"),
+            ("ops taken by XNNPACK", "xnnpack"),
+            ("ops left to TFLite's builtin kernels", "builtin_ops"),
         ],
     ),
     "throughput": (
@@ -923,7 +973,7 @@ def drive(sections, apps, out, docs):
     load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"] * 3
     header = (
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {minutes:.1f} min on "
-        f"{os.cpu_count()} CPU cores, load average {' '.join(load)} at the end "
+        f"{cpu_description()}, {os.cpu_count()} CPU cores, load average {' '.join(load)} at the end "
         f"(TensorFlow {_tf_version()}, `python bench/run.py --sections {','.join(sections)} "
         f"--apps {','.join(apps)}`)."
     )

@@ -1,0 +1,36 @@
+"""bench/run.py's reading of what the XNNPACK delegate took from a TFLite file (the inference table's
+"ops taken by XNNPACK" and "ops left to TFLite's builtin kernels"): small real models converted by
+core.export, whose delegation is known by construction."""
+
+import keras
+import numpy as np
+
+from bench import run
+from core import export
+
+
+def _delegation(model, tmp_path, sample):
+    saved = export.export_saved_model(model, str(tmp_path / "1"), ["x"], ["y"])
+    path = export.convert_to_tflite(saved, str(tmp_path / "float.tflite"))
+    runner = export.tflite_signature_runner(path)
+    runner(x=sample)  # the default delegate is applied by the first call at the latest
+    return run.xnnpack_partitions(runner._interpreter)
+
+
+def test_an_op_xnnpack_lacks_splits_the_graph_into_two_partitions(tmp_path):
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(6)(inputs)
+    # CUMSUM has no XNNPACK kernel: the dense layers on either side land in two partitions
+    outputs = keras.layers.Dense(3)(keras.layers.Lambda(lambda t: keras.ops.cumsum(t, axis=-1))(hidden))
+    taken, total, partitions, left = _delegation(keras.Model(inputs, outputs), tmp_path,
+                                                 np.ones((1, 8), np.float32))
+    assert dict(left) == {"CUMSUM": 1}
+    assert (taken, total, partitions) == (total - 1, total, 2) and total >= 3
+
+
+def test_a_graph_xnnpack_runs_whole_is_one_partition(tmp_path):
+    inputs = keras.Input((8,))
+    outputs = keras.layers.Dense(3)(keras.layers.Dense(6, activation="relu")(inputs))
+    taken, total, partitions, left = _delegation(keras.Model(inputs, outputs), tmp_path,
+                                                 np.ones((1, 8), np.float32))
+    assert (taken, partitions, dict(left)) == (total, 1, {})
