@@ -246,6 +246,50 @@ def graph_float_ops(concrete_function):
     return int(model_analyzer.profile(concrete_function.graph, options=options).total_float_ops)
 
 
+# Ops whose work is a matrix product: what the matmul ceiling measures. The rest of a step (element-wise ops,
+# normalization, reductions, copies, casts) moves memory and pays per-op overhead.
+PRODUCT_OPS = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum", "Conv2D", "Conv2DBackpropInput",
+               "Conv2DBackpropFilter", "Conv3D", "DepthwiseConv2dNative", "DepthwiseConv2dNativeBackpropInput",
+               "DepthwiseConv2dNativeBackpropFilter", "_FusedConv2D", "_FusedMatMul", "_MklMatMul", "_MklConv2D")
+
+
+def step_profile(call, calls=5, top=4):
+    """Where a step's time goes: TensorFlow's profiler over `calls` calls, self-time per op type (the
+    framework_op_stats tool, idle time left out). (share of the time in matrix-product ops, [(op type,
+    share)] of the `top` op types)."""
+    import collections
+    import glob
+
+    import tensorflow as tf
+    from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
+
+    folder = tempfile.mkdtemp(prefix="bench-profile-")
+    try:
+        tf.profiler.experimental.start(folder)
+        try:
+            for _ in range(calls):
+                call()
+        finally:
+            tf.profiler.experimental.stop()
+        data, ok = plugin.xspace_to_tools_data(glob.glob(f"{folder}/**/*.xplane.pb", recursive=True),
+                                               "framework_op_stats", {})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if not ok:
+        raise RuntimeError("the profiler wrote no op statistics")
+    table = json.loads(data)[0]
+    columns = [c["id"] for c in table["cols"]]
+    kind, self_time = columns.index("type"), columns.index("total_self_time")
+    seconds = collections.Counter()
+    for row in table["rows"]:
+        cells = [c.get("v") for c in row["c"]]
+        if cells[kind] != "IDLE":
+            seconds[cells[kind]] += cells[self_time]
+    total = sum(seconds.values())
+    product = sum(t for name, t in seconds.items() if name in PRODUCT_OPS) / total
+    return product, [(name, t / total) for name, t in seconds.most_common(top)]
+
+
 def time_calls(call, min_seconds=1.0, max_calls=200, min_calls=3):
     """Seconds per call: the fastest of several after one warm-up call. The fastest, not the median,
     because the CPU is shared: other processes only ever add time, so the minimum is the code's own cost."""
@@ -312,6 +356,12 @@ def case_train(app, export_dir, steps=3, **_):
         min_calls=steps,
     )
     train_rss = peak_rss_mb()
+    try:
+        product_share, top_ops = step_profile(call)
+        profile = dict(product_ops_share=f"{product_share:.0%}",
+                       top_ops=", ".join(f"{name} {share:.0%}" for name, share in top_ops))
+    except Exception as error:  # the profiler's private tool API: the row keeps its speed
+        profile = dict(product_ops_share="", top_ops=f"no profile: {str(error).splitlines()[0][:80]}")
     # The ceiling again, in this process right after the step: the same share of a shared CPU.
     ceiling, _ = matmul_gflops(min_seconds=2.0)
 
@@ -341,6 +391,7 @@ def case_train(app, export_dir, steps=3, **_):
         gflop_per_step=flops / 1e9,
         achieved_gflops=flops / seconds / 1e9,
         ceiling_gflops=ceiling,
+        **profile,
         train_peak_rss_mb=train_rss,
         export_notes="; ".join(notes),
     )
@@ -405,14 +456,20 @@ def case_inference(app, export_dir, **_):
         latencies[("SavedModel", size)] = time_calls(lambda: runners["SavedModel"](b), min_seconds=0.5) / size
     serving_rss = peak_rss_mb()
     sizes = {"SavedModel": _size_mb(os.path.join(app_dir, "1"))}
-    interpreters = {}
+    interpreters, all_cores = {}, {}
     for kind in TFLITE_KINDS:
         path = os.path.join(app_dir, f"{kind}.tflite")
         if os.path.exists(path):
-            runner = export.tflite_signature_runner(path)
+            runner = export.tflite_signature_runner(path)  # LiteRT's default: one thread
             runners[f"TFLite {kind}"] = lambda b, runner=runner: runner(**b)
             sizes[f"TFLite {kind}"] = _size_mb(path)
             interpreters[f"TFLite {kind}"] = runner._interpreter
+            # the SavedModel uses every core: the same for LiteRT, at batch 1 (the latency a device app sees)
+            threaded = export.tflite_signature_runner(path, num_threads=os.cpu_count())
+            try:
+                all_cores[f"TFLite {kind}"] = time_calls(lambda: threaded(**batches[1]), min_seconds=0.5)
+            except Exception as error:
+                all_cores[f"TFLite {kind}"] = f"failed: {str(error).splitlines()[0][:80]}"
     import importlib
 
     import keras
@@ -446,10 +503,12 @@ def case_inference(app, export_dir, **_):
             latencies[(name, s)] * 1e3 if isinstance(latencies[(name, s)], float) else latencies[(name, s)]
             for s in (1, 64)
         ]
-        ratio = latencies[(name, 1)] / saved_model_b1 if isinstance(latencies[(name, 1)], float) else ""
+        threaded = all_cores.get(name, latencies[(name, 1)] if name == "SavedModel" else "")
+        ratio = f"{threaded / saved_model_b1:.2f}x" if isinstance(threaded, float) else ""
         taken, left = delegation.get(name, ("", ""))
         rows.append(dict(app=app, runtime=name, ms_b1=ms[0], ms_b64=ms[1], size_mb=sizes[name],
-                         vs_saved_model_b1=f"{ratio:.2f}x" if ratio else "", xnnpack=taken, builtin_ops=left))
+                         ms_b1_all_cores=threaded * 1e3 if isinstance(threaded, float) else threaded,
+                         vs_saved_model_b1=ratio, xnnpack=taken, builtin_ops=left))
     return dict(case=f"inference:{app}", rows=rows, serving_peak_rss_mb=serving_rss)
 
 
@@ -747,6 +806,8 @@ TABLES = {
             ("achieved GFLOP/s", "achieved_gflops"),
             ("share of ceiling", "share"),
             ("matmul GFLOP/s in the same process", "ceiling_gflops"),
+            ("step time in matmul/conv ops", "product_ops_share"),
+            ("op types taking the most time", "top_ops"),
             ("export notes", "export_notes"),
             ("error", "error"),
         ],
@@ -759,7 +820,8 @@ TABLES = {
             ("batch 1 ms", "ms_b1"),
             ("batch 64 ms/example", "ms_b64"),
             ("size MB", "size_mb"),
-            ("batch 1 vs SavedModel", "vs_saved_model_b1"),
+            ("batch 1 ms, every core", "ms_b1_all_cores"),
+            ("batch 1, every core, vs SavedModel", "vs_saved_model_b1"),
             ("ops taken by XNNPACK", "xnnpack"),
             ("ops left to TFLite's builtin kernels", "builtin_ops"),
         ],

@@ -1,9 +1,11 @@
-"""bench/run.py's reading of what the XNNPACK delegate took from a TFLite file (the inference table's
-"ops taken by XNNPACK" and "ops left to TFLite's builtin kernels"): small real models converted by
-core.export, whose delegation is known by construction."""
+"""What bench/run.py reads off a run beside its timings: which ops the XNNPACK delegate took from a TFLite
+file (the inference table's "ops taken by XNNPACK" and "ops left to TFLite's builtin kernels") and where a
+training step's time goes (the train table's profile columns). Small real models and steps whose answer is
+known by construction."""
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from bench import run
 from core import export
@@ -34,3 +36,21 @@ def test_a_graph_xnnpack_runs_whole_is_one_partition(tmp_path):
     taken, total, partitions, left = _delegation(keras.Model(inputs, outputs), tmp_path,
                                                  np.ones((1, 8), np.float32))
     assert (taken, partitions, dict(left)) == (total, 1, {})
+
+
+def test_step_profile_counts_matrix_products_and_nothing_else_as_products():
+    a = tf.random.stateless_normal([768, 768], seed=[1, 2])
+
+    @tf.function
+    def products():  # two large matrix products and one small element-wise op
+        return tf.reduce_sum(tf.matmul(tf.matmul(a, a), a))
+
+    @tf.function
+    def element_wise():
+        return tf.reduce_sum(tf.exp(a) * a + a)
+
+    share, top = run.step_profile(products)
+    assert share > 0.8 and top[0][0] in run.PRODUCT_OPS, (share, top)   # MatMul, or _MklMatMul with oneDNN
+    share, top = run.step_profile(element_wise)
+    assert share == 0 and top and not {name for name, _ in top} & set(run.PRODUCT_OPS), top
+    assert abs(sum(s for _, s in run.step_profile(element_wise, top=50)[1]) - 1) < 1e-6  # shares of all op time
