@@ -209,7 +209,7 @@ def test_a_runs_config_reruns_it_and_another_models_run_is_refused(ssd_run, caps
 
 
 def test_each_verb_lists_its_own_flags_with_their_defaults():
-    own = {"train": ["--epochs", "--strategy", "--config", "--run", "(default: ssd)", "rcnn 6"],
+    own = {"train": ["--epochs", "--strategy", "--config", "--run", "(default: ssd)", "rcnn 12"],
            "evaluate": ["--model", "--run", "--limit", "(default: ssd)"],
            "export": ["--run", "--export-dir", "(default: saved_models)"],
            "predict": ["--run", "--resize"],
