@@ -349,6 +349,7 @@ def finish(result, results, docs, write_docs, markdown):
 
 
 def regenerate_docs(results, docs, write_docs, target):
+    """--docs-only: the docs table from an existing results file, nothing measured."""
     if not os.path.exists(results):
         raise SystemExit(f"serving_load.py: error: no {results}; run `{target}` first")
     with open(results) as f:
