@@ -157,6 +157,18 @@ def table(records):
     return "\n".join(lines)
 
 
+def from_scratch(records):
+    """The wall time of `make results` from scratch: the sum of the rows' recorded wall times (each row's train
+    and evaluate, measured one row at a time)."""
+    seconds = [r["wall_seconds"] for r in records if r.get("wall_seconds") is not None]
+    minutes = round(sum(seconds) / 60)
+    missing = len(records) - len(seconds)
+    return (f"From scratch, `make results` runs for the sum of its rows' wall times (train and evaluate, one row "
+            f"at a time, as recorded): **{minutes // 60} h {minutes % 60:02d} min** for {len(seconds)} rows"
+            + (f" ({missing} without a recorded wall time)" if missing else "")
+            + ", plus `make setup` and the datasets' first preparation.")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="bench/headlines.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="",
@@ -185,7 +197,7 @@ def main(argv=None):
         if os.path.exists(path):
             with open(path) as f:
                 records.append(json.load(f))
-    body = table(records)
+    body = table(records) + "\n\n" + from_scratch(records)
     print(body)
     if not args.quick:
         write_between_markers(DOC, BEGIN, END, body)

@@ -35,6 +35,14 @@ def test_a_current_record_is_reused_and_the_table_comes_from_the_records(tmp_pat
     assert stale.endswith("| changed: rerun |")
 
 
+def test_the_from_scratch_wall_time_is_the_sum_of_the_rows():
+    row = headlines.ROWS[0]
+    records = [dict(record(row, "0"), wall_seconds=seconds) for seconds in (3000.0, 2400.0, 1260.0)]
+    assert "**1 h 51 min** for 3 rows," in headlines.from_scratch(records)   # 6,660 s = 111 min
+    line = headlines.from_scratch(records + [record(row, "0")])
+    assert "**1 h 51 min** for 3 rows (1 without a recorded wall time)" in line
+
+
 def test_a_row_resumes_only_a_run_folder_of_its_own_fingerprint(tmp_path):
     run_dir = tmp_path / "caption"
     run_dir.mkdir()
