@@ -843,6 +843,7 @@ TABLES = {
         [
             ("implementation", "implementation"),
             ("env steps/s", "env_steps_per_s"),
+            ("env steps/s vs CleanRL", "vs_reference"),
             ("updates/s", "updates_per_s"),
             ("envs", "num_envs"),
             ("batch", "batch"),
@@ -892,6 +893,16 @@ def add_shares(ceiling_rows, train_rows):
         achieved = _number(row.get("achieved_gflops"))
         if best and achieved:
             row["share"] = f"{100 * achieved / best:.1f}%"
+
+
+def add_reference_ratio(dqn_rows):
+    """Each DQN row's env steps/s as a multiple of CleanRL's, measured in the same run."""
+    reference = next((_number(r.get("env_steps_per_s")) for r in dqn_rows
+                      if str(r.get("implementation", "")).startswith("CleanRL")), None)
+    for row in dqn_rows:
+        rate = _number(row.get("env_steps_per_s"))
+        if reference and rate:
+            row["vs_reference"] = f"{rate / reference:.2f}x"
 
 
 class Table:
@@ -1019,6 +1030,7 @@ def drive(sections, apps, out, docs):
             table.add(result)
             memory.setdefault("rl", {"app": "rl"})["dqn_train_peak_rss_mb"] = result.get("peak_rss_mb", "")
             table.add(case_cleanrl())  # runs CleanRL in its own process when installed
+            add_reference_ratio(table.rows)
         if "precision" in sections:
             tables["precision"] = variants_table("precision", PRECISION_VARIANTS, export_dir)
         if memory:
@@ -1058,6 +1070,8 @@ def render(out, docs):
         raise SystemExit(f"bench/run.py: error: no CSV files in {out}; run the benchmarks first")
     if "train" in tables:
         add_shares(tables["ceiling"].rows if "ceiling" in tables else [], tables["train"].rows)
+    if "dqn" in tables:
+        add_reference_ratio(tables["dqn"].rows)
     header = open(os.path.join(out, "header.txt")).read() if os.path.exists(os.path.join(out, "header.txt")) else ""
     write_docs(docs, header, [t.markdown() for t in tables.values()])
     print(f"wrote {docs} from {out}/*.csv")

@@ -54,3 +54,14 @@ def test_step_profile_counts_matrix_products_and_nothing_else_as_products():
     share, top = run.step_profile(element_wise)
     assert share == 0 and top and not {name for name, _ in top} & set(run.PRODUCT_OPS), top
     assert abs(sum(s for _, s in run.step_profile(element_wise, top=50)[1]) - 1) < 1e-6  # shares of all op time
+
+
+def test_dqn_rates_are_read_against_cleanrls_of_the_same_run():
+    rows = [{"implementation": "this suite (apps.rl train --task dqn)", "env_steps_per_s": 15.3},
+            {"implementation": "CleanRL dqn_atari (PyTorch CPU)", "env_steps_per_s": 13.9}]
+    run.add_reference_ratio(rows)
+    assert [r["vs_reference"] for r in rows] == ["1.10x", "1.00x"]
+    missing = [{"implementation": "this suite", "env_steps_per_s": 15.3},
+               {"implementation": "CleanRL dqn_atari", "env_steps_per_s": "not installed"}]
+    run.add_reference_ratio(missing)
+    assert all("vs_reference" not in r for r in missing)   # no ratio against a row that did not run
