@@ -75,3 +75,30 @@ def test_style_cli_writes_pngs(tmp_path, capsys):
     printed = capsys.readouterr().out
     grid = os.path.join(tmp_path, "astronaut_hubble_deep_field_random_grid.png")
     assert f"wrote {grid}" in printed and os.path.getsize(grid) > 10_000
+
+
+def test_the_subpixel_twin_computes_the_transposed_stylizer_and_converts_without_transpose_conv(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    net = app.build_stylizer()
+    rng = np.random.default_rng(3)
+    for layer in net.layers:  # weights with every tap and bias in play, at a scale that keeps the sigmoid unsaturated
+        layer.set_weights([rng.normal(0, 0.5 / np.sqrt(np.prod(w.shape[:-1])), w.shape).astype(np.float32)
+                           for w in layer.get_weights()])
+    twin = app.subpixel_twin(net, (20, 28, 3))
+    images = rng.uniform(0, 255, (3, 20, 28, 3)).astype(np.float32)
+    reference, got = net(images).numpy(), twin(images).numpy()
+    # the same sums in another order: float32 rounding of ~1e3 terms per pixel, on outputs of scale 255
+    assert reference.std() > 1 and np.abs(got - reference).max() < 255 * 1e-4
+    for name in ("up1", "up2"):   # the fine grid itself, before the sigmoid flattens differences
+        fine = keras.Model(net.input, net.get_layer(name).output)(images).numpy()
+        fine_twin = keras.Model(twin.input, twin.get_layer(f"{name}_to_space").output)(images).numpy()
+        assert np.abs(fine_twin - fine).max() <= 1e-5 * np.abs(fine).max() + 1e-6
+
+    saved = export.export_saved_model(twin, str(tmp_path / "1"), ["images"], ["stylized"])
+    path = export.convert_to_tflite(saved, str(tmp_path / "float.tflite"))
+    runner = export.tflite_signature_runner(path)
+    np.testing.assert_allclose(runner(images=images[:1])["stylized"], got[:1], atol=255 * 1e-4)
+    ops = {op["op_name"] for op in runner._interpreter._get_ops_details()}
+    assert "DEPTH_TO_SPACE" in ops and "TRANSPOSE_CONV" not in ops

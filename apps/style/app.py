@@ -165,9 +165,34 @@ def _fit(image, shape):
 # Fast feed-forward stylization (Johnson et al. 2016).
 
 
-def build_stylizer(filters=16, residual_blocks=2, image_shape=(None, None, 3)):
+@keras.saving.register_keras_serializable(package="style")
+class DepthToSpace(keras.layers.Layer):
+    """Each pixel's channels become a `block_size` x `block_size` patch of pixels with a quarter (for 2) of the
+    channels: after a convolution, sub-pixel upsampling (Shi et al. 2016)."""
+
+    def __init__(self, block_size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = block_size
+
+    def call(self, inputs):
+        return keras.ops.depth_to_space(inputs, self.block_size)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        b = self.block_size
+        return (batch, None if height is None else height * b, None if width is None else width * b,
+                channels // (b * b))
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+
+def build_stylizer(filters=16, residual_blocks=2, image_shape=(None, None, 3), upsampling="transposed"):
     """Conv down x2, residual blocks, transposed-conv up x2 (Johnson et al.'s
-    shape, smaller); raw RGB pixels in and out, any size divisible by 4."""
+    shape, smaller); raw RGB pixels in and out, any size divisible by 4.
+
+    upsampling="subpixel" builds the same function for deployment (`subpixel_twin`): each transposed
+    convolution as a convolution on the coarse grid followed by DepthToSpace."""
     from keras import layers
 
     from layers import ResidualBlock
@@ -179,10 +204,51 @@ def build_stylizer(filters=16, residual_blocks=2, image_shape=(None, None, 3)):
     x = layers.Conv2D(4 * filters, 3, strides=2, padding="same", activation="relu", name="down2")(x)
     for i in range(residual_blocks):
         x = ResidualBlock(4 * filters, use_batchnorm=False, name=f"res{i + 1}")(x)
-    # Transposed convolutions keep static shapes, which the TFLite converter needs
-    # (UpSampling2D's repeat loses the height).
-    x = layers.Conv2DTranspose(2 * filters, 3, strides=2, padding="same", activation="relu", name="up1")(x)
-    x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu", name="up2")(x)
+    if upsampling == "transposed":
+        # Transposed convolutions keep static shapes, which the TFLite converter needs
+        # (UpSampling2D's repeat loses the height).
+        x = layers.Conv2DTranspose(2 * filters, 3, strides=2, padding="same", activation="relu", name="up1")(x)
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu", name="up2")(x)
+    else:
+        for name, channels in (("up1", 2 * filters), ("up2", filters)):
+            x = layers.Conv2D(4 * channels, 3, padding="same", activation="relu", name=name)(x)
+            x = DepthToSpace(2, name=f"{name}_to_space")(x)
     x = layers.Conv2D(3, 9, padding="same", activation="sigmoid", name="out_conv")(x)
     stylized = layers.Rescaling(255.0, name="stylized", dtype=precision.output_dtype())(x)
     return keras.Model(images, stylized, name="fast_stylizer")
+
+
+def subpixel_kernel(kernel, bias):
+    """A stride-2 "same" transposed convolution (Keras kernel (3, 3, out, in)) as the weights of a 3x3 "same"
+    convolution on the coarse grid whose 4 x out channels DepthToSpace(2) spreads into 2x2 blocks.
+
+    The transposed convolution adds x[i] * K[k] to y[2i + k] (k = 0, 1, 2; TensorFlow pads its stride-2 "same"
+    case after, not before). So the fine pixel 2i + a reads, for a = 0, x[i] through K[0] and x[i - 1] through
+    K[2], and for a = 1, x[i] through K[1]: in the coarse convolution, the tap of offset d (index d + 1) of
+    sub-pixel a holds K[TAPS[a][d]]; the tap of offset +1 stays zero."""
+    taps = {0: {0: 0, -1: 2}, 1: {0: 1}}  # sub-pixel a -> {coarse offset d: transposed kernel index k}
+    height, width, out, channels = kernel.shape
+    if (height, width) != (3, 3):
+        raise ValueError(f"expected a 3x3 transposed kernel, got {height}x{width}")
+    weights = np.zeros((3, 3, channels, 4 * out), kernel.dtype)
+    for a, rows in taps.items():
+        for b, cols in taps.items():
+            block = slice((2 * a + b) * out, (2 * a + b + 1) * out)  # DepthToSpace's order: block row, column, channel
+            for dy, ky in rows.items():
+                for dx, kx in cols.items():
+                    weights[dy + 1, dx + 1, :, block] = kernel[ky, kx].T
+    return weights, np.tile(bias, 4)
+
+
+def subpixel_twin(net, image_shape):
+    """`net` (a transposed-convolution stylizer) rebuilt with sub-pixel upsampling at `image_shape`: the same
+    function up to float rounding. Exported stylizers use it: a TRANSPOSE_CONV's output shape is computed from
+    its input's at run time (the batch is unknown), and XNNPACK, LiteRT's CPU delegate, leaves such an op to the
+    builtin kernels, slower still in the dynamic-range file; DEPTH_TO_SPACE needs no shape."""
+    twin = build_stylizer(image_shape=image_shape, upsampling="subpixel")
+    for layer in twin.layers:
+        if not layer.weights:
+            continue
+        weights = net.get_layer(layer.name).get_weights()
+        layer.set_weights(list(subpixel_kernel(*weights)) if layer.name in ("up1", "up2") else weights)
+    return twin

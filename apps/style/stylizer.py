@@ -29,6 +29,7 @@ from apps.style.app import (
     loss_weights,
     losses_of,
     style_targets,
+    subpixel_twin,
 )
 from apps.style.config import MODELS, StylizerConfig
 from apps.style.features import build_extractor
@@ -172,9 +173,9 @@ def export_run(*, run, export_dir="saved_models", version=None, kinds=("float", 
     config, net = load_run(run)
     sample = center_crop(load_image(config["content"], PREVIEW_SIZE), PREVIEW_SIZE)[None]
     calibration = training_crops(8, PREVIEW_SIZE, seed=config["seed"])  # photos of the training set
-    # The same network at a fixed input size (TFLite wants static shapes here).
-    fixed_net = build_stylizer(image_shape=sample.shape[1:])
-    fixed_net.set_weights(net.get_weights())
+    # The same function at a fixed input size (TFLite wants static shapes here), upsampling by sub-pixel
+    # convolutions, which XNNPACK runs whole.
+    fixed_net = subpixel_twin(net, sample.shape[1:])
 
     def parity(kind, reference, candidate):
         # Pixels are in [0, 255]: the float file must stay under one grey level
