@@ -224,8 +224,8 @@ def subpixel_kernel(kernel, bias):
 
     The transposed convolution adds x[i] * K[k] to y[2i + k] (k = 0, 1, 2; TensorFlow pads its stride-2 "same"
     case after, not before). So the fine pixel 2i + a reads, for a = 0, x[i] through K[0] and x[i - 1] through
-    K[2], and for a = 1, x[i] through K[1]: in the coarse convolution, the tap of offset d (index d + 1) of
-    sub-pixel a holds K[TAPS[a][d]]; the tap of offset +1 stays zero."""
+    K[2], and for a = 1, x[i] through K[1] (`taps` below, per axis): in the coarse convolution, the tap of offset
+    d (index d + 1) of sub-pixel a holds K[taps[a][d]]; the tap of offset +1 stays zero."""
     taps = {0: {0: 0, -1: 2}, 1: {0: 1}}  # sub-pixel a -> {coarse offset d: transposed kernel index k}
     height, width, out, channels = kernel.shape
     if (height, width) != (3, 3):
