@@ -7,7 +7,7 @@
 Every case runs in its own Python process, so its peak RSS (`resource.getrusage`)
 is that case's alone and one case's TensorFlow state cannot slow the next. The
 driver prints one table row per case as it finishes, writes one CSV per
-section under --out (runs/bench/), and rewrites the tables between the markers
+section under --out (bench/results/bench/, committed), and rewrites the tables between the markers
 in docs/bench.md. Speeds are measured on random inputs of the right shape
 (speed does not depend on the values) from models trained a few steps only.
 
@@ -1093,7 +1093,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     parser.add_argument("--apps", default=",".join(APPS), help=f"comma list of {', '.join(APPS)}")
-    parser.add_argument("--out", default=os.path.join("runs", "bench"), help="CSV folder (default: %(default)s)")
+    parser.add_argument("--out", default=os.path.join("bench", "results", "bench"),
+                        help="CSV folder, committed: what the docs tables are rendered from (default: %(default)s)")
     parser.add_argument(
         "--docs",
         default=os.path.join("docs", "bench.md"),
