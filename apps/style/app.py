@@ -209,10 +209,12 @@ def build_stylizer(filters=16, residual_blocks=2, image_shape=(None, None, 3), u
         # (UpSampling2D's repeat loses the height).
         x = layers.Conv2DTranspose(2 * filters, 3, strides=2, padding="same", activation="relu", name="up1")(x)
         x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu", name="up2")(x)
-    else:
+    elif upsampling == "subpixel":
         for name, channels in (("up1", 2 * filters), ("up2", filters)):
             x = layers.Conv2D(4 * channels, 3, padding="same", activation="relu", name=name)(x)
             x = DepthToSpace(2, name=f"{name}_to_space")(x)
+    else:
+        raise ValueError(f"upsampling must be 'transposed' or 'subpixel', not {upsampling!r}")
     x = layers.Conv2D(3, 9, padding="same", activation="sigmoid", name="out_conv")(x)
     stylized = layers.Rescaling(255.0, name="stylized", dtype=precision.output_dtype())(x)
     return keras.Model(images, stylized, name="fast_stylizer")
