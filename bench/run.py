@@ -500,11 +500,11 @@ def case_inference(app, export_dir, **_):
             latencies[(name, s)] * 1e3 if isinstance(latencies[(name, s)], float) else latencies[(name, s)]
             for s in (1, 64)
         ]
-        threaded = all_cores.get(name, latencies[(name, 1)] if name == "SavedModel" else "")
-        ratio = f"{threaded / saved_model_b1:.2f}x" if isinstance(threaded, float) else ""
+        every_core = all_cores.get(name, latencies[(name, 1)] if name == "SavedModel" else "")
+        ratio = f"{every_core / saved_model_b1:.2f}x" if isinstance(every_core, float) else ""
         taken, left = delegation.get(name, ("", ""))
         rows.append(dict(app=app, runtime=name, ms_b1=ms[0], ms_b64=ms[1], size_mb=sizes[name],
-                         ms_b1_all_cores=threaded * 1e3 if isinstance(threaded, float) else threaded,
+                         ms_b1_all_cores=every_core * 1e3 if isinstance(every_core, float) else every_core,
                          vs_saved_model_b1=ratio, xnnpack=taken, builtin_ops=left))
     return dict(case=f"inference:{app}", rows=rows, serving_peak_rss_mb=serving_rss)
 
